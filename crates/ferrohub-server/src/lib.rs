@@ -1,0 +1,1 @@
+//! ferrohub-server

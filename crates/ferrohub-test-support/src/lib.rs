@@ -1,0 +1,1 @@
+//! ferrohub-test-support
