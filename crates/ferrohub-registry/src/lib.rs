@@ -1,1 +1,40 @@
-//! ferrohub-registry
+//! Ferrohub's identity registry: the devices and modules a hub knows, with Azure IoT Hub's
+//! management rules, and the storage behind them.
+//!
+//! # What it does
+//!
+//! * Models identities ([`Device`], [`Module`]) and the inputs that change them ([`DeviceSpec`],
+//!   [`ModuleSpec`], [`ImportRecord`]).
+//! * Applies Azure's rules in [`Registry`]: ETags and `If-Match`, generated SAS keys and generation
+//!   ids, key and status-reason validation, bulk import modes, and Azure's error codes
+//!   ([`RegistryError::error_code`]).
+//! * Keeps every identity's credentials in memory ([`Registry::identity`]) so authenticating a
+//!   connection never touches the disk, and tells listeners ([`Registry::on_change`]) when an
+//!   identity is deleted, disabled or re-keyed so live connections can be closed.
+//! * Defines the storage contract ([`RegistryStore`]) with two implementations: [`MemoryStore`]
+//!   and [`SqliteStore`] (durable, group-committing).
+//!
+//! # What it doesn't
+//!
+//! * No network, no HTTP or JSON wire format: the server maps these types to Azure's JSON.
+//! * No async runtime: stores answer through runtime-agnostic futures (the SQLite store runs its
+//!   own threads), so any executor can drive it.
+//! * No clock: operations that record a time take `now`.
+//! * No SAS token verification (that is `ferrohub-auth`), no twins, no connection tracking.
+
+pub mod error;
+pub mod model;
+pub mod registry;
+mod rules;
+pub mod store;
+
+pub use error::{RegistryError, StoreError};
+pub use model::{
+    AuthType, Authentication, BulkError, BulkResult, BulkWarning, ConnectionState, Device,
+    DeviceSpec, DeviceStatus, ETag, IdentityAuth, IdentityChange, IdentityChangeKind, IfMatch,
+    ImportMode, ImportRecord, Module, ModuleSpec, RegistryStatistics, SymmetricKeys, UnknownName,
+    X509Thumbprints,
+};
+pub use registry::{MAX_BULK_RECORDS, MAX_LIST_DEVICES, Registry};
+pub use rules::{GENERATED_KEY_BYTES, MAX_KEY_BYTES, MAX_STATUS_REASON_CHARS, MIN_KEY_BYTES};
+pub use store::{Change, Expect, MemoryStore, RegistryStore, SqliteStore, WriteStats};

@@ -1,1 +1,36 @@
-//! ferrohub-server
+//! The Ferrohub runtime: configuration, the data directory, TLS, the HTTPS listener and the
+//! service REST API, wired around the identity registry.
+//!
+//! Sockets, tokio, rustls and axum live here and in no other library crate: protocol and
+//! storage logic sit in the pure crates (`ferrohub-auth`, `ferrohub-registry`, …) and this crate
+//! drives them. Start with [`Config::load`], then [`App::build`] and [`App::run`].
+
+mod app;
+pub mod config;
+mod fsutil;
+mod https;
+mod hub;
+mod policies;
+pub mod rest;
+mod tls;
+
+pub use app::{App, BuildError, Listeners, SHUTDOWN_GRACE};
+pub use config::{Config, ConfigError, DEFAULT_CONFIG_TOML, LogFormat, Overrides};
+pub use hub::{Clock, Hub, SystemClock};
+
+/// `n` random bytes as lower-case hex (tracking ids, certificate tags).
+pub(crate) fn random_hex(n: usize) -> String {
+    let mut buf = vec![0u8; n];
+    // The OS random source failing is not recoverable; fall back to the clock so an id is
+    // still produced (these are labels, not secrets).
+    if getrandom::fill(&mut buf).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        for (i, b) in buf.iter_mut().enumerate() {
+            *b = (t >> ((i % 16) * 8)) as u8;
+        }
+    }
+    buf.iter().map(|b| format!("{b:02x}")).collect()
+}

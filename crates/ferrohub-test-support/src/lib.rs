@@ -1,1 +1,184 @@
-//! ferrohub-test-support
+//! Test harness for black-box tests: [`TestHub`] runs a real Ferrohub (real TLS, real SQLite,
+//! real listeners on port 0) in a temporary data directory, inside the test's runtime.
+//!
+//! Only `tests/` folders use this crate. It panics on set-up failures: a test that cannot start
+//! its hub has nothing to assert.
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use ferrohub_auth::{ConnectionString, SymmetricKey};
+use ferrohub_client::HubClient;
+use ferrohub_server::{App, Config, Overrides};
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+/// A running hub for a test. Dropping it stops the hub; [`TestHub::stop`] waits for the stop.
+pub struct TestHub {
+    dir: Option<TempDir>,
+    data_dir: PathBuf,
+    https: SocketAddr,
+    owner: String,
+    ca_path: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+}
+
+/// Installs the process-wide rustls crypto provider, as `ferrohub serve` does.
+pub fn install_crypto() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+}
+
+impl TestHub {
+    /// Starts a hub in a new temporary data directory.
+    pub async fn start() -> TestHub {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let mut hub = Self::start_in(&data_dir).await;
+        hub.dir = Some(dir);
+        hub
+    }
+
+    /// Starts a hub on `data_dir`, which may hold an earlier hub's state (restart tests).
+    pub async fn start_in(data_dir: &Path) -> TestHub {
+        install_crypto();
+        let overrides = Overrides {
+            data_dir: Some(data_dir.to_owned()),
+            https_port: Some(0),
+            mqtt_port: Some(0),
+            bind: Some("127.0.0.1".into()),
+            ..Overrides::default()
+        };
+        let config = Config::load(None, &overrides).unwrap();
+        let app = App::build(config).await.unwrap();
+        let https = app.listeners().https;
+        let owner = app.owner_connection_string().to_owned();
+        let ca_path = app.ca_path().unwrap().to_owned();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(app.run(async move {
+            let _ = rx.await;
+        }));
+        TestHub {
+            dir: None,
+            data_dir: data_dir.to_owned(),
+            https,
+            owner,
+            ca_path,
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    /// Stops the hub and waits until it has released its data directory. Returns the
+    /// temporary directory (if the hub made one) so a restart can reuse it.
+    pub async fn stop(mut self) -> Option<TempDir> {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(20), task).await;
+        }
+        self.dir.take()
+    }
+
+    /// The HTTPS listener.
+    pub fn https_addr(&self) -> SocketAddr {
+        self.https
+    }
+
+    /// `https://localhost:<port>`.
+    pub fn base_url(&self) -> String {
+        format!("https://localhost:{}", self.https.port())
+    }
+
+    /// The owner connection string; `HostName` is `localhost:<port>`.
+    pub fn owner_connection_string(&self) -> String {
+        self.owner.clone()
+    }
+
+    /// The generated CA certificate.
+    pub fn ca_path(&self) -> PathBuf {
+        self.ca_path.clone()
+    }
+
+    /// The CA certificate, PEM.
+    pub fn ca_pem(&self) -> Vec<u8> {
+        std::fs::read(&self.ca_path).unwrap()
+    }
+
+    /// The data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.data_dir
+    }
+
+    /// A typed client authenticated as `iothubowner`.
+    pub fn client(&self) -> HubClient {
+        let cs: ConnectionString = self.owner.parse().unwrap();
+        HubClient::new(&cs, Some(&self.ca_pem())).unwrap()
+    }
+
+    /// A typed client for policy `name` (keys read from the data directory).
+    pub fn client_for(&self, policy: &str) -> HubClient {
+        let cs: ConnectionString = self.policy_connection_string(policy).parse().unwrap();
+        HubClient::new(&cs, Some(&self.ca_pem())).unwrap()
+    }
+
+    /// The connection string of policy `name`, with this hub's host and port.
+    pub fn policy_connection_string(&self, name: &str) -> String {
+        let key = self.policy_key(name);
+        format!(
+            "HostName=localhost:{};SharedAccessKeyName={name};SharedAccessKey={}",
+            self.https.port(),
+            key.to_base64()
+        )
+    }
+
+    /// The primary key of policy `name`, from `policies.json`.
+    pub fn policy_key(&self, name: &str) -> SymmetricKey {
+        let text = std::fs::read(self.data_dir.join("policies.json")).unwrap();
+        let doc: serde_json::Value = serde_json::from_slice(&text).unwrap();
+        let rule = doc["policies"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["keyName"] == name)
+            .unwrap();
+        SymmetricKey::from_base64(rule["primaryKey"].as_str().unwrap()).unwrap()
+    }
+
+    /// A SAS token for policy `name`, scoped to the hub, expiring `ttl` from now (a negative
+    /// `ttl_secs` gives a token that expired that long ago).
+    pub fn policy_token(&self, name: &str, ttl_secs: i64) -> String {
+        let expiry = (now_secs() as i64 + ttl_secs).max(0) as u64;
+        let host = format!("localhost:{}", self.https.port());
+        ferrohub_auth::mint(&host, &self.policy_key(name), expiry, Some(name))
+    }
+
+    /// A raw HTTP client trusting the hub's CA, for asserting exact statuses, headers and bodies.
+    pub fn http(&self) -> reqwest::Client {
+        let ca = reqwest::Certificate::from_pem(&self.ca_pem()).unwrap();
+        reqwest::Client::builder()
+            .add_root_certificate(ca)
+            .build()
+            .unwrap()
+    }
+}
+
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}

@@ -8,5 +8,5 @@ mod id;
 mod permission;
 
 pub use error_code::ErrorCode;
-pub use id::{DeviceId, IdError, ModuleId, PolicyName};
+pub use id::{DeviceId, IdError, MAX_ID_LEN, ModuleId, PolicyName};
 pub use permission::{Permission, Permissions};

@@ -1,0 +1,108 @@
+//! Where identities are kept: the [`RegistryStore`] trait and its implementations.
+//!
+//! The trait is the narrow, compare-and-set contract the registry's rules need, shaped so that a
+//! relational database (SQLite here, PostgreSQL later) implements each [`Change`] as one guarded
+//! statement. Stores know nothing of Azure's rules: they check [`Expect`]ations and keep documents.
+//!
+//! Every implementation must pass the contract suite in `tests/integration/store_contract.rs`.
+
+pub mod memory;
+pub mod sqlite;
+
+use std::future::Future;
+
+use ferrohub_types::{DeviceId, ModuleId};
+
+pub use crate::error::StoreError;
+use crate::model::{Device, IdentityAuth, Module, RegistryStatistics};
+pub use memory::MemoryStore;
+pub use sqlite::{SqliteStore, WriteStats};
+
+/// What a [`Change`] expects to find before it is applied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Expect {
+    /// The identity does not exist.
+    Absent,
+    /// The identity exists with this version.
+    Version(u64),
+}
+
+/// One guarded write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    /// Insert (`Expect::Absent`) or replace (`Expect::Version`) a device document.
+    PutDevice {
+        /// The new document; its `version` is stored as is.
+        device: Device,
+        /// The state the device must be in.
+        expect: Expect,
+    },
+    /// Remove a device and all of its modules.
+    DeleteDevice {
+        /// The device.
+        id: DeviceId,
+        /// The state the device must be in (`Absent` makes the change a no-op check).
+        expect: Expect,
+    },
+    /// Insert or replace a module document. Its device must exist (counting earlier changes of
+    /// the same `apply`), else the change conflicts.
+    PutModule {
+        /// The new document.
+        module: Module,
+        /// The state the module must be in.
+        expect: Expect,
+    },
+    /// Remove a module.
+    DeleteModule {
+        /// The module's device.
+        device_id: DeviceId,
+        /// The module.
+        module_id: ModuleId,
+        /// The state the module must be in.
+        expect: Expect,
+    },
+}
+
+/// Durable storage of device and module identities.
+///
+/// Every method returns a `Send` future and needs no particular async runtime. Reads see every
+/// `apply` whose future has completed.
+pub trait RegistryStore: Send + Sync + 'static {
+    /// Applies `changes` in order, atomically: all are stored, or none is and the error is
+    /// [`StoreError::Conflict`] with the index of the first change whose [`Expect`] failed.
+    /// When the future completes with `Ok`, the changes are durable.
+    fn apply(&self, changes: Vec<Change>) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The device with this id.
+    fn device(
+        &self,
+        id: &DeviceId,
+    ) -> impl Future<Output = Result<Option<Device>, StoreError>> + Send;
+
+    /// Up to `limit` devices, ordered by device id (byte order).
+    fn devices(&self, limit: usize)
+    -> impl Future<Output = Result<Vec<Device>, StoreError>> + Send;
+
+    /// The module with these ids.
+    fn module(
+        &self,
+        device_id: &DeviceId,
+        module_id: &ModuleId,
+    ) -> impl Future<Output = Result<Option<Module>, StoreError>> + Send;
+
+    /// The modules of a device, ordered by module id; empty when the device has none or does not
+    /// exist.
+    fn modules(
+        &self,
+        device_id: &DeviceId,
+    ) -> impl Future<Output = Result<Vec<Module>, StoreError>> + Send;
+
+    /// Device counts.
+    fn statistics(&self) -> impl Future<Output = Result<RegistryStatistics, StoreError>> + Send;
+
+    /// What every identity needs to authenticate, devices and modules, in no particular order;
+    /// read once to warm the registry's cache.
+    fn identities(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(DeviceId, Option<ModuleId>, IdentityAuth)>, StoreError>> + Send;
+}

@@ -1,0 +1,241 @@
+//! [`MemoryStore`]: identities in a map behind a mutex, for tests and throwaway hubs.
+//!
+//! Nothing survives the process. `apply` runs to completion when called (the returned future is
+//! already resolved), so a dropped future never leaves a change half-known.
+
+use std::collections::BTreeMap;
+use std::future::{Future, ready};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use ferrohub_types::{DeviceId, ModuleId};
+
+use super::{Change, Expect, RegistryStore, StoreError};
+use crate::model::{Device, DeviceStatus, IdentityAuth, Module, RegistryStatistics};
+
+/// An in-memory [`RegistryStore`].
+#[derive(Default)]
+pub struct MemoryStore {
+    devices: Mutex<BTreeMap<DeviceId, Entry>>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("devices", &self.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Entry {
+    device: Device,
+    modules: BTreeMap<ModuleId, Module>,
+}
+
+/// How to take back one change of a failed batch.
+enum Undo {
+    /// Put back the device document (None: remove the entry, which was created).
+    DeviceDoc(DeviceId, Option<Device>),
+    /// Put back a deleted device entry with its modules.
+    Entry(DeviceId, Entry),
+    /// Restore the module to this (None: remove it).
+    Module(DeviceId, ModuleId, Option<Module>),
+}
+
+impl MemoryStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<DeviceId, Entry>> {
+        // Nothing in `apply_all` panics short of allocation failure, so a poisoned map is still
+        // consistent; refusing it would only turn one failure into many.
+        self.devices.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn apply_all(&self, changes: Vec<Change>) -> Result<(), StoreError> {
+        let mut map = self.lock();
+        let mut undo = Vec::with_capacity(changes.len());
+        for (index, change) in changes.into_iter().enumerate() {
+            if let Err(()) = apply_one(&mut map, change, &mut undo) {
+                for step in undo.into_iter().rev() {
+                    match step {
+                        Undo::DeviceDoc(id, Some(device)) => {
+                            if let Some(entry) = map.get_mut(&id) {
+                                entry.device = device;
+                            }
+                        }
+                        Undo::DeviceDoc(id, None) => {
+                            map.remove(&id);
+                        }
+                        Undo::Entry(id, entry) => {
+                            map.insert(id, entry);
+                        }
+                        Undo::Module(d, m, prev) => {
+                            if let Some(entry) = map.get_mut(&d) {
+                                match prev {
+                                    Some(module) => entry.modules.insert(m, module),
+                                    None => entry.modules.remove(&m),
+                                };
+                            }
+                        }
+                    }
+                }
+                return Err(StoreError::Conflict { index });
+            }
+        }
+        Ok(())
+    }
+}
+
+fn version_ok(current: Option<u64>, expect: Expect) -> bool {
+    match (current, expect) {
+        (None, Expect::Absent) => true,
+        (Some(v), Expect::Version(e)) => v == e,
+        _ => false,
+    }
+}
+
+fn apply_one(
+    map: &mut BTreeMap<DeviceId, Entry>,
+    change: Change,
+    undo: &mut Vec<Undo>,
+) -> Result<(), ()> {
+    match change {
+        Change::PutDevice { device, expect } => {
+            let id = device.device_id.clone();
+            match map.get_mut(&id) {
+                Some(entry) => {
+                    if !version_ok(Some(entry.device.version), expect) {
+                        return Err(());
+                    }
+                    let prev = std::mem::replace(&mut entry.device, device);
+                    undo.push(Undo::DeviceDoc(id, Some(prev)));
+                }
+                None => {
+                    if !version_ok(None, expect) {
+                        return Err(());
+                    }
+                    let modules = BTreeMap::new();
+                    map.insert(id.clone(), Entry { device, modules });
+                    undo.push(Undo::DeviceDoc(id, None));
+                }
+            }
+        }
+        Change::DeleteDevice { id, expect } => {
+            let current = map.get(&id).map(|e| e.device.version);
+            if !version_ok(current, expect) {
+                return Err(());
+            }
+            if let Some(prev) = map.remove(&id) {
+                undo.push(Undo::Entry(id, prev));
+            }
+        }
+        Change::PutModule { module, expect } => {
+            let entry = map.get_mut(&module.device_id).ok_or(())?;
+            let prev = entry.modules.get(&module.module_id).cloned();
+            if !version_ok(prev.as_ref().map(|m| m.version), expect) {
+                return Err(());
+            }
+            let (d, m) = (module.device_id.clone(), module.module_id.clone());
+            entry.modules.insert(m.clone(), module);
+            undo.push(Undo::Module(d, m, prev));
+        }
+        Change::DeleteModule {
+            device_id,
+            module_id,
+            expect,
+        } => {
+            let prev = map
+                .get(&device_id)
+                .and_then(|e| e.modules.get(&module_id))
+                .cloned();
+            if !version_ok(prev.as_ref().map(|m| m.version), expect) {
+                return Err(());
+            }
+            if let Some(entry) = map.get_mut(&device_id)
+                && let Some(prev) = entry.modules.remove(&module_id)
+            {
+                undo.push(Undo::Module(device_id, module_id, Some(prev)));
+            }
+        }
+    }
+    Ok(())
+}
+
+impl RegistryStore for MemoryStore {
+    fn apply(&self, changes: Vec<Change>) -> impl Future<Output = Result<(), StoreError>> + Send {
+        ready(self.apply_all(changes))
+    }
+
+    fn device(
+        &self,
+        id: &DeviceId,
+    ) -> impl Future<Output = Result<Option<Device>, StoreError>> + Send {
+        ready(Ok(self.lock().get(id).map(|e| e.device.clone())))
+    }
+
+    fn devices(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Device>, StoreError>> + Send {
+        ready(Ok(self
+            .lock()
+            .values()
+            .take(limit)
+            .map(|e| e.device.clone())
+            .collect()))
+    }
+
+    fn module(
+        &self,
+        device_id: &DeviceId,
+        module_id: &ModuleId,
+    ) -> impl Future<Output = Result<Option<Module>, StoreError>> + Send {
+        ready(Ok(self
+            .lock()
+            .get(device_id)
+            .and_then(|e| e.modules.get(module_id))
+            .cloned()))
+    }
+
+    fn modules(
+        &self,
+        device_id: &DeviceId,
+    ) -> impl Future<Output = Result<Vec<Module>, StoreError>> + Send {
+        ready(Ok(self
+            .lock()
+            .get(device_id)
+            .map(|e| e.modules.values().cloned().collect())
+            .unwrap_or_default()))
+    }
+
+    fn statistics(&self) -> impl Future<Output = Result<RegistryStatistics, StoreError>> + Send {
+        let map = self.lock();
+        let total = map.len() as u64;
+        let enabled = map
+            .values()
+            .filter(|e| e.device.status == DeviceStatus::Enabled)
+            .count() as u64;
+        ready(Ok(RegistryStatistics {
+            total_device_count: total,
+            enabled_device_count: enabled,
+            disabled_device_count: total - enabled,
+        }))
+    }
+
+    fn identities(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(DeviceId, Option<ModuleId>, IdentityAuth)>, StoreError>> + Send
+    {
+        let map = self.lock();
+        let mut out = Vec::with_capacity(map.len());
+        for (id, entry) in map.iter() {
+            out.push((id.clone(), None, IdentityAuth::from(&entry.device)));
+            for (mid, module) in &entry.modules {
+                out.push((id.clone(), Some(mid.clone()), IdentityAuth::from(module)));
+            }
+        }
+        ready(Ok(out))
+    }
+}

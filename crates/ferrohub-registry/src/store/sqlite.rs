@@ -1,0 +1,726 @@
+//! [`SqliteStore`]: the embedded, durable [`RegistryStore`], one SQLite file in the data dir.
+//!
+//! # Design
+//!
+//! * WAL journal, `synchronous=FULL`: an `apply` is acknowledged only after its commit is on disk.
+//! * One writer thread owns the only writing connection. It takes every `apply` submitted while
+//!   it was busy and commits them together in one transaction (group commit), so concurrent
+//!   writers share one fsync. Each `apply` runs inside its own `SAVEPOINT`: one whose
+//!   [`Expect`] fails is rolled back alone and the others still commit.
+//! * A small pool of reader threads, each with its own connection, serves reads. WAL lets them run
+//!   beside the writer; each read sees every commit acknowledged before it started.
+//! * Results travel back on `futures_channel::oneshot`, so callers on any async runtime await
+//!   without blocking a runtime thread.
+//! * An `apply` is handed to the writer when it is called, not when its future is first polled:
+//!   dropping the future does not withdraw it.
+//!
+//! # Schema
+//!
+//! `devices(device_id PK, version, status, doc)` and `modules((device_id, module_id) PK, version,
+//! doc)`, where `doc` is the identity's JSON ([`Device`]/[`Module`] serde form) and `version`
+//! guards compare-and-set updates. Deleting a device deletes its modules in the same transaction.
+//! `schema_version` records the migrations applied; a database written by a newer schema is
+//! refused rather than misread.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, mpsc};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use futures_channel::oneshot;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde::Deserialize;
+
+use ferrohub_types::{DeviceId, ModuleId};
+
+use super::{Change, Expect, RegistryStore, StoreError};
+use crate::model::{
+    Authentication, Device, DeviceStatus, IdentityAuth, Module, RegistryStatistics,
+};
+
+/// The schema this build writes; each entry of `MIGRATIONS` brings the schema one version up.
+const MIGRATIONS: &[&str] = &[
+    // 1: devices and modules.
+    "CREATE TABLE devices (
+         device_id TEXT NOT NULL PRIMARY KEY,
+         version   INTEGER NOT NULL,
+         status    TEXT NOT NULL CHECK (status IN ('enabled', 'disabled')),
+         doc       TEXT NOT NULL
+     );
+     CREATE INDEX devices_by_status ON devices (status);
+     CREATE TABLE modules (
+         device_id TEXT NOT NULL,
+         module_id TEXT NOT NULL,
+         version   INTEGER NOT NULL,
+         doc       TEXT NOT NULL,
+         PRIMARY KEY (device_id, module_id)
+     );",
+];
+
+/// How many reader threads [`SqliteStore::open`] starts.
+pub const DEFAULT_READERS: usize = 2;
+
+/// The most `apply` calls one transaction takes, to bound a commit's size and latency.
+const MAX_BATCH: usize = 512;
+
+/// How long a connection waits for a lock held by another process before giving up.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A [`RegistryStore`] in one SQLite database file.
+///
+/// Dropping the store finishes the writes already submitted, then stops its threads and closes
+/// the database.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Option<mpsc::Sender<WriteJob>>,
+    readers: Option<mpsc::Sender<ReadJob>>,
+    threads: Vec<JoinHandle<()>>,
+    stats: Arc<Counters>,
+}
+
+/// Counters of the writer thread, for metrics and to observe group commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct WriteStats {
+    /// Transactions committed (or attempted).
+    pub transactions: u64,
+    /// `apply` calls processed; more than `transactions` when commits were shared.
+    pub applies: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    transactions: AtomicU64,
+    applies: AtomicU64,
+}
+
+struct WriteJob {
+    ops: Vec<Op>,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
+
+/// A [`Change`] encoded for SQL; `expect: None` means absent.
+enum Op {
+    PutDevice {
+        id: String,
+        version: i64,
+        status: &'static str,
+        doc: String,
+        expect: Option<i64>,
+    },
+    DeleteDevice {
+        id: String,
+        expect: Option<i64>,
+    },
+    PutModule {
+        device_id: String,
+        module_id: String,
+        version: i64,
+        doc: String,
+        expect: Option<i64>,
+    },
+    DeleteModule {
+        device_id: String,
+        module_id: String,
+        expect: Option<i64>,
+    },
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` with [`DEFAULT_READERS`] readers.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with_readers(path, DEFAULT_READERS)
+    }
+
+    /// Opens (creating if needed) the database at `path` with `readers` reader threads (at
+    /// least one).
+    pub fn open_with_readers(path: impl AsRef<Path>, readers: usize) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let writer_conn = open_writer(&path)?;
+        let mut reader_conns = Vec::new();
+        for _ in 0..readers.max(1) {
+            reader_conns.push(open_reader(&path).map_err(|e| unavailable(&path, e))?);
+        }
+
+        let stats = Arc::new(Counters::default());
+        let mut threads = Vec::new();
+        let (write_tx, write_rx) = mpsc::channel::<WriteJob>();
+        let writer_stats = Arc::clone(&stats);
+        threads.push(spawn("ferrohub-registry-writer", move || {
+            run_writer(writer_conn, write_rx, &writer_stats)
+        })?);
+
+        let (read_tx, read_rx) = mpsc::channel::<ReadJob>();
+        let read_rx = Arc::new(Mutex::new(read_rx));
+        for (i, conn) in reader_conns.into_iter().enumerate() {
+            let rx = Arc::clone(&read_rx);
+            threads.push(spawn(
+                &format!("ferrohub-registry-reader-{i}"),
+                move || run_reader(conn, &rx),
+            )?);
+        }
+        tracing::debug!(path = %path.display(), "registry database open");
+        Ok(SqliteStore {
+            path,
+            writer: Some(write_tx),
+            readers: Some(read_tx),
+            threads,
+            stats,
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The writer's counters so far.
+    pub fn write_stats(&self) -> WriteStats {
+        WriteStats {
+            transactions: self.stats.transactions.load(Ordering::Relaxed),
+            applies: self.stats.applies.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Encodes `changes` and hands them to the writer now.
+    fn submit(
+        &self,
+        changes: Vec<Change>,
+    ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
+        let ops = changes
+            .into_iter()
+            .map(encode)
+            .collect::<Result<Vec<_>, _>>()?;
+        let (reply, rx) = oneshot::channel();
+        self.writer
+            .as_ref()
+            .ok_or_else(stopped)?
+            .send(WriteJob { ops, reply })
+            .map_err(|_| stopped())?;
+        Ok(rx)
+    }
+
+    /// Runs `f` on a reader connection.
+    fn read<T, F>(&self, f: F) -> impl Future<Output = Result<T, StoreError>> + Send + use<T, F>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
+            // The caller may have gone; then nobody wants the answer.
+            let _ = tx.send(f(conn));
+        });
+        let sent = match &self.readers {
+            Some(readers) => readers.send(job).is_ok(),
+            None => false,
+        };
+        async move {
+            if !sent {
+                return Err(stopped());
+            }
+            rx.await.unwrap_or_else(|_| Err(stopped()))
+        }
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        // Closing the channels lets each thread finish what is queued and return.
+        self.writer.take();
+        self.readers.take();
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                tracing::error!("a registry database thread panicked");
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore")
+            .field("path", &self.path)
+            .field("stats", &self.write_stats())
+            .finish()
+    }
+}
+
+impl RegistryStore for SqliteStore {
+    fn apply(&self, changes: Vec<Change>) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let submitted = self.submit(changes);
+        async move {
+            match submitted {
+                Ok(rx) => rx.await.unwrap_or_else(|_| Err(stopped())),
+                Err(e) => Err(e),
+            }
+        }
+    }
+
+    fn device(
+        &self,
+        id: &DeviceId,
+    ) -> impl Future<Output = Result<Option<Device>, StoreError>> + Send {
+        let id = id.as_str().to_owned();
+        self.read(move |conn| {
+            let doc: Option<String> = conn
+                .prepare_cached("SELECT doc FROM devices WHERE device_id = ?1")
+                .and_then(|mut s| s.query_row([&id], |r| r.get(0)).optional())
+                .map_err(sql_error)?;
+            doc.map(|d| decode::<Device>(&d)).transpose()
+        })
+    }
+
+    fn devices(
+        &self,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<Device>, StoreError>> + Send {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT doc FROM devices ORDER BY device_id LIMIT ?1")
+                .map_err(sql_error)?;
+            let docs = stmt
+                .query_map([limit], |r| r.get::<_, String>(0))
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .map_err(sql_error)?;
+            docs.iter().map(|d| decode::<Device>(d)).collect()
+        })
+    }
+
+    fn module(
+        &self,
+        device_id: &DeviceId,
+        module_id: &ModuleId,
+    ) -> impl Future<Output = Result<Option<Module>, StoreError>> + Send {
+        let (d, m) = (device_id.as_str().to_owned(), module_id.as_str().to_owned());
+        self.read(move |conn| {
+            let doc: Option<String> = conn
+                .prepare_cached("SELECT doc FROM modules WHERE device_id = ?1 AND module_id = ?2")
+                .and_then(|mut s| s.query_row([&d, &m], |r| r.get(0)).optional())
+                .map_err(sql_error)?;
+            doc.map(|doc| decode::<Module>(&doc)).transpose()
+        })
+    }
+
+    fn modules(
+        &self,
+        device_id: &DeviceId,
+    ) -> impl Future<Output = Result<Vec<Module>, StoreError>> + Send {
+        let d = device_id.as_str().to_owned();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT doc FROM modules WHERE device_id = ?1 ORDER BY module_id")
+                .map_err(sql_error)?;
+            let docs = stmt
+                .query_map([&d], |r| r.get::<_, String>(0))
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .map_err(sql_error)?;
+            docs.iter().map(|doc| decode::<Module>(doc)).collect()
+        })
+    }
+
+    fn statistics(&self) -> impl Future<Output = Result<RegistryStatistics, StoreError>> + Send {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT status, count(*) FROM devices GROUP BY status")
+                .map_err(sql_error)?;
+            let rows = stmt
+                .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .map_err(sql_error)?;
+            let mut stats = RegistryStatistics::default();
+            for (status, count) in rows {
+                let count = u64::try_from(count).unwrap_or(0);
+                match status.parse::<DeviceStatus>() {
+                    Ok(DeviceStatus::Enabled) => stats.enabled_device_count += count,
+                    Ok(DeviceStatus::Disabled) => stats.disabled_device_count += count,
+                    Err(e) => return Err(StoreError::Corrupt(e.to_string())),
+                }
+                stats.total_device_count += count;
+            }
+            Ok(stats)
+        })
+    }
+
+    fn identities(
+        &self,
+    ) -> impl Future<Output = Result<Vec<(DeviceId, Option<ModuleId>, IdentityAuth)>, StoreError>> + Send
+    {
+        self.read(read_identities)
+    }
+}
+
+/// The fields of a stored document that authentication needs; decoding only these keeps the
+/// cache warm-up cheap.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct AuthDoc {
+    generation_id: String,
+    #[serde(default)]
+    status: DeviceStatus,
+    authentication: Authentication,
+}
+
+fn read_identities(
+    conn: &Connection,
+) -> Result<Vec<(DeviceId, Option<ModuleId>, IdentityAuth)>, StoreError> {
+    // One read transaction: devices and modules from the same snapshot.
+    let tx = conn.unchecked_transaction().map_err(sql_error)?;
+    let mut out = Vec::new();
+    {
+        let mut stmt = tx
+            .prepare("SELECT device_id, doc FROM devices")
+            .map_err(sql_error)?;
+        let mut rows = stmt.query([]).map_err(sql_error)?;
+        while let Some(row) = rows.next().map_err(sql_error)? {
+            let id: String = row.get(0).map_err(sql_error)?;
+            let doc: String = row.get(1).map_err(sql_error)?;
+            let id = DeviceId::new(id).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let a: AuthDoc = decode(&doc)?;
+            let enabled = a.status == DeviceStatus::Enabled;
+            out.push((
+                id,
+                None,
+                IdentityAuth::of(&a.authentication, enabled, &a.generation_id),
+            ));
+        }
+        let mut stmt = tx
+            .prepare("SELECT device_id, module_id, doc FROM modules")
+            .map_err(sql_error)?;
+        let mut rows = stmt.query([]).map_err(sql_error)?;
+        while let Some(row) = rows.next().map_err(sql_error)? {
+            let d: String = row.get(0).map_err(sql_error)?;
+            let m: String = row.get(1).map_err(sql_error)?;
+            let doc: String = row.get(2).map_err(sql_error)?;
+            let d = DeviceId::new(d).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let m = ModuleId::new(m).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let a: AuthDoc = decode(&doc)?;
+            out.push((
+                d,
+                Some(m),
+                IdentityAuth::of(&a.authentication, true, &a.generation_id),
+            ));
+        }
+    }
+    tx.finish().map_err(sql_error)?;
+    Ok(out)
+}
+
+// === Connections and threads ===
+
+fn open_writer(path: &Path) -> Result<Connection, StoreError> {
+    let setup = || -> rusqlite::Result<Connection> {
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            tracing::warn!(mode, "SQLite refused WAL mode for the registry database");
+        }
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        Ok(conn)
+    };
+    let mut conn = setup().map_err(|e| unavailable(path, e))?;
+    match migrate(&mut conn) {
+        Ok(Ok(())) => Ok(conn),
+        Ok(Err(found)) => Err(StoreError::Incompatible(format!(
+            "{} has schema version {found}; this build knows up to {}",
+            path.display(),
+            MIGRATIONS.len()
+        ))),
+        Err(e) => Err(unavailable(path, e)),
+    }
+}
+
+fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "query_only", true)?;
+    Ok(conn)
+}
+
+/// Brings the schema to the newest version, in one transaction. `Ok(Err(version))` when the
+/// database's schema is newer than this build's.
+fn migrate(conn: &mut Connection) -> rusqlite::Result<Result<(), usize>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+    let current: Option<i64> =
+        tx.query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))?;
+    let current = usize::try_from(current.unwrap_or(0)).unwrap_or(usize::MAX);
+    if current > MIGRATIONS.len() {
+        return Ok(Err(current));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
+        tx.execute_batch(sql)?;
+        tx.execute(
+            "INSERT INTO schema_version (version) VALUES (?1)",
+            [i64::try_from(i + 1).unwrap_or(i64::MAX)],
+        )?;
+        tracing::info!(version = i + 1, "registry database schema migrated");
+    }
+    tx.commit().map(Ok)
+}
+
+fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StoreError> {
+    std::thread::Builder::new()
+        .name(name.to_owned())
+        .spawn(f)
+        .map_err(|e| StoreError::Unavailable(format!("cannot start thread {name}: {e}")))
+}
+
+fn run_reader(conn: Connection, jobs: &Mutex<mpsc::Receiver<ReadJob>>) {
+    loop {
+        // Hold the lock only to take a job, so the other readers can take the next one.
+        let job = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
+        match job {
+            Ok(job) => job(&conn),
+            Err(_) => return,
+        }
+    }
+}
+
+fn run_writer(mut conn: Connection, jobs: mpsc::Receiver<WriteJob>, stats: &Counters) {
+    // Everything that queued up during the previous commit becomes the next batch.
+    while let Ok(first) = jobs.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let results = match write_batch(&mut conn, &batch) {
+            Ok(results) => results,
+            Err(e) => {
+                tracing::error!(error = %e, jobs = batch.len(), "registry commit failed");
+                let e = StoreError::Unavailable(e.to_string());
+                batch.iter().map(|_| Err(e.clone())).collect()
+            }
+        };
+        stats.transactions.fetch_add(1, Ordering::Relaxed);
+        stats
+            .applies
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        for (job, result) in batch.into_iter().zip(results) {
+            // A caller that stopped waiting still had its change applied; see the module doc.
+            let _ = job.reply.send(result);
+        }
+    }
+}
+
+/// Commits `batch` in one transaction, each job in its own savepoint. An `Err` means the whole
+/// transaction failed and nothing was stored.
+fn write_batch(
+    conn: &mut Connection,
+    batch: &[WriteJob],
+) -> rusqlite::Result<Vec<Result<(), StoreError>>> {
+    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut results = Vec::with_capacity(batch.len());
+    for job in batch {
+        let sp = tx.savepoint()?;
+        match run_ops(&sp, &job.ops) {
+            Ok(None) => {
+                sp.commit()?;
+                results.push(Ok(()));
+            }
+            Ok(Some(index)) => {
+                sp.finish()?;
+                results.push(Err(StoreError::Conflict { index }));
+            }
+            Err(e) => {
+                sp.finish()?;
+                results.push(Err(sql_error(e)));
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(results)
+}
+
+/// Runs the ops in order; `Some(index)` is the first whose expectation failed.
+fn run_ops(conn: &Connection, ops: &[Op]) -> rusqlite::Result<Option<usize>> {
+    for (index, op) in ops.iter().enumerate() {
+        if !run_op(conn, op)? {
+            return Ok(Some(index));
+        }
+    }
+    Ok(None)
+}
+
+/// Runs one op; `false` when its expectation failed (then it changed nothing).
+fn run_op(conn: &Connection, op: &Op) -> rusqlite::Result<bool> {
+    Ok(match op {
+        Op::PutDevice {
+            id,
+            version,
+            status,
+            doc,
+            expect: None,
+        } => {
+            conn.prepare_cached(
+                "INSERT INTO devices (device_id, version, status, doc) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (device_id) DO NOTHING",
+            )?
+            .execute(params![id, version, status, doc])?
+                == 1
+        }
+        Op::PutDevice {
+            id,
+            version,
+            status,
+            doc,
+            expect: Some(expected),
+        } => {
+            conn.prepare_cached(
+                "UPDATE devices SET version = ?2, status = ?3, doc = ?4
+                 WHERE device_id = ?1 AND version = ?5",
+            )?
+            .execute(params![id, version, status, doc, expected])?
+                == 1
+        }
+        Op::DeleteDevice { id, expect: None } => !device_exists(conn, id)?,
+        Op::DeleteDevice {
+            id,
+            expect: Some(expected),
+        } => {
+            let deleted = conn
+                .prepare_cached("DELETE FROM devices WHERE device_id = ?1 AND version = ?2")?
+                .execute(params![id, expected])?
+                == 1;
+            if deleted {
+                conn.prepare_cached("DELETE FROM modules WHERE device_id = ?1")?
+                    .execute([id])?;
+            }
+            deleted
+        }
+        Op::PutModule {
+            device_id,
+            module_id,
+            version,
+            doc,
+            expect: None,
+        } => {
+            device_exists(conn, device_id)?
+                && conn
+                    .prepare_cached(
+                        "INSERT INTO modules (device_id, module_id, version, doc)
+                         VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (device_id, module_id) DO NOTHING",
+                    )?
+                    .execute(params![device_id, module_id, version, doc])?
+                    == 1
+        }
+        Op::PutModule {
+            device_id,
+            module_id,
+            version,
+            doc,
+            expect: Some(expected),
+        } => {
+            conn.prepare_cached(
+                "UPDATE modules SET version = ?3, doc = ?4
+                 WHERE device_id = ?1 AND module_id = ?2 AND version = ?5",
+            )?
+            .execute(params![device_id, module_id, version, doc, expected])?
+                == 1
+        }
+        Op::DeleteModule {
+            device_id,
+            module_id,
+            expect: None,
+        } => conn
+            .prepare_cached("SELECT 1 FROM modules WHERE device_id = ?1 AND module_id = ?2")?
+            .query_row([device_id, module_id], |_| Ok(()))
+            .optional()?
+            .is_none(),
+        Op::DeleteModule {
+            device_id,
+            module_id,
+            expect: Some(expected),
+        } => {
+            conn.prepare_cached(
+                "DELETE FROM modules WHERE device_id = ?1 AND module_id = ?2 AND version = ?3",
+            )?
+            .execute(params![device_id, module_id, expected])?
+                == 1
+        }
+    })
+}
+
+fn device_exists(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM devices WHERE device_id = ?1")?
+        .query_row([id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+// === Encoding ===
+
+fn encode(change: Change) -> Result<Op, StoreError> {
+    Ok(match change {
+        Change::PutDevice { device, expect } => Op::PutDevice {
+            id: device.device_id.as_str().to_owned(),
+            version: to_i64(device.version)?,
+            status: device.status.as_str(),
+            doc: to_json(&device)?,
+            expect: expect_to_sql(expect)?,
+        },
+        Change::DeleteDevice { id, expect } => Op::DeleteDevice {
+            id: id.as_str().to_owned(),
+            expect: expect_to_sql(expect)?,
+        },
+        Change::PutModule { module, expect } => Op::PutModule {
+            device_id: module.device_id.as_str().to_owned(),
+            module_id: module.module_id.as_str().to_owned(),
+            version: to_i64(module.version)?,
+            doc: to_json(&module)?,
+            expect: expect_to_sql(expect)?,
+        },
+        Change::DeleteModule {
+            device_id,
+            module_id,
+            expect,
+        } => Op::DeleteModule {
+            device_id: device_id.as_str().to_owned(),
+            module_id: module_id.as_str().to_owned(),
+            expect: expect_to_sql(expect)?,
+        },
+    })
+}
+
+fn expect_to_sql(expect: Expect) -> Result<Option<i64>, StoreError> {
+    match expect {
+        Expect::Absent => Ok(None),
+        Expect::Version(v) => to_i64(v).map(Some),
+    }
+}
+
+fn to_i64(version: u64) -> Result<i64, StoreError> {
+    i64::try_from(version)
+        .map_err(|_| StoreError::Corrupt(format!("version {version} does not fit in SQLite")))
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+fn decode<T: serde::de::DeserializeOwned>(doc: &str) -> Result<T, StoreError> {
+    serde_json::from_str(doc).map_err(|e| StoreError::Corrupt(e.to_string()))
+}
+
+// === Errors ===
+
+fn sql_error(e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(e.to_string())
+}
+
+fn unavailable(path: &Path, e: rusqlite::Error) -> StoreError {
+    StoreError::Unavailable(format!("{}: {e}", path.display()))
+}
+
+fn stopped() -> StoreError {
+    StoreError::Unavailable("the registry database is closed".to_owned())
+}

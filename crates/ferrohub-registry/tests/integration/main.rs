@@ -1,0 +1,7 @@
+//! Integration tests of `ferrohub-registry`, compiled as one binary: the store contract run
+//! against every store, the registry façade run over every store, and property tests.
+
+mod common;
+mod props;
+mod registry;
+mod store_contract;

@@ -1,0 +1,215 @@
+//! `App`: builds the hub from a validated [`Config`] (stores opened, TLS ready, listeners bound)
+//! and runs it until shutdown.
+//!
+//! Building and running are separate so tests can bind port 0, read the real addresses, and
+//! then run; and so a start-up failure is reported before anything is served.
+
+use std::fs::File;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use ferrohub_registry::{Registry, SqliteStore};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use serde::Serialize;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::Config;
+use crate::fsutil::{create_dir_durably, write_durably};
+use crate::hub::{Clock, Hub, SystemClock};
+use crate::policies::{Policies, PolicyError};
+use crate::tls::{self, TlsError};
+
+/// How long open connections get to finish after a shutdown signal.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Why the hub could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// The data directory could not be prepared.
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        /// The directory or file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Another Ferrohub process holds the data directory.
+    #[error("data directory {0} is in use by another ferrohub process")]
+    DataDirInUse(PathBuf),
+    /// TLS material could not be loaded or generated.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// The shared access policies could not be loaded.
+    #[error(transparent)]
+    Policies(#[from] PolicyError),
+    /// The identity registry could not be opened.
+    #[error("opening the identity registry: {0}")]
+    Registry(#[from] ferrohub_registry::RegistryError),
+    /// A listener could not be bound.
+    #[error("binding the {what} listener on {addr}: {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// The addresses the hub listens on, also written to `<data_dir>/listeners.json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Listeners {
+    /// The HTTPS listener (REST API).
+    pub https: SocketAddr,
+    /// The MQTT listener, when one is served.
+    pub mqtt: Option<SocketAddr>,
+}
+
+/// A hub ready to run: stores open, listeners bound.
+pub struct App {
+    hub: Arc<Hub>,
+    https: TcpListener,
+    listeners: Listeners,
+    tls: Arc<rustls::ServerConfig>,
+    ca_path: Option<PathBuf>,
+    owner_connection_string: String,
+    max_body: usize,
+    _lock: File,
+}
+
+fn metrics_handle() -> Option<PrometheusHandle> {
+    static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "metrics recorder not installed; /metrics is off");
+                None
+            }
+        })
+        .clone()
+}
+
+impl App {
+    /// Prepares the data directory, TLS, policies and registry, and binds the listeners.
+    pub async fn build(config: Config) -> Result<App, BuildError> {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// [`App::build`] with a given clock.
+    pub async fn build_with_clock(
+        config: Config,
+        clock: Arc<dyn Clock>,
+    ) -> Result<App, BuildError> {
+        let data_dir = config.data_dir.clone();
+        let dir_err = |path: &Path| {
+            let path = path.to_owned();
+            move |source| BuildError::DataDir { path, source }
+        };
+        create_dir_durably(&data_dir).map_err(dir_err(&data_dir))?;
+        let lock_path = data_dir.join(".lock");
+        let lock = File::create(&lock_path).map_err(dir_err(&lock_path))?;
+        if lock.try_lock().is_err() {
+            return Err(BuildError::DataDirInUse(data_dir));
+        }
+
+        let names = config.host_names();
+        let tls = tls::prepare(&data_dir, config.tls.as_ref(), &names)?;
+        let policies = Policies::prepare(&data_dir, &config.policies)?;
+
+        let store = SqliteStore::open(&data_dir.join("registry.db"))
+            .map_err(ferrohub_registry::RegistryError::from)?;
+        let registry = Registry::open(store).await?;
+
+        let https_req = SocketAddr::new(config.bind, config.https_port);
+        let https = crate::https::bind(config.bind, config.https_port)
+            .await
+            .map_err(|source| BuildError::Bind {
+                what: "HTTPS",
+                addr: https_req,
+                source,
+            })?;
+        let https_addr = https.local_addr().map_err(|source| BuildError::Bind {
+            what: "HTTPS",
+            addr: https_req,
+            source,
+        })?;
+        let listeners = Listeners {
+            https: crate::https::local_address(https_addr),
+            mqtt: None,
+        };
+
+        let host = if https_addr.port() == 443 {
+            config.hostname.clone()
+        } else {
+            format!("{}:{}", config.hostname, https_addr.port())
+        };
+        let owner_connection_string = policies
+            .connection_string("iothubowner", &host)
+            .unwrap_or_default();
+
+        let cs_path = data_dir.join("owner.connection-string");
+        write_durably(
+            &cs_path,
+            format!("{owner_connection_string}\n").as_bytes(),
+            true,
+        )
+        .map_err(dir_err(&cs_path))?;
+        let listeners_path = data_dir.join("listeners.json");
+        let listeners_json = serde_json::to_vec_pretty(&listeners).unwrap_or_default();
+        write_durably(&listeners_path, &listeners_json, false).map_err(dir_err(&listeners_path))?;
+
+        let hub = Arc::new(Hub::new(registry, policies, names, clock));
+        Ok(App {
+            hub,
+            https,
+            listeners,
+            tls: tls.server_config,
+            ca_path: tls.ca_path,
+            owner_connection_string,
+            max_body: config.max_request_body_bytes,
+            _lock: lock,
+        })
+    }
+
+    /// The bound listener addresses.
+    pub fn listeners(&self) -> &Listeners {
+        &self.listeners
+    }
+
+    /// The `iothubowner` connection string (its `HostName` carries the port unless it is 443).
+    pub fn owner_connection_string(&self) -> &str {
+        &self.owner_connection_string
+    }
+
+    /// The generated CA certificate clients must trust, when the certificate was generated.
+    pub fn ca_path(&self) -> Option<&Path> {
+        self.ca_path.as_deref()
+    }
+
+    /// Serves until `shutdown` resolves, then drains open connections for [`SHUTDOWN_GRACE`].
+    pub async fn run(self, shutdown: impl Future<Output = ()>) {
+        let (tx, rx) = watch::channel(false);
+        let router = crate::rest::router(self.hub.clone(), metrics_handle(), self.max_body);
+        let server = tokio::spawn(crate::https::serve(
+            self.https,
+            self.tls,
+            router,
+            rx,
+            SHUTDOWN_GRACE,
+        ));
+        shutdown.await;
+        tracing::info!("shutting down");
+        let _ = tx.send(true);
+        if let Err(e) = server.await {
+            tracing::error!(error = %e, "the HTTPS server task failed");
+        }
+        tracing::info!("stopped");
+    }
+}

@@ -1,0 +1,499 @@
+//! Configuration: a commented TOML file, overridden by `FERROHUB_*` environment variables and
+//! flags, validated in full before anything is bound.
+//!
+//! Two stages, as the file format and the running hub want different things: [`ConfigToml`] is
+//! the raw file (every key optional, unknown keys rejected), and [`Config::from_toml`] checks
+//! every value and produces the [`Config`] the hub runs with.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+use ferrohub_auth::SymmetricKey;
+use serde::Deserialize;
+
+/// The commented default configuration, as `ferrohub config generate` prints it.
+pub const DEFAULT_CONFIG_TOML: &str = include_str!("../../../config/ferrohub.toml");
+
+/// The names of the built-in shared access policies.
+pub const BUILTIN_POLICIES: [&str; 5] = [
+    "iothubowner",
+    "service",
+    "device",
+    "registryRead",
+    "registryReadWrite",
+];
+
+/// Why a configuration was refused. Every variant names the key at fault.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file is not valid TOML or has an unknown key (the message names it).
+    #[error("configuration file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: String,
+        /// What the TOML parser said.
+        message: String,
+    },
+    /// The file could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A value is out of range or malformed.
+    #[error("invalid value for `{key}`: {reason}")]
+    Invalid {
+        /// The key, in file notation (`https.port`).
+        key: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+fn invalid(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.to_owned(),
+        reason: reason.into(),
+    }
+}
+
+/// The configuration file as written. Every key is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigToml {
+    /// `data_dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `hostname`.
+    pub hostname: Option<String>,
+    /// `aliases`.
+    pub aliases: Option<Vec<String>>,
+    /// `bind`.
+    pub bind: Option<String>,
+    /// `[https]`.
+    #[serde(default)]
+    pub https: HttpsToml,
+    /// `[mqtt]`.
+    #[serde(default)]
+    pub mqtt: MqttToml,
+    /// `[tls]`.
+    #[serde(default)]
+    pub tls: TlsToml,
+    /// `[policies.<name>]`.
+    #[serde(default)]
+    pub policies: BTreeMap<String, PolicyKeysToml>,
+    /// `[log]`.
+    #[serde(default)]
+    pub log: LogToml,
+}
+
+/// `[https]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpsToml {
+    /// `https.port`.
+    pub port: Option<u16>,
+    /// `https.max_request_body_bytes`.
+    pub max_request_body_bytes: Option<usize>,
+}
+
+/// `[mqtt]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MqttToml {
+    /// `mqtt.port`.
+    pub port: Option<u16>,
+}
+
+/// `[tls]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsToml {
+    /// `tls.cert_file`.
+    pub cert_file: Option<PathBuf>,
+    /// `tls.key_file`.
+    pub key_file: Option<PathBuf>,
+}
+
+/// `[policies.<name>]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyKeysToml {
+    /// Base64 primary key.
+    pub primary_key: Option<String>,
+    /// Base64 secondary key.
+    pub secondary_key: Option<String>,
+}
+
+/// `[log]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogToml {
+    /// `log.level`.
+    pub level: Option<String>,
+    /// `log.format`.
+    pub format: Option<String>,
+}
+
+/// Values from the environment and the command line; each wins over the file when set.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--data-dir` / `FERROHUB_DATA_DIR`.
+    pub data_dir: Option<PathBuf>,
+    /// `--hostname` / `FERROHUB_HOSTNAME`.
+    pub hostname: Option<String>,
+    /// `--https-port` / `FERROHUB_HTTPS_PORT`.
+    pub https_port: Option<u16>,
+    /// `--mqtt-port` / `FERROHUB_MQTT_PORT`.
+    pub mqtt_port: Option<u16>,
+    /// `--bind` / `FERROHUB_BIND`.
+    pub bind: Option<String>,
+    /// `--log` / `FERROHUB_LOG`.
+    pub log_level: Option<String>,
+    /// `--log-format` / `FERROHUB_LOG_FORMAT`.
+    pub log_format: Option<String>,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object a line.
+    Json,
+}
+
+/// A user-supplied server certificate.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// PEM private key.
+    pub key_file: PathBuf,
+}
+
+/// Keys given in the configuration for one built-in policy.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyKeys {
+    /// Base64 primary key, validated.
+    pub primary_key: Option<String>,
+    /// Base64 secondary key, validated.
+    pub secondary_key: Option<String>,
+}
+
+/// The validated configuration the hub runs with.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where state lives.
+    pub data_dir: PathBuf,
+    /// The hub's host name.
+    pub hostname: String,
+    /// More names the hub answers to.
+    pub aliases: Vec<String>,
+    /// Address every listener binds.
+    pub bind: IpAddr,
+    /// HTTPS port; 443 falls back to 8443 where it may not be bound.
+    pub https_port: u16,
+    /// Largest request body accepted.
+    pub max_request_body_bytes: usize,
+    /// MQTT port.
+    pub mqtt_port: u16,
+    /// A user-supplied certificate, or `None` for the generated development one.
+    pub tls: Option<TlsFiles>,
+    /// Configured keys of built-in policies.
+    pub policies: BTreeMap<String, PolicyKeys>,
+    /// Tracing filter.
+    pub log_level: String,
+    /// Log line format.
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Reads and validates `path` (or the defaults when `None`), then applies `overrides`.
+    pub fn load(
+        path: Option<&std::path::Path>,
+        overrides: &Overrides,
+    ) -> Result<Self, ConfigError> {
+        let raw = match path {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                ConfigToml::parse(&text, &p.display().to_string())?
+            }
+            None => ConfigToml::default(),
+        };
+        Self::from_toml(raw, overrides)
+    }
+
+    /// Validates a parsed file with `overrides` applied on top.
+    pub fn from_toml(raw: ConfigToml, overrides: &Overrides) -> Result<Self, ConfigError> {
+        // Destructure exhaustively so a new key cannot be forgotten here.
+        let ConfigToml {
+            data_dir,
+            hostname,
+            aliases,
+            bind,
+            https,
+            mqtt,
+            tls,
+            policies,
+            log,
+        } = raw;
+
+        let data_dir = overrides
+            .data_dir
+            .clone()
+            .or(data_dir)
+            .unwrap_or_else(|| PathBuf::from("./ferrohub-data"));
+        if data_dir.as_os_str().is_empty() {
+            return Err(invalid("data_dir", "must not be empty"));
+        }
+
+        let hostname = overrides
+            .hostname
+            .clone()
+            .or(hostname)
+            .unwrap_or_else(|| "localhost".to_owned());
+        validate_hostname("hostname", &hostname)?;
+        let aliases = aliases.unwrap_or_else(|| vec!["127.0.0.1".to_owned()]);
+        for a in &aliases {
+            validate_hostname("aliases", a)?;
+        }
+
+        let bind_text = overrides
+            .bind
+            .clone()
+            .or(bind)
+            .unwrap_or_else(|| "0.0.0.0".to_owned());
+        let bind: IpAddr = bind_text
+            .parse()
+            .map_err(|_| invalid("bind", format!("{bind_text:?} is not an IP address")))?;
+
+        let HttpsToml {
+            port: https_port,
+            max_request_body_bytes,
+        } = https;
+        let https_port = overrides.https_port.or(https_port).unwrap_or(443);
+        let max_request_body_bytes = max_request_body_bytes.unwrap_or(1 << 20);
+        if !(4096..=64 << 20).contains(&max_request_body_bytes) {
+            return Err(invalid(
+                "https.max_request_body_bytes",
+                "must be between 4096 and 67108864",
+            ));
+        }
+
+        let MqttToml { port: mqtt_port } = mqtt;
+        let mqtt_port = overrides.mqtt_port.or(mqtt_port).unwrap_or(8883);
+        if https_port != 0 && https_port == mqtt_port {
+            return Err(invalid(
+                "mqtt.port",
+                format!("{mqtt_port} is also the HTTPS port"),
+            ));
+        }
+
+        let TlsToml {
+            cert_file,
+            key_file,
+        } = tls;
+        let tls = match (cert_file, key_file) {
+            (None, None) => None,
+            (Some(cert_file), Some(key_file)) => Some(TlsFiles {
+                cert_file,
+                key_file,
+            }),
+            (Some(_), None) => return Err(invalid("tls.key_file", "required with tls.cert_file")),
+            (None, Some(_)) => return Err(invalid("tls.cert_file", "required with tls.key_file")),
+        };
+
+        let mut policy_keys = BTreeMap::new();
+        for (name, keys) in policies {
+            if !BUILTIN_POLICIES.contains(&name.as_str()) {
+                return Err(invalid(
+                    &format!("policies.{name}"),
+                    format!(
+                        "unknown policy; the policies are {}",
+                        BUILTIN_POLICIES.join(", ")
+                    ),
+                ));
+            }
+            let PolicyKeysToml {
+                primary_key,
+                secondary_key,
+            } = keys;
+            for (field, key) in [
+                ("primary_key", &primary_key),
+                ("secondary_key", &secondary_key),
+            ] {
+                if let Some(k) = key {
+                    SymmetricKey::validate_registry_key(k)
+                        .map_err(|e| invalid(&format!("policies.{name}.{field}"), e.to_string()))?;
+                }
+            }
+            policy_keys.insert(
+                name,
+                PolicyKeys {
+                    primary_key,
+                    secondary_key,
+                },
+            );
+        }
+
+        let LogToml { level, format } = log;
+        let log_level = overrides
+            .log_level
+            .clone()
+            .or(level)
+            .unwrap_or_else(|| "info".to_owned());
+        if log_level.trim().is_empty() {
+            return Err(invalid("log.level", "must not be empty"));
+        }
+        let format = overrides
+            .log_format
+            .clone()
+            .or(format)
+            .unwrap_or_else(|| "text".to_owned());
+        let log_format = match format.as_str() {
+            "text" => LogFormat::Text,
+            "json" => LogFormat::Json,
+            other => {
+                return Err(invalid(
+                    "log.format",
+                    format!("{other:?}; expected \"text\" or \"json\""),
+                ));
+            }
+        };
+
+        Ok(Config {
+            data_dir,
+            hostname,
+            aliases,
+            bind,
+            https_port,
+            max_request_body_bytes,
+            mqtt_port,
+            tls,
+            policies: policy_keys,
+            log_level,
+            log_format,
+        })
+    }
+
+    /// Every name the hub answers to: the host name, then the aliases.
+    pub fn host_names(&self) -> Vec<String> {
+        let mut names = vec![self.hostname.clone()];
+        for a in &self.aliases {
+            if !names.iter().any(|n| n.eq_ignore_ascii_case(a)) {
+                names.push(a.clone());
+            }
+        }
+        names
+    }
+}
+
+impl ConfigToml {
+    /// Parses TOML text; `origin` names the file in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: origin.to_owned(),
+            message: e.to_string(),
+        })
+    }
+}
+
+fn validate_hostname(key: &str, name: &str) -> Result<(), ConfigError> {
+    if name.is_empty() || name.len() > 253 {
+        return Err(invalid(key, "a host name has 1 to 253 characters"));
+    }
+    if name.parse::<IpAddr>().is_ok() {
+        return Ok(());
+    }
+    let ok = name.split('.').all(|label| {
+        !label.is_empty()
+            && label.len() <= 63
+            && label
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(key, format!("{name:?} is not a valid host name")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_file_parses_to_defaults() {
+        let raw = ConfigToml::parse(DEFAULT_CONFIG_TOML, "default").expect("default parses");
+        let c = Config::from_toml(raw, &Overrides::default()).expect("valid");
+        assert_eq!(c.https_port, 443);
+        assert_eq!(c.mqtt_port, 8883);
+        assert_eq!(c.hostname, "localhost");
+        assert_eq!(c.data_dir, PathBuf::from("./ferrohub-data"));
+        assert_eq!(c.log_format, LogFormat::Text);
+        assert!(c.tls.is_none());
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = ConfigToml::parse("[https]\nprot = 1\n", "f.toml").expect_err("unknown key");
+        assert!(err.to_string().contains("prot"), "{err}");
+        let err = ConfigToml::parse("colour = 1\n", "f.toml").expect_err("unknown key");
+        assert!(err.to_string().contains("colour"), "{err}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_key() {
+        let cases = [
+            ("bind = \"nowhere\"", "bind"),
+            ("hostname = \"bad host\"", "hostname"),
+            ("[log]\nformat = \"xml\"", "log.format"),
+            ("[tls]\ncert_file = \"a.pem\"", "tls.key_file"),
+            ("[policies.owner]\nprimary_key = \"AAAA\"", "policies.owner"),
+            (
+                "[policies.iothubowner]\nprimary_key = \"short\"",
+                "policies.iothubowner.primary_key",
+            ),
+            (
+                "[https]\nmax_request_body_bytes = 1",
+                "https.max_request_body_bytes",
+            ),
+            ("[https]\nport = 9000\n[mqtt]\nport = 9000", "mqtt.port"),
+        ];
+        for (text, key) in cases {
+            let raw = ConfigToml::parse(text, "f").expect("parses");
+            let err = Config::from_toml(raw, &Overrides::default()).expect_err(text);
+            assert!(
+                matches!(&err, ConfigError::Invalid { key: k, .. } if k == key),
+                "{text}: {err}"
+            );
+        }
+        let err = ConfigToml::parse("[https]\nport = 70000", "f").expect_err("out of range");
+        assert!(err.to_string().contains("port"), "{err}");
+    }
+
+    #[test]
+    fn overrides_win() {
+        let raw = ConfigToml::parse("hostname = \"a.example\"\n[https]\nport = 1000", "f")
+            .expect("parses");
+        let o = Overrides {
+            hostname: Some("b.example".into()),
+            https_port: Some(0),
+            ..Overrides::default()
+        };
+        let c = Config::from_toml(raw, &o).expect("valid");
+        assert_eq!(c.hostname, "b.example");
+        assert_eq!(c.https_port, 0);
+        assert_eq!(c.host_names(), vec!["b.example", "127.0.0.1"]);
+    }
+}

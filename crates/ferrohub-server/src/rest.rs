@@ -1,0 +1,146 @@
+//! The service REST API: Azure IoT Hub's registry surface, plus `/openapi.json` and `/metrics`.
+//!
+//! Every route is declared once with `#[utoipa::path]`, and the router and the OpenAPI document
+//! are built from the same declarations, so the document cannot drift from the handlers.
+
+pub(crate) mod bulk;
+pub(crate) mod convert;
+pub(crate) mod devices;
+pub mod error;
+pub(crate) mod extract;
+pub(crate) mod modules;
+pub(crate) mod stats;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use ferrohub_api::JSON_CONTENT_TYPE;
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde::Serialize;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::hub::Hub;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Ferrohub service API",
+        description = "Azure IoT Hub's data-plane service API (api-version 2021-04-12) as served by Ferrohub. Every request carries `Authorization: SharedAccessSignature sr=…&sig=…&se=…&skn=…`, a token of a shared access policy; `?api-version=` is accepted with any value.",
+    ),
+    components(schemas(ferrohub_api::ErrorBody))
+)]
+struct ApiDoc;
+
+/// The OpenAPI router with every service route and its document.
+fn api_router() -> OpenApiRouter<Arc<Hub>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(
+            devices::get_device,
+            devices::put_device,
+            devices::delete_device
+        ))
+        .routes(routes!(devices::list_devices, devices::bulk_devices))
+        .routes(routes!(
+            modules::get_module,
+            modules::put_module,
+            modules::delete_module
+        ))
+        .routes(routes!(modules::list_modules))
+        .routes(routes!(stats::registry_statistics))
+        .routes(routes!(stats::service_statistics))
+}
+
+/// The OpenAPI document of the service API.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().split_for_parts().1
+}
+
+/// The complete HTTP application served on the HTTPS port.
+pub fn router(hub: Arc<Hub>, metrics: Option<PrometheusHandle>, max_body: usize) -> Router {
+    let (api, doc) = api_router().split_for_parts();
+    let doc = Arc::new(doc);
+    let mut app = api
+        .route(
+            "/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { json(StatusCode::OK, doc.as_ref(), None) }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok" }));
+    if let Some(handle) = metrics {
+        app = app.route(
+            "/metrics",
+            get(move || {
+                let handle = handle.clone();
+                async move { handle.render() }
+            }),
+        );
+    }
+    app.fallback(not_found)
+        .layer(middleware::from_fn(record_metrics))
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(hub)
+}
+
+async fn not_found() -> Response {
+    let mut resp =
+        error::ApiError::invalid("The requested resource does not exist.").into_response();
+    *resp.status_mut() = StatusCode::NOT_FOUND;
+    resp
+}
+
+async fn record_metrics(req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let method = req.method().to_string();
+    let start = std::time::Instant::now();
+    let resp = next.run(req).await;
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!("ferrohub_http_requests_total", "route" => route.clone(), "method" => method.clone(), "status" => status)
+        .increment(1);
+    metrics::histogram!("ferrohub_http_request_duration_seconds", "route" => route, "method" => method)
+        .record(start.elapsed().as_secs_f64());
+    resp
+}
+
+/// A JSON response with Azure's exact content type and, when given, a quoted `ETag` header.
+pub(crate) fn json<T: Serialize + ?Sized>(
+    status: StatusCode,
+    value: &T,
+    etag: Option<&str>,
+) -> Response {
+    let body = match serde_json::to_vec(value) {
+        Ok(b) => b,
+        Err(e) => {
+            return error::ApiError::new(
+                ferrohub_types::ErrorCode::ServerError,
+                format!("serializing the response failed: {e}"),
+            )
+            .into_response();
+        }
+    };
+    let mut resp = (status, body).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(JSON_CONTENT_TYPE),
+    );
+    if let Some(tag) = etag
+        && let Ok(v) = HeaderValue::from_str(&format!("\"{tag}\""))
+    {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    resp
+}
+
+/// The state handlers receive.
+pub(crate) type HubState = State<Arc<Hub>>;

@@ -1,0 +1,85 @@
+//! `ApiError`: every failure of the REST API, rendered as Azure renders it.
+//!
+//! The body is Azure's legacy form `{"Message":"ErrorCode:<Name>;<text>","ExceptionMessage":…}`
+//! and the `iothub-errorcode` header repeats the name: both Node's and C#'s service SDKs read
+//! that combination (azure-contract §8.6).
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use ferrohub_api::{ERROR_CODE_HEADER, ErrorBody, JSON_CONTENT_TYPE};
+use ferrohub_auth::AuthError;
+use ferrohub_registry::RegistryError;
+use ferrohub_types::ErrorCode;
+
+/// A failed request: an Azure error code and the text a client sees.
+#[derive(Debug)]
+pub struct ApiError {
+    /// The Azure error code; its first three digits are the HTTP status.
+    pub code: ErrorCode,
+    /// Human-readable text (never secrets).
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error with `code` and `message`.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// 400004 ArgumentInvalid.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::ArgumentInvalid, message)
+    }
+
+    /// The response body for this error.
+    pub fn body(&self) -> ErrorBody {
+        let now = chrono::Utc::now();
+        ErrorBody {
+            message: format!("ErrorCode:{};{}", self.code.name(), self.message),
+            exception_message: format!(
+                "Tracking ID:{}-TimeStamp:{}",
+                crate::random_hex(16),
+                now.format("%m/%d/%Y %H:%M:%S")
+            ),
+        }
+    }
+}
+
+impl From<RegistryError> for ApiError {
+    fn from(e: RegistryError) -> Self {
+        let code = e.error_code();
+        if code.http_status() >= 500 {
+            tracing::error!(error = %e, "registry operation failed");
+        }
+        ApiError::new(code, e.to_string())
+    }
+}
+
+impl From<AuthError> for ApiError {
+    fn from(e: AuthError) -> Self {
+        tracing::debug!(error = %e, "request refused");
+        ApiError::new(e.error_code(), e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.code.http_status())
+            .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let body = serde_json::to_vec(&self.body()).unwrap_or_default();
+        let mut resp = (status, body).into_response();
+        let headers = resp.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(JSON_CONTENT_TYPE),
+        );
+        headers.insert(
+            ERROR_CODE_HEADER,
+            HeaderValue::from_static(self.code.name()),
+        );
+        resp
+    }
+}

@@ -1,0 +1,90 @@
+//! Request extractors whose failures are Azure errors rather than axum's plain-text ones.
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{FromRequest, FromRequestParts, Path, Request};
+use axum::http::request::Parts;
+use ferrohub_types::{DeviceId, ErrorCode, ModuleId};
+use serde::de::DeserializeOwned;
+
+use super::error::ApiError;
+
+/// A JSON request body; malformed JSON is 400004 ArgumentInvalid, an oversized body 413001.
+pub(crate) struct AzureJson<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AzureJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = body_bytes(req, state).await?;
+        serde_json::from_slice(&bytes)
+            .map(AzureJson)
+            .map_err(|e| ApiError::invalid(format!("The request body is not valid: {e}")))
+    }
+}
+
+/// A JSON object request body (an identity). serde would also read a struct from an array, so
+/// anything but an object is refused first.
+pub(crate) struct AzureJsonObject<T>(pub(crate) T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AzureJsonObject<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let bytes = body_bytes(req, state).await?;
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::invalid("The request body must be a JSON object."));
+        }
+        serde_json::from_slice(&bytes)
+            .map(AzureJsonObject)
+            .map_err(|e| ApiError::invalid(format!("The request body is not valid: {e}")))
+    }
+}
+
+async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state)
+        .await
+        .map_err(|e: BytesRejection| {
+            if e.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::new(ErrorCode::MessageTooLarge, "The request body is too large.")
+            } else {
+                ApiError::invalid(format!("The request body could not be read: {e}"))
+            }
+        })
+}
+
+fn path_error(e: impl std::fmt::Display) -> ApiError {
+    ApiError::invalid(format!("The request path is not valid: {e}"))
+}
+
+/// `{id}` of `/devices/{id}`, validated.
+pub(crate) struct DevicePath(pub(crate) DeviceId);
+
+impl<S: Send + Sync> FromRequestParts<S> for DevicePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path(id) = Path::<String>::from_request_parts(parts, state)
+            .await
+            .map_err(path_error)?;
+        DeviceId::new(id)
+            .map(DevicePath)
+            .map_err(|e| ApiError::invalid(e.to_string()))
+    }
+}
+
+/// `{id}` and `{mid}` of `/devices/{id}/modules/{mid}`, validated.
+pub(crate) struct ModulePath(pub(crate) DeviceId, pub(crate) ModuleId);
+
+impl<S: Send + Sync> FromRequestParts<S> for ModulePath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let Path((id, mid)) = Path::<(String, String)>::from_request_parts(parts, state)
+            .await
+            .map_err(path_error)?;
+        let device = DeviceId::new(id).map_err(|e| ApiError::invalid(e.to_string()))?;
+        let module = ModuleId::new(mid).map_err(|e| ApiError::invalid(e.to_string()))?;
+        Ok(ModulePath(device, module))
+    }
+}

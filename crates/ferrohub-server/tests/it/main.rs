@@ -1,0 +1,93 @@
+//! Black-box tests of the hub through its real listeners: one binary, one module per area.
+#![allow(clippy::unwrap_used)]
+
+mod auth;
+mod bulk;
+mod devices;
+mod modules;
+mod restart;
+mod service;
+
+use ferrohub_test_support::TestHub;
+use reqwest::{Method, Response, StatusCode};
+use serde_json::Value;
+
+/// Sends `method path` with the owner's token (or `token` when given) and an optional JSON body.
+async fn send(
+    hub: &TestHub,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Option<&str>,
+) -> Response {
+    let owner = hub.policy_token("iothubowner", 3600);
+    let sep = if path.contains('?') { '&' } else { '?' };
+    let url = format!("{}{path}{sep}api-version=2021-04-12", hub.base_url());
+    let mut req = hub
+        .http()
+        .request(method, url)
+        .header("Authorization", token.unwrap_or(&owner));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    if let Some(b) = body {
+        req = req
+            .header("Content-Type", "application/json; charset=utf-8")
+            .body(b.to_owned());
+    }
+    req.send().await.unwrap()
+}
+
+/// Asserts an Azure error response: status, `iothub-errorcode` header, legacy body, content
+/// type. Returns the body's text.
+async fn expect_error(resp: Response, status: u16, code: &str) -> String {
+    assert_eq!(resp.status().as_u16(), status, "status");
+    assert_eq!(
+        resp.headers()["iothub-errorcode"].to_str().unwrap(),
+        code,
+        "iothub-errorcode header"
+    );
+    assert_eq!(
+        resp.headers()["content-type"].to_str().unwrap(),
+        "application/json; charset=utf-8"
+    );
+    let body: Value = resp.json().await.unwrap();
+    let message = body["Message"].as_str().unwrap().to_owned();
+    assert!(
+        message.starts_with(&format!("ErrorCode:{code};")),
+        "legacy Message form: {message}"
+    );
+    assert!(
+        body["ExceptionMessage"]
+            .as_str()
+            .unwrap()
+            .starts_with("Tracking ID:")
+    );
+    message
+}
+
+/// Creates device `id` through the REST API and returns its JSON.
+async fn create_device(hub: &TestHub, id: &str) -> Value {
+    let resp = send(
+        hub,
+        Method::PUT,
+        &format!("/devices/{id}"),
+        None,
+        &[],
+        Some(&format!(r#"{{"deviceId":"{id}"}}"#)),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    resp.json().await.unwrap()
+}
+
+/// The ids of every device, via `GET /devices`.
+async fn device_ids(hub: &TestHub) -> Vec<String> {
+    let resp = send(hub, Method::GET, "/devices", None, &[], None).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let list: Vec<Value> = resp.json().await.unwrap();
+    list.iter()
+        .map(|d| d["deviceId"].as_str().unwrap().to_owned())
+        .collect()
+}
