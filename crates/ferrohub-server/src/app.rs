@@ -18,10 +18,13 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::config::Config;
+use crate::consumer_groups::ConsumerGroups;
+use crate::eventlog::{EmbeddedLog, EmbeddedLogSettings, EventLog};
 use crate::fsutil::{create_dir_durably, write_durably};
 use crate::hub::{Clock, Hub, SystemClock};
 use crate::policies::{Policies, PolicyError};
 use crate::tls::{self, TlsError};
+use ferrohub_log::Retention;
 
 /// How long open connections get to finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -47,6 +50,12 @@ pub enum BuildError {
     /// The shared access policies could not be loaded.
     #[error(transparent)]
     Policies(#[from] PolicyError),
+    /// The event log could not be opened.
+    #[error("opening the event log: {0}")]
+    EventLog(#[from] ferrohub_log::LogError),
+    /// The consumer groups could not be loaded.
+    #[error("loading consumer groups: {0}")]
+    ConsumerGroups(#[from] crate::consumer_groups::GroupError),
     /// The identity registry could not be opened.
     #[error("opening the identity registry: {0}")]
     Registry(#[from] ferrohub_registry::RegistryError),
@@ -74,6 +83,7 @@ pub struct Listeners {
 /// A hub ready to run: stores open, listeners bound.
 pub struct App {
     hub: Arc<Hub>,
+    log: Arc<EmbeddedLog>,
     https: TcpListener,
     listeners: Listeners,
     tls: Arc<rustls::ServerConfig>,
@@ -123,9 +133,32 @@ impl App {
         let tls = tls::prepare(&data_dir, config.tls.as_ref(), &names)?;
         let policies = Policies::prepare(&data_dir, &config.policies)?;
 
-        let store = SqliteStore::open(&data_dir.join("registry.db"))
+        let store = SqliteStore::open(data_dir.join("registry.db"))
             .map_err(ferrohub_registry::RegistryError::from)?;
         let registry = Registry::open(store).await?;
+
+        let settings = EmbeddedLogSettings {
+            partitions: config.eventlog_partitions,
+            retention: {
+                let mut r = Retention::unlimited();
+                r.max_age_ms = config
+                    .eventlog_retention
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                r.max_bytes = config.eventlog_max_bytes;
+                r
+            },
+            max_commit_wait: config.eventlog_max_commit_wait,
+        };
+        let log_dir = data_dir.join("eventlog");
+        let log = Arc::new(
+            tokio::task::spawn_blocking(move || EmbeddedLog::open(&log_dir, &settings))
+                .await
+                .map_err(|e| BuildError::DataDir {
+                    path: data_dir.join("eventlog"),
+                    source: std::io::Error::other(e.to_string()),
+                })??,
+        );
+        let groups = ConsumerGroups::open(data_dir.join("consumer-groups.json"), clock.now())?;
 
         let https_req = SocketAddr::new(config.bind, config.https_port);
         let https = crate::https::bind(config.bind, config.https_port)
@@ -165,9 +198,11 @@ impl App {
         let listeners_json = serde_json::to_vec_pretty(&listeners).unwrap_or_default();
         write_durably(&listeners_path, &listeners_json, false).map_err(dir_err(&listeners_path))?;
 
-        let hub = Arc::new(Hub::new(registry, policies, names, clock));
+        let events: Arc<dyn EventLog> = log.clone();
+        let hub = Arc::new(Hub::new(registry, policies, events, groups, names, clock));
         Ok(App {
             hub,
+            log,
             https,
             listeners,
             tls: tls.server_config,
@@ -204,12 +239,29 @@ impl App {
             rx,
             SHUTDOWN_GRACE,
         ));
+        let retention = tokio::spawn(enforce_retention(self.hub.clone(), self.log.clone()));
         shutdown.await;
         tracing::info!("shutting down");
+        retention.abort();
         let _ = tx.send(true);
         if let Err(e) = server.await {
             tracing::error!(error = %e, "the HTTPS server task failed");
         }
         tracing::info!("stopped");
+    }
+}
+
+/// Removes event-log segments past retention, once a minute.
+async fn enforce_retention(hub: Arc<Hub>, log: Arc<EmbeddedLog>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        let now_ms = hub.now().timestamp_millis();
+        let log = log.clone();
+        match tokio::task::spawn_blocking(move || log.enforce_retention(now_ms)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "event log retention failed"),
+            Err(e) => tracing::warn!(error = %e, "event log retention task failed"),
+        }
     }
 }

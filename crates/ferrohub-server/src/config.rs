@@ -79,6 +79,9 @@ pub struct ConfigToml {
     /// `[mqtt]`.
     #[serde(default)]
     pub mqtt: MqttToml,
+    /// `[eventlog]`.
+    #[serde(default)]
+    pub eventlog: EventLogToml,
     /// `[tls]`.
     #[serde(default)]
     pub tls: TlsToml,
@@ -106,6 +109,20 @@ pub struct HttpsToml {
 pub struct MqttToml {
     /// `mqtt.port`.
     pub port: Option<u16>,
+}
+
+/// `[eventlog]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventLogToml {
+    /// `eventlog.partitions`.
+    pub partitions: Option<u32>,
+    /// `eventlog.retention`.
+    pub retention: Option<String>,
+    /// `eventlog.max_bytes_per_partition`.
+    pub max_bytes_per_partition: Option<u64>,
+    /// `eventlog.max_commit_wait_ms`.
+    pub max_commit_wait_ms: Option<u64>,
 }
 
 /// `[tls]`.
@@ -203,6 +220,14 @@ pub struct Config {
     pub mqtt_port: u16,
     /// A user-supplied certificate, or `None` for the generated development one.
     pub tls: Option<TlsFiles>,
+    /// Partitions of a new event log.
+    pub eventlog_partitions: u32,
+    /// How long events are kept; `None` keeps them forever.
+    pub eventlog_retention: Option<std::time::Duration>,
+    /// Most bytes kept per partition.
+    pub eventlog_max_bytes: Option<u64>,
+    /// Longest an event waits for its fsync.
+    pub eventlog_max_commit_wait: std::time::Duration,
     /// Configured keys of built-in policies.
     pub policies: BTreeMap<String, PolicyKeys>,
     /// Tracing filter.
@@ -240,6 +265,7 @@ impl Config {
             bind,
             https,
             mqtt,
+            eventlog,
             tls,
             policies,
             log,
@@ -293,6 +319,45 @@ impl Config {
             return Err(invalid(
                 "mqtt.port",
                 format!("{mqtt_port} is also the HTTPS port"),
+            ));
+        }
+
+        let EventLogToml {
+            partitions,
+            retention,
+            max_bytes_per_partition,
+            max_commit_wait_ms,
+        } = eventlog;
+        let eventlog_partitions = partitions.unwrap_or(4);
+        if !(1..=32).contains(&eventlog_partitions) {
+            return Err(invalid("eventlog.partitions", "must be between 1 and 32"));
+        }
+        let retention_text = retention.unwrap_or_else(|| "1d".to_owned());
+        let eventlog_retention = if retention_text == "unlimited" {
+            None
+        } else {
+            Some(
+                parse_duration(&retention_text)
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        invalid(
+                            "eventlog.retention",
+                            format!("{retention_text:?}; expected a duration such as \"1d\" or \"12h\", or \"unlimited\""),
+                        )
+                    })?,
+            )
+        };
+        if max_bytes_per_partition.is_some_and(|b| b < 1 << 20) {
+            return Err(invalid(
+                "eventlog.max_bytes_per_partition",
+                "must be at least 1048576",
+            ));
+        }
+        let commit_wait = max_commit_wait_ms.unwrap_or(0);
+        if commit_wait > 1000 {
+            return Err(invalid(
+                "eventlog.max_commit_wait_ms",
+                "must be at most 1000",
             ));
         }
 
@@ -377,6 +442,10 @@ impl Config {
             max_request_body_bytes,
             mqtt_port,
             tls,
+            eventlog_partitions,
+            eventlog_retention,
+            eventlog_max_bytes: max_bytes_per_partition,
+            eventlog_max_commit_wait: std::time::Duration::from_millis(commit_wait),
             policies: policy_keys,
             log_level,
             log_format,
@@ -403,6 +472,24 @@ impl ConfigToml {
             message: e.to_string(),
         })
     }
+}
+
+/// Parses `90s`, `15m`, `12h`, `7d` or a number of seconds.
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    let text = text.trim();
+    let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
+        Some(i) => text.split_at(i),
+        None => (text, "s"),
+    };
+    let n: u64 = digits.parse().ok()?;
+    let secs = match unit {
+        "s" => n,
+        "m" => n.checked_mul(60)?,
+        "h" => n.checked_mul(3600)?,
+        "d" => n.checked_mul(86_400)?,
+        _ => return None,
+    };
+    Some(std::time::Duration::from_secs(secs))
 }
 
 fn validate_hostname(key: &str, name: &str) -> Result<(), ConfigError> {
@@ -442,6 +529,29 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("./ferrohub-data"));
         assert_eq!(c.log_format, LogFormat::Text);
         assert!(c.tls.is_none());
+        assert_eq!(c.eventlog_partitions, 4);
+        assert_eq!(
+            c.eventlog_retention,
+            Some(std::time::Duration::from_secs(86_400))
+        );
+    }
+
+    #[test]
+    fn durations() {
+        assert_eq!(
+            parse_duration("90"),
+            Some(std::time::Duration::from_secs(90))
+        );
+        assert_eq!(
+            parse_duration("15m"),
+            Some(std::time::Duration::from_secs(900))
+        );
+        assert_eq!(
+            parse_duration("2d"),
+            Some(std::time::Duration::from_secs(172_800))
+        );
+        assert_eq!(parse_duration("1w"), None);
+        assert_eq!(parse_duration("h"), None);
     }
 
     #[test]
@@ -469,6 +579,13 @@ mod tests {
                 "https.max_request_body_bytes",
             ),
             ("[https]\nport = 9000\n[mqtt]\nport = 9000", "mqtt.port"),
+            ("[eventlog]\npartitions = 0", "eventlog.partitions"),
+            ("[eventlog]\nretention = \"forever\"", "eventlog.retention"),
+            ("[eventlog]\nretention = \"0s\"", "eventlog.retention"),
+            (
+                "[eventlog]\nmax_commit_wait_ms = 5000",
+                "eventlog.max_commit_wait_ms",
+            ),
         ];
         for (text, key) in cases {
             let raw = ConfigToml::parse(text, "f").expect("parses");

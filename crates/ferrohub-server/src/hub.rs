@@ -5,12 +5,15 @@ use std::sync::Arc;
 
 use axum::http::{HeaderMap, header};
 use chrono::{DateTime, Utc};
-use ferrohub_auth::AuthError;
-use ferrohub_registry::{Registry, SqliteStore};
-use ferrohub_types::{ErrorCode, Permission, PolicyName};
+use ferrohub_auth::{AuthError, DeviceAuthMethod, KeyPair, SymmetricKey};
+use ferrohub_registry::{IdentityAuth, Registry, SqliteStore};
+use ferrohub_types::{DeviceId, ErrorCode, ModuleId, Permission, PolicyName};
 
+use crate::consumer_groups::ConsumerGroups;
+use crate::eventlog::EventLog;
 use crate::policies::Policies;
 use crate::rest::error::ApiError;
+use crate::telemetry::{AuthScope, Origin};
 
 /// A source of the current time, so time-dependent behaviour can be tested without sleeping.
 pub trait Clock: Send + Sync + 'static {
@@ -32,6 +35,8 @@ impl Clock for SystemClock {
 pub struct Hub {
     pub(crate) registry: Registry<SqliteStore>,
     pub(crate) policies: Policies,
+    pub(crate) events: Arc<dyn EventLog>,
+    pub(crate) groups: ConsumerGroups,
     host_names: Vec<String>,
     clock: Arc<dyn Clock>,
 }
@@ -40,12 +45,16 @@ impl Hub {
     pub(crate) fn new(
         registry: Registry<SqliteStore>,
         policies: Policies,
+        events: Arc<dyn EventLog>,
+        groups: ConsumerGroups,
         host_names: Vec<String>,
         clock: Arc<dyn Clock>,
     ) -> Self {
         Hub {
             registry,
             policies,
+            events,
+            groups,
             host_names,
             clock,
         }
@@ -54,6 +63,72 @@ impl Hub {
     /// The current time.
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+
+    /// The current time as seconds since the Unix epoch.
+    fn now_secs(&self) -> u64 {
+        u64::try_from(self.now().timestamp()).unwrap_or(0)
+    }
+
+    /// Authenticates a device (or module) presenting `token`: a SAS token signed with the
+    /// identity's own key, or with a policy holding DeviceConnect scoped to it. The identity
+    /// must exist and (for devices) be enabled.
+    pub fn authenticate_device(
+        &self,
+        token: &str,
+        device: &DeviceId,
+        module: Option<&ModuleId>,
+    ) -> Result<Origin, ApiError> {
+        let hosts: Vec<&str> = self.host_names.iter().map(String::as_str).collect();
+        let identity = self.registry.identity(device, module);
+        let method = ferrohub_auth::authorize_device(
+            token,
+            self.now_secs(),
+            &hosts,
+            device,
+            module,
+            |name| self.policies.get(name).cloned(),
+            |_, _| identity.as_ref().and_then(key_pair),
+        )?;
+        let Some(identity) = identity else {
+            // Reached only with a policy token: the signature was good, the identity is not
+            // there.
+            return Err(match module {
+                Some(m) => ApiError::new(
+                    ErrorCode::ModuleNotFound,
+                    format!("The module '{m}' of device '{device}' could not be found."),
+                ),
+                None => ApiError::new(
+                    ErrorCode::DeviceNotFound,
+                    format!("The device with ID '{device}' could not be found."),
+                ),
+            });
+        };
+        let device_enabled = match module {
+            None => identity.enabled,
+            Some(_) => self
+                .registry
+                .identity(device, None)
+                .is_some_and(|d| d.enabled),
+        };
+        if !device_enabled {
+            return Err(ApiError::new(
+                ErrorCode::IotHubUnauthorizedAccess,
+                format!("The device '{device}' is disabled."),
+            ));
+        }
+        let auth_scope = match (&method, module) {
+            (DeviceAuthMethod::Policy(_), _) => AuthScope::Hub,
+            (_, Some(_)) => AuthScope::Module,
+            (_, None) => AuthScope::Device,
+        };
+        Ok(Origin {
+            device_id: device.clone(),
+            module_id: module.cloned(),
+            auth_scope,
+            generation_id: identity.generation_id,
+            model_id: None,
+        })
     }
 
     /// Checks the `Authorization` header of a service request for `path`: a SAS token of a
@@ -74,7 +149,7 @@ impl Hub {
                 )
             })?;
         let hosts: Vec<&str> = self.host_names.iter().map(String::as_str).collect();
-        let now = u64::try_from(self.now().timestamp()).unwrap_or(0);
+        let now = self.now_secs();
         let mut last = None;
         for &perm in permissions {
             match ferrohub_auth::authorize_service(token, now, &hosts, path, perm, |name| {
@@ -89,4 +164,11 @@ impl Hub {
             .map(ApiError::from)
             .unwrap_or_else(|| ApiError::new(ErrorCode::IotHubUnauthorizedAccess, "Unauthorized")))
     }
+}
+
+/// The identity's symmetric keys, when it has usable ones.
+fn key_pair(identity: &IdentityAuth) -> Option<KeyPair> {
+    let primary = SymmetricKey::from_base64(&identity.primary_key).ok()?;
+    let secondary = SymmetricKey::from_base64(&identity.secondary_key).ok()?;
+    Some(KeyPair { primary, secondary })
 }

@@ -7,11 +7,14 @@
 
 mod app;
 pub mod config;
+pub mod consumer_groups;
+pub mod eventlog;
 mod fsutil;
 mod https;
 mod hub;
 mod policies;
 pub mod rest;
+pub mod telemetry;
 mod tls;
 
 pub use app::{App, BuildError, Listeners, SHUTDOWN_GRACE};

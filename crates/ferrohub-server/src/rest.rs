@@ -5,8 +5,10 @@
 
 pub(crate) mod bulk;
 pub(crate) mod convert;
+pub(crate) mod device_messages;
 pub(crate) mod devices;
 pub mod error;
+pub(crate) mod events;
 pub(crate) mod extract;
 pub(crate) mod modules;
 pub(crate) mod stats;
@@ -55,6 +57,15 @@ fn api_router() -> OpenApiRouter<Arc<Hub>> {
         .routes(routes!(modules::list_modules))
         .routes(routes!(stats::registry_statistics))
         .routes(routes!(stats::service_statistics))
+        .routes(routes!(device_messages::send_event))
+        .routes(routes!(events::partitions))
+        .routes(routes!(events::partition))
+        .routes(routes!(events::read_events))
+        .routes(routes!(events::stream_events))
+        .routes(routes!(events::list_groups))
+        .routes(routes!(events::create_group, events::delete_group))
+        .routes(routes!(events::checkpoints))
+        .routes(routes!(events::set_checkpoint))
 }
 
 /// The OpenAPI document of the service API.
@@ -91,10 +102,11 @@ pub fn router(hub: Arc<Hub>, metrics: Option<PrometheusHandle>, max_body: usize)
 }
 
 async fn not_found() -> Response {
-    let mut resp =
-        error::ApiError::invalid("The requested resource does not exist.").into_response();
-    *resp.status_mut() = StatusCode::NOT_FOUND;
-    resp
+    error::ApiError::new(
+        ferrohub_types::ErrorCode::GenericNotFound,
+        "The requested resource does not exist.",
+    )
+    .into_response()
 }
 
 async fn record_metrics(req: Request, next: Next) -> Response {

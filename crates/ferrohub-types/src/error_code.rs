@@ -24,6 +24,8 @@ pub enum ErrorCode {
     DeviceMaximumQueueDepthExceeded,
     /// 403012: the device is disabled.
     DeviceDisabled,
+    /// 404000: the resource (route, consumer group, …) does not exist.
+    GenericNotFound,
     /// 404001: no such device.
     DeviceNotFound,
     /// 404002: no such job.
@@ -67,6 +69,7 @@ impl ErrorCode {
             ErrorCode::IotHubQuotaExceeded => 403002,
             ErrorCode::DeviceMaximumQueueDepthExceeded => 403004,
             ErrorCode::DeviceDisabled => 403012,
+            ErrorCode::GenericNotFound => 404000,
             ErrorCode::DeviceNotFound => 404001,
             ErrorCode::JobNotFound => 404002,
             ErrorCode::ModuleNotFound => 404010,
@@ -96,6 +99,7 @@ impl ErrorCode {
             ErrorCode::IotHubQuotaExceeded => "IotHubQuotaExceeded",
             ErrorCode::DeviceMaximumQueueDepthExceeded => "DeviceMaximumQueueDepthExceeded",
             ErrorCode::DeviceDisabled => "DeviceDisabled",
+            ErrorCode::GenericNotFound => "GenericNotFound",
             ErrorCode::DeviceNotFound => "DeviceNotFound",
             ErrorCode::JobNotFound => "JobNotFound",
             ErrorCode::ModuleNotFound => "ModuleNotFound",

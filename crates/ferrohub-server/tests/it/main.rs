@@ -4,6 +4,7 @@
 mod auth;
 mod bulk;
 mod devices;
+mod events;
 mod modules;
 mod restart;
 mod service;
