@@ -1,4 +1,5 @@
-//! Integration tests of the codec and the Azure topic grammar, compiled as one binary.
+//! Integration tests of the codec, the Azure topic grammar and the session state machine,
+//! compiled as one binary.
 
 mod mqtt {
     mod azure;
@@ -7,5 +8,6 @@ mod mqtt {
     mod oracle;
     mod oracle_rmqtt;
     mod roundtrip;
+    mod session;
     mod strategies;
 }

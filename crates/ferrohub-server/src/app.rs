@@ -23,8 +23,10 @@ use crate::eventlog::{EmbeddedLog, EmbeddedLogSettings, EventLog};
 use crate::fsutil::{create_dir_durably, write_durably};
 use crate::hub::{Clock, Hub, SystemClock};
 use crate::policies::{Policies, PolicyError};
+use crate::sessions::SessionStore;
 use crate::tls::{self, TlsError};
 use ferrohub_log::Retention;
+use ferrohub_registry::IdentityChangeKind;
 
 /// How long open connections get to finish after a shutdown signal.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -56,6 +58,9 @@ pub enum BuildError {
     /// The consumer groups could not be loaded.
     #[error("loading consumer groups: {0}")]
     ConsumerGroups(#[from] crate::consumer_groups::GroupError),
+    /// The MQTT session store could not be opened.
+    #[error("opening the MQTT session store: {0}")]
+    Sessions(String),
     /// The identity registry could not be opened.
     #[error("opening the identity registry: {0}")]
     Registry(#[from] ferrohub_registry::RegistryError),
@@ -74,10 +79,12 @@ pub enum BuildError {
 /// The addresses the hub listens on, also written to `<data_dir>/listeners.json`.
 #[derive(Debug, Clone, Serialize)]
 pub struct Listeners {
-    /// The HTTPS listener (REST API).
+    /// The HTTPS listener (REST API, device HTTPS API, MQTT over WebSockets).
     pub https: SocketAddr,
-    /// The MQTT listener, when one is served.
+    /// The MQTT over TLS listener.
     pub mqtt: Option<SocketAddr>,
+    /// The plain-TCP MQTT listener, when configured.
+    pub mqtt_plain: Option<SocketAddr>,
 }
 
 /// A hub ready to run: stores open, listeners bound.
@@ -85,6 +92,8 @@ pub struct App {
     hub: Arc<Hub>,
     log: Arc<EmbeddedLog>,
     https: TcpListener,
+    mqtt: TcpListener,
+    mqtt_plain: Option<TcpListener>,
     listeners: Listeners,
     tls: Arc<rustls::ServerConfig>,
     ca_path: Option<PathBuf>,
@@ -159,6 +168,10 @@ impl App {
                 })??,
         );
         let groups = ConsumerGroups::open(data_dir.join("consumer-groups.json"), clock.now())?;
+        let sessions = Arc::new(
+            SessionStore::open(&data_dir.join("sessions.db"))
+                .map_err(|e| BuildError::Sessions(e.to_string()))?,
+        );
 
         let https_req = SocketAddr::new(config.bind, config.https_port);
         let https = crate::https::bind(config.bind, config.https_port)
@@ -173,9 +186,18 @@ impl App {
             addr: https_req,
             source,
         })?;
+        let (mqtt, mqtt_addr) = bind_tcp("MQTT", config.bind, config.mqtt_port).await?;
+        let (mqtt_plain, mqtt_plain_addr) = match config.mqtt_plain_port {
+            Some(port) => {
+                let (l, a) = bind_tcp("plain MQTT", config.bind, port).await?;
+                (Some(l), Some(a))
+            }
+            None => (None, None),
+        };
         let listeners = Listeners {
             https: crate::https::local_address(https_addr),
-            mqtt: None,
+            mqtt: Some(crate::https::local_address(mqtt_addr)),
+            mqtt_plain: mqtt_plain_addr.map(crate::https::local_address),
         };
 
         let host = if https_addr.port() == 443 {
@@ -199,11 +221,16 @@ impl App {
         write_durably(&listeners_path, &listeners_json, false).map_err(dir_err(&listeners_path))?;
 
         let events: Arc<dyn EventLog> = log.clone();
-        let hub = Arc::new(Hub::new(registry, policies, events, groups, names, clock));
+        let hub = Arc::new(Hub::new(
+            registry, policies, events, groups, sessions, names, clock,
+        ));
+        watch_revocations(&hub);
         Ok(App {
             hub,
             log,
             https,
+            mqtt,
+            mqtt_plain,
             listeners,
             tls: tls.server_config,
             ca_path: tls.ca_path,
@@ -231,6 +258,9 @@ impl App {
     /// Serves until `shutdown` resolves, then drains open connections for [`SHUTDOWN_GRACE`].
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (tx, rx) = watch::channel(false);
+        let mut mqtt_cfg = (*self.tls).clone();
+        // MQTT clients offer no ALPN (or "mqtt"); the HTTP protocols would refuse them.
+        mqtt_cfg.alpn_protocols.clear();
         let router = crate::rest::router(self.hub.clone(), metrics_handle(), self.max_body);
         let server = tokio::spawn(crate::https::serve(
             self.https,
@@ -240,10 +270,23 @@ impl App {
             SHUTDOWN_GRACE,
         ));
         let retention = tokio::spawn(enforce_retention(self.hub.clone(), self.log.clone()));
+        let mqtt = tokio::spawn(crate::mqtt::serve(
+            self.mqtt,
+            Some(Arc::new(mqtt_cfg)),
+            self.hub.clone(),
+        ));
+        let mqtt_plain = self
+            .mqtt_plain
+            .map(|l| tokio::spawn(crate::mqtt::serve(l, None, self.hub.clone())));
         shutdown.await;
         tracing::info!("shutting down");
         retention.abort();
+        self.hub.begin_shutdown();
         let _ = tx.send(true);
+        let _ = mqtt.await;
+        if let Some(m) = mqtt_plain {
+            let _ = m.await;
+        }
         if let Err(e) = server.await {
             tracing::error!(error = %e, "the HTTPS server task failed");
         }
@@ -264,4 +307,59 @@ async fn enforce_retention(hub: Arc<Hub>, log: Arc<EmbeddedLog>) {
             Err(e) => tracing::warn!(error = %e, "event log retention task failed"),
         }
     }
+}
+
+async fn bind_tcp(
+    what: &'static str,
+    ip: std::net::IpAddr,
+    port: u16,
+) -> Result<(TcpListener, SocketAddr), BuildError> {
+    let addr = SocketAddr::new(ip, port);
+    let err = |source| BuildError::Bind { what, addr, source };
+    let listener = TcpListener::bind(addr).await.map_err(err)?;
+    let bound = listener.local_addr().map_err(err)?;
+    Ok((listener, bound))
+}
+
+/// Closes live connections whose identity is deleted, disabled or re-keyed, and forgets the
+/// MQTT sessions of deleted identities.
+fn watch_revocations(hub: &Arc<Hub>) {
+    let weak = Arc::downgrade(hub);
+    hub.registry.on_change(move |change| {
+        let Some(hub) = weak.upgrade() else {
+            return;
+        };
+        let reason = match change.kind {
+            IdentityChangeKind::Deleted => "the identity was deleted",
+            IdentityChangeKind::Disabled => "the device was disabled",
+            IdentityChangeKind::KeysChanged => "the identity's keys changed",
+            _ => return,
+        };
+        let deleted = change.kind == IdentityChangeKind::Deleted;
+        match &change.module_id {
+            None => hub.connections.close_device(&change.device_id, reason, deleted),
+            Some(m) => hub
+                .connections
+                .close(&(change.device_id.clone(), Some(m.clone())), reason),
+        }
+        if deleted {
+            let store = hub.sessions.clone();
+            let cid = crate::sessions::client_id(
+                change.device_id.as_str(),
+                change.module_id.as_ref().map(|m| m.as_str()),
+            );
+            let device = change.device_id.to_string();
+            let whole_device = change.module_id.is_none();
+            tokio::task::spawn_blocking(move || {
+                let result = if whole_device {
+                    store.delete_device(&device)
+                } else {
+                    store.delete(&cid)
+                };
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "forgetting a deleted identity's MQTT session failed");
+                }
+            });
+        }
+    });
 }

@@ -109,6 +109,8 @@ pub struct HttpsToml {
 pub struct MqttToml {
     /// `mqtt.port`.
     pub port: Option<u16>,
+    /// `mqtt.plain_port`.
+    pub plain_port: Option<u16>,
 }
 
 /// `[eventlog]`.
@@ -166,6 +168,8 @@ pub struct Overrides {
     pub https_port: Option<u16>,
     /// `--mqtt-port` / `FERROHUB_MQTT_PORT`.
     pub mqtt_port: Option<u16>,
+    /// `--mqtt-plain-port` / `FERROHUB_MQTT_PLAIN_PORT`.
+    pub mqtt_plain_port: Option<u16>,
     /// `--bind` / `FERROHUB_BIND`.
     pub bind: Option<String>,
     /// `--log` / `FERROHUB_LOG`.
@@ -216,8 +220,10 @@ pub struct Config {
     pub https_port: u16,
     /// Largest request body accepted.
     pub max_request_body_bytes: usize,
-    /// MQTT port.
+    /// MQTT over TLS port.
     pub mqtt_port: u16,
+    /// Plain-TCP MQTT port, only when configured.
+    pub mqtt_plain_port: Option<u16>,
     /// A user-supplied certificate, or `None` for the generated development one.
     pub tls: Option<TlsFiles>,
     /// Partitions of a new event log.
@@ -313,8 +319,21 @@ impl Config {
             ));
         }
 
-        let MqttToml { port: mqtt_port } = mqtt;
+        let MqttToml {
+            port: mqtt_port,
+            plain_port,
+        } = mqtt;
         let mqtt_port = overrides.mqtt_port.or(mqtt_port).unwrap_or(8883);
+        let mqtt_plain_port = overrides.mqtt_plain_port.or(plain_port);
+        if let Some(p) = mqtt_plain_port
+            && p != 0
+            && (p == mqtt_port || p == https_port)
+        {
+            return Err(invalid(
+                "mqtt.plain_port",
+                format!("{p} is already another listener's port"),
+            ));
+        }
         if https_port != 0 && https_port == mqtt_port {
             return Err(invalid(
                 "mqtt.port",
@@ -441,6 +460,7 @@ impl Config {
             https_port,
             max_request_body_bytes,
             mqtt_port,
+            mqtt_plain_port,
             tls,
             eventlog_partitions,
             eventlog_retention,

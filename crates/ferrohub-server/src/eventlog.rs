@@ -9,6 +9,7 @@
 use std::future::Future;
 use std::path::Path;
 use std::pin::Pin;
+use std::sync::Arc;
 
 use ferrohub_log::{
     Log, LogConfig, LogError, LogWriter, PartitionInfo, Position, Record, RecordIn, Retention,
@@ -26,11 +27,16 @@ pub trait EventLog: Send + Sync + 'static {
     /// The partition of a device: a stable hash of its id, so per-device order holds.
     fn partition_for(&self, device_id: &str) -> u32;
     /// Appends `records` to `partition`; resolves with their positions once they are durable.
+    ///
+    /// The records are submitted when `append` is called, not when the future is first
+    /// polled: of two calls, the first one's records come first in the partition whatever
+    /// order their futures are awaited in. Endpoints rely on this to keep a device's messages
+    /// in order while acknowledging them asynchronously.
     fn append(
         &self,
         partition: u32,
         records: Vec<RecordIn>,
-    ) -> BoxFuture<'_, Result<Vec<Position>, LogError>>;
+    ) -> BoxFuture<'static, Result<Vec<Position>, LogError>>;
     /// Reads up to `max` durable records of `partition` from `from`.
     fn read(
         &self,
@@ -59,7 +65,7 @@ pub struct EmbeddedLogSettings {
 pub struct EmbeddedLog {
     writer: LogWriter,
     log: Log,
-    notify: watch::Sender<u64>,
+    notify: Arc<watch::Sender<u64>>,
 }
 
 impl EmbeddedLog {
@@ -76,7 +82,7 @@ impl EmbeddedLog {
             log.clone(),
             WriterConfig::with_max_wait(settings.max_commit_wait),
         )?;
-        let (notify, _) = watch::channel(0);
+        let notify = Arc::new(watch::channel(0).0);
         Ok(EmbeddedLog {
             writer,
             log,
@@ -105,12 +111,13 @@ impl EventLog for EmbeddedLog {
         &self,
         partition: u32,
         records: Vec<RecordIn>,
-    ) -> BoxFuture<'_, Result<Vec<Position>, LogError>> {
+    ) -> BoxFuture<'static, Result<Vec<Position>, LogError>> {
         let rx = self.writer.append(partition, records);
+        let notify = self.notify.clone();
         Box::pin(async move {
             let result = rx.await.unwrap_or(Err(LogError::WriterClosed));
             if result.is_ok() {
-                self.notify.send_modify(|n| *n = n.wrapping_add(1));
+                notify.send_modify(|n| *n = n.wrapping_add(1));
             }
             result
         })

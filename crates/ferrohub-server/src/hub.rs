@@ -9,11 +9,14 @@ use ferrohub_auth::{AuthError, DeviceAuthMethod, KeyPair, SymmetricKey};
 use ferrohub_registry::{IdentityAuth, Registry, SqliteStore};
 use ferrohub_types::{DeviceId, ErrorCode, ModuleId, Permission, PolicyName};
 
+use crate::connections::Connections;
 use crate::consumer_groups::ConsumerGroups;
 use crate::eventlog::EventLog;
 use crate::policies::Policies;
 use crate::rest::error::ApiError;
+use crate::sessions::SessionStore;
 use crate::telemetry::{AuthScope, Origin};
+use tokio::sync::watch;
 
 /// A source of the current time, so time-dependent behaviour can be tested without sleeping.
 pub trait Clock: Send + Sync + 'static {
@@ -37,6 +40,9 @@ pub struct Hub {
     pub(crate) policies: Policies,
     pub(crate) events: Arc<dyn EventLog>,
     pub(crate) groups: ConsumerGroups,
+    pub(crate) connections: Connections,
+    pub(crate) sessions: Arc<SessionStore>,
+    shutdown: watch::Sender<bool>,
     host_names: Vec<String>,
     clock: Arc<dyn Clock>,
 }
@@ -47,6 +53,7 @@ impl Hub {
         policies: Policies,
         events: Arc<dyn EventLog>,
         groups: ConsumerGroups,
+        sessions: Arc<SessionStore>,
         host_names: Vec<String>,
         clock: Arc<dyn Clock>,
     ) -> Self {
@@ -55,9 +62,27 @@ impl Hub {
             policies,
             events,
             groups,
+            connections: Connections::default(),
+            sessions,
+            shutdown: watch::channel(false).0,
             host_names,
             clock,
         }
+    }
+
+    /// A receiver that turns true when the hub shuts down.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Tells every connection the hub is shutting down.
+    pub(crate) fn begin_shutdown(&self) {
+        let _ = self.shutdown.send(true);
+    }
+
+    /// The names the hub answers to.
+    pub fn host_names(&self) -> &[String] {
+        &self.host_names
     }
 
     /// The current time.

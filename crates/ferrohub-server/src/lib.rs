@@ -7,13 +7,16 @@
 
 mod app;
 pub mod config;
+mod connections;
 pub mod consumer_groups;
 pub mod eventlog;
 mod fsutil;
 mod https;
 mod hub;
+mod mqtt;
 mod policies;
 pub mod rest;
+mod sessions;
 pub mod telemetry;
 mod tls;
 

@@ -85,7 +85,8 @@ pub fn router(hub: Arc<Hub>, metrics: Option<PrometheusHandle>, max_body: usize)
                 async move { json(StatusCode::OK, doc.as_ref(), None) }
             }),
         )
-        .route("/healthz", get(|| async { "ok" }));
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/$iothub/websocket", get(mqtt_websocket));
     if let Some(handle) = metrics {
         app = app.route(
             "/metrics",
@@ -99,6 +100,21 @@ pub fn router(hub: Arc<Hub>, metrics: Option<PrometheusHandle>, max_body: usize)
         .layer(middleware::from_fn(record_metrics))
         .layer(DefaultBodyLimit::max(max_body))
         .with_state(hub)
+}
+
+/// MQTT over WebSockets (subprotocol `mqtt`); any query string is ignored.
+async fn mqtt_websocket(
+    State(hub): State<Arc<Hub>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> Response {
+    let peer = peer.map_or_else(
+        || std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+        |axum::Extension(axum::extract::ConnectInfo(p))| p,
+    );
+    ws.protocols(["mqtt"])
+        .max_message_size(ferrohub_mqtt::session::DEFAULT_MAX_PACKET_SIZE + 1024)
+        .on_upgrade(move |socket| crate::mqtt::drive(hub, crate::mqtt::WsTransport(socket), peer))
 }
 
 async fn not_found() -> Response {

@@ -10,6 +10,7 @@ use chrono::{DateTime, Utc};
 use ferrohub_log::{Position, RecordIn};
 use ferrohub_types::{DeviceId, ErrorCode, ModuleId};
 
+use crate::eventlog::BoxFuture;
 use crate::rest::error::ApiError;
 
 /// Azure's limit on one device-to-cloud message: body, system property values and application
@@ -125,13 +126,14 @@ pub fn record(origin: &Origin, msg: DeviceMessage, now: DateTime<Utc>) -> Record
 }
 
 impl crate::hub::Hub {
-    /// Appends `messages` from `origin` to the device's partition; resolves once they are
-    /// durable. Each message must be within [`MAX_MESSAGE_BYTES`] and the batch too.
-    pub async fn ingest(
+    /// Submits `messages` from `origin` to the device's partition and returns a future that
+    /// resolves once they are durable. Submission happens now, so a device's messages keep the
+    /// order of the calls. Each message must be within [`MAX_MESSAGE_BYTES`], and the batch too.
+    pub fn submit(
         &self,
         origin: &Origin,
         messages: Vec<DeviceMessage>,
-    ) -> Result<Vec<Position>, ApiError> {
+    ) -> Result<BoxFuture<'static, Result<Vec<Position>, ApiError>>, ApiError> {
         let total: usize = messages.iter().map(DeviceMessage::size).sum();
         if total > MAX_MESSAGE_BYTES {
             return Err(ApiError::new(
@@ -144,17 +146,31 @@ impl crate::hub::Hub {
             .into_iter()
             .map(|m| record(origin, m, now))
             .collect();
-        let count = records.len();
+        let count = records.len() as u64;
         let partition = self.events.partition_for(origin.device_id.as_str());
-        let positions = self.events.append(partition, records).await.map_err(|e| {
-            tracing::error!(error = %e, "appending to the event log failed");
-            ApiError::new(
-                ErrorCode::ServiceUnavailable,
-                "The event log is unavailable.",
-            )
-        })?;
-        metrics::counter!("ferrohub_d2c_messages_total").increment(count as u64);
-        Ok(positions)
+        let append = self.events.append(partition, records);
+        self.connections
+            .touch(&(origin.device_id.clone(), origin.module_id.clone()), now);
+        Ok(Box::pin(async move {
+            let positions = append.await.map_err(|e| {
+                tracing::error!(error = %e, "appending to the event log failed");
+                ApiError::new(
+                    ErrorCode::ServiceUnavailable,
+                    "The event log is unavailable.",
+                )
+            })?;
+            metrics::counter!("ferrohub_d2c_messages_total").increment(count);
+            Ok(positions)
+        }))
+    }
+
+    /// [`Hub::submit`], then waits until the messages are durable.
+    pub async fn ingest(
+        &self,
+        origin: &Origin,
+        messages: Vec<DeviceMessage>,
+    ) -> Result<Vec<Position>, ApiError> {
+        self.submit(origin, messages)?.await
     }
 }
 

@@ -5,6 +5,8 @@
 //! its hub has nothing to assert.
 #![allow(clippy::unwrap_used)]
 
+pub mod mqtt;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -21,6 +23,8 @@ pub struct TestHub {
     dir: Option<TempDir>,
     data_dir: PathBuf,
     https: SocketAddr,
+    mqtt: SocketAddr,
+    mqtt_plain: SocketAddr,
     owner: String,
     ca_path: PathBuf,
     stop: Option<oneshot::Sender<()>>,
@@ -49,12 +53,15 @@ impl TestHub {
             data_dir: Some(data_dir.to_owned()),
             https_port: Some(0),
             mqtt_port: Some(0),
+            mqtt_plain_port: Some(0),
             bind: Some("127.0.0.1".into()),
             ..Overrides::default()
         };
         let config = Config::load(None, &overrides).unwrap();
         let app = App::build(config).await.unwrap();
         let https = app.listeners().https;
+        let mqtt = app.listeners().mqtt.unwrap();
+        let mqtt_plain = app.listeners().mqtt_plain.unwrap();
         let owner = app.owner_connection_string().to_owned();
         let ca_path = app.ca_path().unwrap().to_owned();
         let (tx, rx) = oneshot::channel::<()>();
@@ -65,6 +72,8 @@ impl TestHub {
             dir: None,
             data_dir: data_dir.to_owned(),
             https,
+            mqtt,
+            mqtt_plain,
             owner,
             ca_path,
             stop: Some(tx),
@@ -87,6 +96,16 @@ impl TestHub {
     /// The HTTPS listener.
     pub fn https_addr(&self) -> SocketAddr {
         self.https
+    }
+
+    /// The MQTT over TLS listener.
+    pub fn mqtt_addr(&self) -> SocketAddr {
+        self.mqtt
+    }
+
+    /// The plain-TCP MQTT listener.
+    pub fn mqtt_plain_addr(&self) -> SocketAddr {
+        self.mqtt_plain
     }
 
     /// `https://localhost:<port>`.

@@ -7,6 +7,24 @@ use ferrohub_types::{DeviceId, ModuleId};
 
 use super::error::ApiError;
 
+/// Overlays the live presence the hub keeps in memory on an identity's stored fields.
+pub(crate) fn with_presence(
+    presence: Option<crate::connections::Presence>,
+    state: &mut Option<api::ConnectionState>,
+    state_updated: &mut api::Timestamp,
+    last_activity: &mut api::Timestamp,
+) {
+    if let Some(p) = presence {
+        *state = Some(if p.connected {
+            api::ConnectionState::Connected
+        } else {
+            api::ConnectionState::Disconnected
+        });
+        *state_updated = api::Timestamp(Some(p.state_updated));
+        *last_activity = api::Timestamp(Some(p.last_activity));
+    }
+}
+
 pub(crate) fn device_to_api(d: &reg::Device) -> api::Device {
     api::Device {
         device_id: d.device_id.to_string(),

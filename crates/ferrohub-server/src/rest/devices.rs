@@ -29,6 +29,18 @@ pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<IfMatch>, ApiError>
     }
 }
 
+/// A device as the API shows it: stored fields plus live presence.
+fn device_view(hub: &crate::hub::Hub, d: &ferrohub_registry::Device) -> api::Device {
+    let mut out = device_to_api(d);
+    super::convert::with_presence(
+        hub.connections.presence(&(d.device_id.clone(), None)),
+        &mut out.connection_state,
+        &mut out.connection_state_updated_time,
+        &mut out.last_activity_time,
+    );
+    out
+}
+
 /// Get a device identity.
 #[utoipa::path(get, path = "/devices/{id}", tag = "devices",
     params(("id" = String, Path, description = "Device id")),
@@ -43,7 +55,7 @@ pub(crate) async fn get_device(
     let d = hub.registry.device(&id).await?;
     Ok(json(
         StatusCode::OK,
-        &device_to_api(&d),
+        &device_view(&hub, &d),
         Some(d.etag.as_str()),
     ))
 }
@@ -73,7 +85,7 @@ pub(crate) async fn put_device(
     };
     Ok(json(
         StatusCode::OK,
-        &device_to_api(&d),
+        &device_view(&hub, &d),
         Some(d.etag.as_str()),
     ))
 }
@@ -120,7 +132,7 @@ pub(crate) async fn list_devices(
         }
     };
     let devices = hub.registry.devices(top).await?;
-    let body: Vec<api::Device> = devices.iter().map(device_to_api).collect();
+    let body: Vec<api::Device> = devices.iter().map(|d| device_view(&hub, d)).collect();
     Ok(json(StatusCode::OK, &body, None))
 }
 

@@ -35,9 +35,8 @@ pub(crate) async fn service_statistics(
         uri.path(),
         &[Permission::ServiceConnect, Permission::RegistryRead],
     )?;
-    // No device endpoint is served yet, so no device can be connected.
     let body = api::ServiceStatistics {
-        connected_device_count: 0,
+        connected_device_count: hub.connections.connected_devices(),
     };
     Ok(json(StatusCode::OK, &body, None))
 }

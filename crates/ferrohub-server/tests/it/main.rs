@@ -6,6 +6,7 @@ mod bulk;
 mod devices;
 mod events;
 mod modules;
+mod mqtt;
 mod restart;
 mod service;
 

@@ -1,0 +1,500 @@
+//! The MQTT device endpoint: listeners (TLS on 8883, plain TCP when configured, WebSockets on
+//! the HTTPS port) and the per-connection driver of `ferrohub_mqtt::Session`.
+//!
+//! The driver owns the socket and the clock and carries out what the session asks: it
+//! authenticates the CONNECT against the registry and policies, submits telemetry to the event
+//! log and acknowledges it (PUBACK) only once it is durable, keeps CleanSession=0 subscriptions
+//! in the session store, and closes the connection when the hub revokes the identity, when its
+//! token expires, or when a newer connection for the same identity arrives. The protocol rules
+//! themselves live in the session, not here.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{Message, WebSocket};
+use bytes::{Bytes, BytesMut};
+use ferrohub_auth::SasToken;
+use ferrohub_mqtt::codec::{ConnectReturnCode, LastWill};
+use ferrohub_mqtt::session::{AuthDecision, CloseReason, TelemetryId};
+use ferrohub_mqtt::topic::{PropertyBag, PropertyName, SystemProperty, TelemetryTopic, Username};
+use ferrohub_mqtt::{Session, SessionConfig, SessionEvent};
+use ferrohub_types::{DeviceId, ErrorCode, ModuleId};
+use rustls::ServerConfig;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_rustls::TlsAcceptor;
+
+use crate::connections::{Identity, Registration};
+use crate::hub::Hub;
+use crate::sessions::client_id;
+use crate::telemetry::{DeviceMessage, Origin};
+
+/// Longest a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A byte stream the driver reads MQTT from and writes MQTT to.
+pub(crate) trait Transport: Send {
+    /// Reads more bytes into `buf`; `Ok(0)` means the peer closed. Cancel safe.
+    fn read(&mut self, buf: &mut BytesMut) -> impl Future<Output = io::Result<usize>> + Send;
+    /// Writes all of `bytes`.
+    fn write(&mut self, bytes: &[u8]) -> impl Future<Output = io::Result<()>> + Send;
+    /// Closes the transport.
+    fn shutdown(&mut self) -> impl Future<Output = ()> + Send;
+}
+
+/// A TCP or TLS stream.
+pub(crate) struct StreamTransport<S>(pub(crate) S);
+
+impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for StreamTransport<S> {
+    async fn read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        if buf.capacity() - buf.len() < 4096 {
+            buf.reserve(8192);
+        }
+        self.0.read_buf(buf).await
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.0.write_all(bytes).await?;
+        self.0.flush().await
+    }
+
+    async fn shutdown(&mut self) {
+        let _ = self.0.shutdown().await;
+    }
+}
+
+/// MQTT over a WebSocket: binary messages carry the byte stream.
+pub(crate) struct WsTransport(pub(crate) WebSocket);
+
+impl Transport for WsTransport {
+    async fn read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        loop {
+            match self.0.recv().await {
+                None | Some(Ok(Message::Close(_))) => return Ok(0),
+                Some(Ok(Message::Binary(data))) => {
+                    buf.extend_from_slice(&data);
+                    if !data.is_empty() {
+                        return Ok(data.len());
+                    }
+                }
+                Some(Ok(Message::Text(_))) => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "MQTT over WebSockets uses binary messages",
+                    ));
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Err(e)) => return Err(io::Error::other(e)),
+            }
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.0
+            .send(Message::Binary(Bytes::copy_from_slice(bytes)))
+            .await
+            .map_err(io::Error::other)
+    }
+
+    async fn shutdown(&mut self) {
+        let _ = self.0.send(Message::Close(None)).await;
+    }
+}
+
+/// Accepts MQTT connections on `listener` (over TLS when `tls` is given) until shutdown.
+pub(crate) async fn serve(listener: TcpListener, tls: Option<Arc<ServerConfig>>, hub: Arc<Hub>) {
+    let acceptor = tls.map(TlsAcceptor::from);
+    let mut shutdown = hub.shutdown_signal();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting an MQTT connection failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = wait_true(&mut shutdown) => break,
+        };
+        let _ = tcp.set_nodelay(true);
+        let hub = hub.clone();
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            match acceptor {
+                Some(acceptor) => {
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                        Ok(Ok(stream)) => drive(hub, StreamTransport(stream), peer).await,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "MQTT TLS handshake failed")
+                        }
+                        Err(_) => tracing::debug!(%peer, "MQTT TLS handshake timed out"),
+                    }
+                }
+                None => drive(hub, StreamTransport(tcp), peer).await,
+            }
+        });
+    }
+}
+
+async fn wait_true(rx: &mut watch::Receiver<bool>) {
+    let _ = rx.wait_for(|v| *v).await;
+}
+
+/// What the driver knows about its connection once it is authenticated.
+struct Authenticated {
+    origin: Origin,
+    identity: Identity,
+    client_id: String,
+    clean_session: bool,
+    will: Option<LastWill>,
+    registration: Registration,
+    /// When the token stops being valid (its expiry plus the 5-minute skew).
+    token_deadline: Option<tokio::time::Instant>,
+}
+
+/// Drives one MQTT connection to its end.
+pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: SocketAddr) {
+    let config = SessionConfig::default();
+    let max_packet = config.max_packet_size;
+    let mut session = Session::new(Instant::now(), config);
+    let mut inbuf = BytesMut::with_capacity(4096);
+    let mut outbuf = BytesMut::with_capacity(256);
+    let (acks_tx, mut acks_rx) = mpsc::unbounded_channel::<(TelemetryId, bool)>();
+    let mut auth: Option<Authenticated> = None;
+    let mut shutdown = hub.shutdown_signal();
+    metrics::gauge!("ferrohub_mqtt_connections").increment(1.0);
+
+    loop {
+        // Decode what is buffered, as far as the session wants to read.
+        while session.wants_read() && !inbuf.is_empty() {
+            match ferrohub_mqtt::decode(&mut inbuf, max_packet) {
+                Ok(Some(packet)) => session.handle_packet(Instant::now(), packet),
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::debug!(%peer, error = %e, "malformed MQTT input");
+                    session.handle_decode_error(Instant::now(), &e);
+                    break;
+                }
+            }
+        }
+        // Carry out what the session asks until it has nothing more.
+        loop {
+            let mut busy = false;
+            while let Some(packet) = session.poll_transmit() {
+                busy = true;
+                if let Err(e) = ferrohub_mqtt::encode(&packet, &mut outbuf) {
+                    tracing::error!(%peer, error = %e, "encoding an MQTT packet failed");
+                }
+            }
+            if !outbuf.is_empty() {
+                let result = transport.write(&outbuf).await;
+                outbuf.clear();
+                if result.is_err() {
+                    session.close(CloseReason::ServerClose("the connection broke".into()));
+                }
+            }
+            while let Some(event) = session.poll_event() {
+                busy = true;
+                handle_event(&hub, &mut session, &mut auth, &acks_tx, peer, event).await;
+            }
+            if !busy {
+                break;
+            }
+        }
+        if session.is_closed() {
+            break;
+        }
+
+        let timeout = session.poll_timeout();
+        let token_deadline = auth.as_ref().and_then(|a| a.token_deadline);
+        let revoked = async {
+            match auth.as_mut() {
+                Some(a) => match (&mut a.registration.closed).await {
+                    Ok(reason) => reason,
+                    Err(_) => std::future::pending().await,
+                },
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            biased;
+            _ = wait_true(&mut shutdown) => {
+                session.close(CloseReason::ServerClose("the hub is shutting down".into()));
+            }
+            reason = revoked => {
+                session.close(CloseReason::ServerClose(reason));
+            }
+            Some((id, durable)) = acks_rx.recv() => {
+                if durable {
+                    session.handle_telemetry_durable(Instant::now(), id);
+                } else {
+                    session.handle_telemetry_failed(id);
+                }
+            }
+            _ = sleep_until(token_deadline) => {
+                session.close(CloseReason::Unauthorized("the SAS token expired".into()));
+            }
+            _ = sleep_until(timeout.map(tokio::time::Instant::from_std)) => {
+                session.handle_timeout(Instant::now());
+            }
+            read = transport.read(&mut inbuf), if session.wants_read() => match read {
+                Ok(0) => session.close(CloseReason::ServerClose("the client closed the connection".into())),
+                Ok(_) => {}
+                Err(e) => session.close(CloseReason::ServerClose(format!("the connection broke: {e}"))),
+            },
+        }
+    }
+
+    if let Some(a) = auth {
+        hub.connections
+            .unregister(&a.identity, a.registration.id, hub.now());
+    }
+    transport.shutdown().await;
+    metrics::gauge!("ferrohub_mqtt_connections").decrement(1.0);
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+async fn handle_event(
+    hub: &Arc<Hub>,
+    session: &mut Session,
+    auth: &mut Option<Authenticated>,
+    acks: &mpsc::UnboundedSender<(TelemetryId, bool)>,
+    peer: SocketAddr,
+    event: SessionEvent,
+) {
+    match event {
+        SessionEvent::Authenticate {
+            device_id,
+            module_id,
+            username,
+            password,
+            clean_session,
+            will,
+            ..
+        } => {
+            match authenticate(
+                hub,
+                &device_id,
+                module_id.as_deref(),
+                username.as_deref(),
+                password,
+            )
+            .await
+            {
+                Ok((origin, token_deadline)) => {
+                    let cid = client_id(&device_id, module_id.as_deref());
+                    let identity: Identity = (origin.device_id.clone(), origin.module_id.clone());
+                    let registration = hub.connections.register(identity.clone(), hub.now());
+                    let (session_present, subscriptions) = restore(hub, &cid, clean_session).await;
+                    tracing::info!(%peer, client_id = %cid, clean_session, "MQTT client connected");
+                    *auth = Some(Authenticated {
+                        origin,
+                        identity,
+                        client_id: cid,
+                        clean_session,
+                        will,
+                        registration,
+                        token_deadline,
+                    });
+                    session.handle_auth_result(
+                        Instant::now(),
+                        AuthDecision::Accepted {
+                            session_present,
+                            subscriptions,
+                        },
+                    );
+                }
+                Err(code) => {
+                    tracing::info!(%peer, client_id = %client_id(&device_id, module_id.as_deref()), code = code as u8, "MQTT connection refused");
+                    session.handle_auth_result(Instant::now(), AuthDecision::Refused(code));
+                }
+            }
+        }
+        SessionEvent::Telemetry {
+            id,
+            retain,
+            properties,
+            payload,
+            ..
+        } => {
+            let Some(a) = auth.as_ref() else {
+                session.handle_telemetry_failed(id);
+                return;
+            };
+            let mut msg = message(&properties, payload);
+            if retain {
+                msg.application.push(("mqtt-retain".into(), "true".into()));
+            }
+            match hub.submit(&a.origin, vec![msg]) {
+                Ok(durable) => {
+                    let acks = acks.clone();
+                    tokio::spawn(async move {
+                        let ok = durable.await.is_ok();
+                        let _ = acks.send((id, ok));
+                    });
+                }
+                Err(e) => {
+                    tracing::info!(%peer, error = %e.message, "telemetry refused");
+                    session.handle_telemetry_failed(id);
+                }
+            }
+        }
+        SessionEvent::SubscriptionsChanged { subscriptions } => {
+            if let Some(a) = auth.as_ref()
+                && !a.clean_session
+            {
+                let store = hub.sessions.clone();
+                let cid = a.client_id.clone();
+                let result =
+                    tokio::task::spawn_blocking(move || store.save(&cid, &subscriptions)).await;
+                if !matches!(result, Ok(Ok(()))) {
+                    tracing::error!(client_id = %a.client_id, "storing MQTT subscriptions failed");
+                }
+            }
+        }
+        SessionEvent::Closed {
+            reason,
+            publish_will,
+        } => {
+            if let Some(a) = auth.as_ref() {
+                tracing::info!(%peer, client_id = %a.client_id, %reason, "MQTT connection closed");
+                if publish_will && let Some(will) = &a.will {
+                    publish_will_message(hub, &a.origin, will);
+                }
+            } else {
+                tracing::debug!(%peer, %reason, "MQTT connection closed before it was accepted");
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Checks a CONNECT's credentials. Refusals are CONNACK 5 (what the hub sends for a bad or
+/// expired token, an unknown or disabled identity), or 3 when the hub itself is unable.
+async fn authenticate(
+    hub: &Hub,
+    device_id: &str,
+    module_id: Option<&str>,
+    username: Option<&str>,
+    password: Option<Bytes>,
+) -> Result<(Origin, Option<tokio::time::Instant>), ConnectReturnCode> {
+    let device = DeviceId::new(device_id).map_err(|_| ConnectReturnCode::IdentifierRejected)?;
+    let module = module_id
+        .map(ModuleId::new)
+        .transpose()
+        .map_err(|_| ConnectReturnCode::IdentifierRejected)?;
+    let password = password.ok_or(ConnectReturnCode::NotAuthorized)?;
+    let token = std::str::from_utf8(&password).map_err(|_| ConnectReturnCode::NotAuthorized)?;
+    let mut origin = hub
+        .authenticate_device(token, &device, module.as_ref())
+        .map_err(|e| match e.code {
+            ErrorCode::ServiceUnavailable | ErrorCode::ServerError => {
+                ConnectReturnCode::ServerUnavailable
+            }
+            _ => ConnectReturnCode::NotAuthorized,
+        })?;
+    origin.model_id = username
+        .and_then(|u| Username::parse(u).ok())
+        .and_then(|u| u.model_id().map(str::to_owned));
+    let deadline = SasToken::parse(token).ok().map(|t| {
+        let valid_until = t
+            .expiry()
+            .saturating_add(ferrohub_auth::MAX_CLOCK_SKEW_SECS);
+        let now = u64::try_from(hub.now().timestamp()).unwrap_or(0);
+        // Far-future tokens: a timer a year away is as good as none.
+        let left = valid_until.saturating_sub(now).min(365 * 86_400);
+        tokio::time::Instant::now() + Duration::from_secs(left)
+    });
+    Ok((origin, deadline))
+}
+
+/// The stored subscriptions of a CleanSession=0 client (and whether it had a session), or a
+/// fresh start that forgets any stored session.
+async fn restore(
+    hub: &Hub,
+    client_id: &str,
+    clean_session: bool,
+) -> (bool, Vec<(ferrohub_mqtt::TopicFilter, ferrohub_mqtt::QoS)>) {
+    let store = hub.sessions.clone();
+    let cid = client_id.to_owned();
+    let result = tokio::task::spawn_blocking(move || {
+        if clean_session {
+            store.delete(&cid).map(|()| None)
+        } else {
+            store.load(&cid)
+        }
+    })
+    .await;
+    match result {
+        Ok(Ok(Some(subs))) => (true, subs),
+        Ok(Ok(None)) => (false, Vec::new()),
+        _ => {
+            tracing::error!(client_id, "reading the MQTT session store failed");
+            (false, Vec::new())
+        }
+    }
+}
+
+/// Maps a telemetry property bag to Azure's message properties (azure-contract §4.7, §6.1).
+fn message(bag: &PropertyBag, payload: Bytes) -> DeviceMessage {
+    let mut system = Vec::new();
+    let mut application = Vec::new();
+    for p in bag.iter() {
+        let value = p.value.clone().unwrap_or_default();
+        match &p.name {
+            PropertyName::System(s) => {
+                let name = match s {
+                    SystemProperty::MessageId => "message-id",
+                    SystemProperty::CorrelationId => "correlation-id",
+                    SystemProperty::UserId => "user-id",
+                    SystemProperty::To => "to",
+                    SystemProperty::ContentType => "content-type",
+                    SystemProperty::ContentEncoding => "content-encoding",
+                    SystemProperty::AbsoluteExpiryTime => "absolute-expiry-time",
+                    SystemProperty::CreationTimeUtc => "iothub-creation-time-utc",
+                    SystemProperty::InterfaceId => "iothub-interface-id",
+                    SystemProperty::ComponentName => "dt-subject",
+                    _ => continue,
+                };
+                system.push((name.to_owned(), value));
+            }
+            PropertyName::Application(k) => application.push((k.clone(), value)),
+        }
+    }
+    DeviceMessage {
+        system,
+        application,
+        body: payload,
+    }
+}
+
+/// Publishes a connection's will as telemetry (azure-contract §4.9), without waiting.
+fn publish_will_message(hub: &Hub, origin: &Origin, will: &LastWill) {
+    let Ok(topic) = TelemetryTopic::parse(will.topic.as_str()) else {
+        return;
+    };
+    let mut msg = message(&topic.properties, will.message.clone());
+    msg.application
+        .push(("iothub-MessageType".into(), "Will".into()));
+    match hub.submit(origin, vec![msg]) {
+        Ok(durable) => {
+            tokio::spawn(async move {
+                if let Err(e) = durable.await {
+                    tracing::warn!(error = %e.message, "storing a will message failed");
+                }
+            });
+        }
+        Err(e) => tracing::info!(error = %e.message, "will message refused"),
+    }
+}

@@ -1,0 +1,154 @@
+//! Persistent MQTT sessions: the subscriptions of every identity that connected with
+//! CleanSession=0, kept across reconnects and restarts (Microsoft's Python SDK never
+//! subscribes again after a reconnect; azure-contract §4.5).
+//!
+//! SQLite in `<data_dir>/sessions.db`; writes are rare (a device subscribes once), so one
+//! connection behind a mutex, used from blocking tasks, is enough.
+
+use std::path::Path;
+use std::sync::Mutex;
+
+use ferrohub_mqtt::{QoS, TopicFilter};
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// Why the session store failed.
+#[derive(Debug, thiserror::Error)]
+#[error("session store: {0}")]
+pub(crate) struct SessionStoreError(String);
+
+impl From<rusqlite::Error> for SessionStoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        SessionStoreError(e.to_string())
+    }
+}
+
+/// The stored sessions.
+pub(crate) struct SessionStore {
+    conn: Mutex<Connection>,
+}
+
+/// The key of an identity's session: its MQTT client id.
+pub(crate) fn client_id(device: &str, module: Option<&str>) -> String {
+    match module {
+        Some(m) => format!("{device}/{m}"),
+        None => device.to_owned(),
+    }
+}
+
+impl SessionStore {
+    /// Opens or creates the store.
+    pub(crate) fn open(path: &Path) -> Result<SessionStore, SessionStoreError> {
+        let conn = Connection::open(path)?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.execute_batch(
+            "CREATE TABLE IF NOT EXISTS sessions (
+                client_id TEXT PRIMARY KEY,
+                subscriptions TEXT NOT NULL
+            )",
+        )?;
+        Ok(SessionStore {
+            conn: Mutex::new(conn),
+        })
+    }
+
+    fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, SessionStoreError> {
+        self.conn
+            .lock()
+            .map_err(|_| SessionStoreError("poisoned".into()))
+    }
+
+    /// The stored subscriptions of `client_id`, or `None` when it has no session.
+    pub(crate) fn load(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<Vec<(TopicFilter, QoS)>>, SessionStoreError> {
+        let text: Option<String> = self
+            .conn()?
+            .query_row(
+                "SELECT subscriptions FROM sessions WHERE client_id = ?1",
+                params![client_id],
+                |row| row.get(0),
+            )
+            .optional()?;
+        let Some(text) = text else {
+            return Ok(None);
+        };
+        let raw: Vec<(String, u8)> = serde_json::from_str(&text)
+            .map_err(|e| SessionStoreError(format!("damaged session of {client_id}: {e}")))?;
+        let subs = raw
+            .into_iter()
+            .filter_map(|(f, q)| Some((TopicFilter::new(f).ok()?, QoS::from_u8(q)?)))
+            .collect();
+        Ok(Some(subs))
+    }
+
+    /// Stores (replaces) the session of `client_id`.
+    pub(crate) fn save(
+        &self,
+        client_id: &str,
+        subscriptions: &[(TopicFilter, QoS)],
+    ) -> Result<(), SessionStoreError> {
+        let raw: Vec<(&str, u8)> = subscriptions
+            .iter()
+            .map(|(f, q)| (f.as_str(), *q as u8))
+            .collect();
+        let text = serde_json::to_string(&raw).map_err(|e| SessionStoreError(e.to_string()))?;
+        self.conn()?.execute(
+            "INSERT INTO sessions (client_id, subscriptions) VALUES (?1, ?2)
+             ON CONFLICT(client_id) DO UPDATE SET subscriptions = excluded.subscriptions",
+            params![client_id, text],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets the session of `client_id`.
+    pub(crate) fn delete(&self, client_id: &str) -> Result<(), SessionStoreError> {
+        self.conn()?.execute(
+            "DELETE FROM sessions WHERE client_id = ?1",
+            params![client_id],
+        )?;
+        Ok(())
+    }
+
+    /// Forgets the sessions of `device` and of all its modules.
+    pub(crate) fn delete_device(&self, device: &str) -> Result<(), SessionStoreError> {
+        let prefix = format!("{device}/");
+        self.conn()?.execute(
+            "DELETE FROM sessions WHERE client_id = ?1 OR substr(client_id, 1, length(?2)) = ?2",
+            params![device, prefix],
+        )?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sessions_persist_and_are_deleted() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("s.db");
+        let store = SessionStore::open(&path).expect("open");
+        assert_eq!(store.load("d1").expect("load"), None);
+        let subs = vec![(
+            TopicFilter::new("devices/d1/messages/devicebound/#").expect("filter"),
+            QoS::AtLeastOnce,
+        )];
+        store.save("d1", &subs).expect("save");
+        store.save("d1/m1", &[]).expect("save");
+        store.save("d10", &[]).expect("save");
+        drop(store);
+        let store = SessionStore::open(&path).expect("reopen");
+        assert_eq!(store.load("d1").expect("load"), Some(subs));
+        store.delete_device("d1").expect("delete");
+        assert_eq!(store.load("d1").expect("load"), None);
+        assert_eq!(store.load("d1/m1").expect("load"), None);
+        assert_eq!(
+            store.load("d10").expect("load"),
+            Some(vec![]),
+            "other device kept"
+        );
+    }
+}
