@@ -74,8 +74,8 @@ pub const MAX_PACKETS_BEFORE_CONNACK: usize = 16;
 /// 5. To end the session from the server side (revocation, token expiry, a newer connection for
 ///    the same identity, shutdown), call [`close`](Self::close).
 /// 6. Once [`is_closed`](Self::is_closed) is true, write what `poll_transmit` still yields (at
-///    most a CONNACK refusing the connection), drain the final
-///    [`SessionEvent::Closed`], and close the socket.
+///    most the CONNACK), drain the final [`SessionEvent::Closed`], and close the socket. A
+///    refused CONNECT is closed this way too, right after its CONNACK.
 ///
 /// Every input is accepted in every state: one that does not apply (a durable acknowledgement
 /// after the close, an auth result while connected) is ignored. Nothing panics on any input.
@@ -97,8 +97,10 @@ pub const MAX_PACKETS_BEFORE_CONNACK: usize = 16;
 ///   with [`CloseReason::Unauthorized`], any other topic with
 ///   [`CloseReason::ProtocolViolation`], and nothing is emitted for it. QoS 1 is acknowledged
 ///   only once durable, in arrival order; a redelivery of a message still waiting is dropped.
-/// * **Subscriptions** (§4.5): see the filter rules on [`SessionEvent::SubscriptionsChanged`]
-///   and in [`Session::handle_packet`].
+/// * **Subscriptions** (§4.5, §4.8, §4.10, §4.11): only the documented filters, for the
+///   identity's own device or module, are granted (C2D to a device, inputs to a module, twin
+///   and methods to both), requested QoS 2 as 1; any other filter, and any past
+///   [`SessionConfig::max_subscriptions`], gets 0x80. A SUBACK is always sent.
 /// * **Will** (§4.9): published (the driver does it) when an accepted connection ends any way
 ///   but DISCONNECT.
 #[derive(Debug)]
@@ -161,8 +163,8 @@ impl Session {
     /// [`MAX_PACKETS_BEFORE_CONNACK`]) and handled after acceptance.
     ///
     /// Once connected: PUBLISH emits [`SessionEvent::Telemetry`]; SUBSCRIBE is always answered
-    /// with SUBACK, granting each supported filter of the identity's own (requested QoS 2 is
-    /// granted as 1) and refusing other filters and those beyond
+    /// with SUBACK, granting the documented filters for the identity's own device or module
+    /// (requested QoS 2 as 1) and refusing other filters and those beyond
     /// [`SessionConfig::max_subscriptions`] with 0x80; UNSUBSCRIBE gets UNSUBACK; either emits
     /// [`SessionEvent::SubscriptionsChanged`] when the set changed. PUBACK completes a
     /// [`send_publish`](Self::send_publish) ([`SessionEvent::Delivered`]); PINGREQ gets
@@ -204,6 +206,8 @@ impl Session {
     /// ([`DecodeError::connack_code`]: protocol level other than 4 or MQTT 3.1 → CONNACK 1,
     /// empty client id without clean session → CONNACK 2), that CONNACK is sent first. A
     /// connected session publishes its will, as for any abnormal close.
+    ///
+    /// `now` is unused today; it is there so that every network input carries the time.
     pub fn handle_decode_error(&mut self, now: Instant, error: &DecodeError) {
         let _ = now;
         match (&self.state, error.connack_code()) {
@@ -333,9 +337,22 @@ impl Session {
         qos: QoS,
         payload: Bytes,
     ) -> Result<Option<u16>, SendPublishError> {
+        self.send_publish_dup(topic, qos, payload, false)
+    }
+
+    /// [`send_publish`](Self::send_publish) with the DUP flag given: set it when the message
+    /// was handed to the client before (on an earlier connection) without an acknowledgement.
+    /// DUP is only sent at QoS 1.
+    pub fn send_publish_dup(
+        &mut self,
+        topic: TopicName,
+        qos: QoS,
+        payload: Bytes,
+        dup: bool,
+    ) -> Result<Option<u16>, SendPublishError> {
         match &mut self.state {
             State::Connected(connected) => {
-                connected.send_publish(topic, qos, payload, &mut self.out)
+                connected.send_publish(topic, qos, payload, dup, &mut self.out)
             }
             _ => Err(SendPublishError::NotConnected),
         }

@@ -155,6 +155,7 @@ impl Connected {
         topic: TopicName,
         qos: QoS,
         payload: Bytes,
+        dup: bool,
         out: &mut Outputs,
     ) -> Result<Option<u16>, SendPublishError> {
         let granted = self
@@ -171,7 +172,7 @@ impl Connected {
             ),
         };
         out.transmit.push_back(Packet::Publish(Publish {
-            dup: false,
+            dup: dup && pkid.is_some(),
             qos,
             retain: false,
             topic,

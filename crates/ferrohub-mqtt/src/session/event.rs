@@ -47,7 +47,8 @@ pub enum AuthDecision {
 pub enum SessionEvent {
     /// A well-formed CONNECT arrived: check the credentials and answer with
     /// [`Session::handle_auth_result`](super::Session::handle_auth_result). The client id has
-    /// been parsed and, when a user name was sent, matched against it; nothing else is checked.
+    /// been parsed, the user name (if any) matched against it and the will (if any) checked;
+    /// the credentials have not.
     Authenticate {
         /// The device id from the client id.
         device_id: String,
