@@ -21,10 +21,11 @@ use crate::config::Config;
 use crate::consumer_groups::ConsumerGroups;
 use crate::eventlog::{EmbeddedLog, EmbeddedLogSettings, EventLog};
 use crate::fsutil::{create_dir_durably, write_durably};
-use crate::hub::{Clock, Hub, SystemClock};
+use crate::hub::{Clock, Hub, HubParts, SystemClock};
 use crate::policies::{Policies, PolicyError};
 use crate::sessions::SessionStore;
 use crate::tls::{self, TlsError};
+use ferrohub_c2d::{C2dQueues, SqliteQueueStore};
 use ferrohub_log::Retention;
 use ferrohub_registry::IdentityChangeKind;
 
@@ -58,6 +59,9 @@ pub enum BuildError {
     /// The consumer groups could not be loaded.
     #[error("loading consumer groups: {0}")]
     ConsumerGroups(#[from] crate::consumer_groups::GroupError),
+    /// The cloud-to-device queues could not be opened.
+    #[error("opening the cloud-to-device queues: {0}")]
+    C2d(String),
     /// The MQTT session store could not be opened.
     #[error("opening the MQTT session store: {0}")]
     Sessions(String),
@@ -145,6 +149,13 @@ impl App {
         let store = SqliteStore::open(data_dir.join("registry.db"))
             .map_err(ferrohub_registry::RegistryError::from)?;
         let registry = Registry::open(store).await?;
+        // The queue store shares the registry's database file, opened after it, so deleting a
+        // device purges its queue in the same transaction (a trigger on `devices`).
+        let queue_store = SqliteQueueStore::open(data_dir.join("registry.db"))
+            .map_err(|e| BuildError::C2d(e.to_string()))?;
+        let c2d = C2dQueues::open(queue_store, config.c2d.clone())
+            .await
+            .map_err(|e| BuildError::C2d(e.to_string()))?;
 
         let settings = EmbeddedLogSettings {
             partitions: config.eventlog_partitions,
@@ -221,9 +232,16 @@ impl App {
         write_durably(&listeners_path, &listeners_json, false).map_err(dir_err(&listeners_path))?;
 
         let events: Arc<dyn EventLog> = log.clone();
-        let hub = Arc::new(Hub::new(
-            registry, policies, events, groups, sessions, names, clock,
-        ));
+        let hub = Arc::new(Hub::new(HubParts {
+            registry,
+            policies,
+            events,
+            groups,
+            sessions,
+            c2d,
+            host_names: names,
+            clock,
+        }));
         watch_revocations(&hub);
         Ok(App {
             hub,
@@ -294,11 +312,15 @@ impl App {
     }
 }
 
-/// Removes event-log segments past retention, once a minute.
+/// Removes event-log segments past retention and dead-letters expired cloud-to-device
+/// messages (with their feedback), once a minute.
 async fn enforce_retention(hub: Arc<Hub>, log: Arc<EmbeddedLog>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
+        if let Err(e) = hub.c2d.sweep(hub.now()).await {
+            tracing::warn!(error = %e, "expiring cloud-to-device messages failed");
+        }
         let now_ms = hub.now().timestamp_millis();
         let log = log.clone();
         match tokio::task::spawn_blocking(move || log.enforce_retention(now_ms)).await {

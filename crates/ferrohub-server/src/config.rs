@@ -82,6 +82,9 @@ pub struct ConfigToml {
     /// `[eventlog]`.
     #[serde(default)]
     pub eventlog: EventLogToml,
+    /// `[c2d]`.
+    #[serde(default)]
+    pub c2d: C2dToml,
     /// `[tls]`.
     #[serde(default)]
     pub tls: TlsToml,
@@ -125,6 +128,18 @@ pub struct EventLogToml {
     pub max_bytes_per_partition: Option<u64>,
     /// `eventlog.max_commit_wait_ms`.
     pub max_commit_wait_ms: Option<u64>,
+}
+
+/// `[c2d]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct C2dToml {
+    /// `c2d.max_queue_depth`.
+    pub max_queue_depth: Option<usize>,
+    /// `c2d.default_ttl`.
+    pub default_ttl: Option<String>,
+    /// `c2d.max_delivery_count`.
+    pub max_delivery_count: Option<u32>,
 }
 
 /// `[tls]`.
@@ -226,6 +241,8 @@ pub struct Config {
     pub mqtt_plain_port: Option<u16>,
     /// A user-supplied certificate, or `None` for the generated development one.
     pub tls: Option<TlsFiles>,
+    /// Cloud-to-device queue settings.
+    pub c2d: ferrohub_c2d::C2dConfig,
     /// Partitions of a new event log.
     pub eventlog_partitions: u32,
     /// How long events are kept; `None` keeps them forever.
@@ -272,6 +289,7 @@ impl Config {
             https,
             mqtt,
             eventlog,
+            c2d,
             tls,
             policies,
             log,
@@ -380,6 +398,42 @@ impl Config {
             ));
         }
 
+        let C2dToml {
+            max_queue_depth,
+            default_ttl,
+            max_delivery_count,
+        } = c2d;
+        let mut c2d = ferrohub_c2d::C2dConfig::default();
+        if let Some(depth) = max_queue_depth {
+            if !(1..=100_000).contains(&depth) {
+                return Err(invalid(
+                    "c2d.max_queue_depth",
+                    "must be between 1 and 100000",
+                ));
+            }
+            c2d.max_queue_depth = depth;
+        }
+        if let Some(ttl) = default_ttl {
+            let d = parse_duration(&ttl)
+                .filter(|d| (60..=172_800).contains(&d.as_secs()))
+                .ok_or_else(|| {
+                    invalid(
+                        "c2d.default_ttl",
+                        format!("{ttl:?}; expected a duration from 1m to 2d"),
+                    )
+                })?;
+            c2d.default_ttl = d;
+        }
+        if let Some(n) = max_delivery_count {
+            if !(1..=100).contains(&n) {
+                return Err(invalid(
+                    "c2d.max_delivery_count",
+                    "must be between 1 and 100",
+                ));
+            }
+            c2d.max_delivery_count = n;
+        }
+
         let TlsToml {
             cert_file,
             key_file,
@@ -462,6 +516,7 @@ impl Config {
             mqtt_port,
             mqtt_plain_port,
             tls,
+            c2d,
             eventlog_partitions,
             eventlog_retention,
             eventlog_max_bytes: max_bytes_per_partition,
@@ -600,6 +655,9 @@ mod tests {
             ),
             ("[https]\nport = 9000\n[mqtt]\nport = 9000", "mqtt.port"),
             ("[eventlog]\npartitions = 0", "eventlog.partitions"),
+            ("[c2d]\nmax_queue_depth = 0", "c2d.max_queue_depth"),
+            ("[c2d]\ndefault_ttl = \"30s\"", "c2d.default_ttl"),
+            ("[c2d]\nmax_delivery_count = 101", "c2d.max_delivery_count"),
             ("[eventlog]\nretention = \"forever\"", "eventlog.retention"),
             ("[eventlog]\nretention = \"0s\"", "eventlog.retention"),
             (

@@ -6,12 +6,12 @@
 //! is disconnected anyway. In a scale-out deployment this map becomes the presence service.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use ferrohub_types::{DeviceId, ModuleId};
-use tokio::sync::oneshot;
+use tokio::sync::{Notify, oneshot};
 
 /// A device or module identity.
 pub(crate) type Identity = (DeviceId, Option<ModuleId>);
@@ -29,6 +29,8 @@ pub(crate) struct Presence {
 
 struct Entry {
     presence: Presence,
+    /// Woken when a cloud-to-device message is queued for the identity.
+    c2d: Arc<Notify>,
     /// The live connection: its id and the sender that closes it.
     live: Option<(u64, oneshot::Sender<String>)>,
 }
@@ -44,10 +46,12 @@ pub(crate) struct Connections {
 #[derive(Debug)]
 pub(crate) struct Registration {
     /// The connection's id.
-    pub id: u64,
+    pub(crate) id: u64,
     /// Resolves with a reason when the hub closes this connection (revocation, a newer
     /// connection for the same identity).
-    pub closed: oneshot::Receiver<String>,
+    pub(crate) closed: oneshot::Receiver<String>,
+    /// Notified when a cloud-to-device message is queued for the identity.
+    pub(crate) c2d: Arc<Notify>,
 }
 
 impl Connections {
@@ -56,7 +60,11 @@ impl Connections {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         let Ok(mut entries) = self.entries.lock() else {
-            return Registration { id, closed: rx };
+            return Registration {
+                id,
+                closed: rx,
+                c2d: Arc::new(Notify::new()),
+            };
         };
         let entry = entries.entry(identity).or_insert(Entry {
             presence: Presence {
@@ -64,6 +72,7 @@ impl Connections {
                 state_updated: now,
                 last_activity: now,
             },
+            c2d: Arc::new(Notify::new()),
             live: None,
         });
         if let Some((_, old)) = entry.live.take() {
@@ -75,7 +84,20 @@ impl Connections {
             state_updated: now,
             last_activity: now,
         };
-        Registration { id, closed: rx }
+        Registration {
+            id,
+            closed: rx,
+            c2d: entry.c2d.clone(),
+        }
+    }
+
+    /// Wakes the live connection of `device`, if any, to deliver newly queued messages.
+    pub(crate) fn notify_c2d(&self, device: &DeviceId) {
+        if let Ok(entries) = self.entries.lock()
+            && let Some(entry) = entries.get(&(device.clone(), None))
+        {
+            entry.c2d.notify_one();
+        }
     }
 
     /// Ends connection `id` of `identity` (a newer one may have replaced it already).

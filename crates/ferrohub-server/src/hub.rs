@@ -16,6 +16,7 @@ use crate::policies::Policies;
 use crate::rest::error::ApiError;
 use crate::sessions::SessionStore;
 use crate::telemetry::{AuthScope, Origin};
+use ferrohub_c2d::{C2dQueues, SqliteQueueStore};
 use tokio::sync::watch;
 
 /// A source of the current time, so time-dependent behaviour can be tested without sleeping.
@@ -41,28 +42,44 @@ pub struct Hub {
     pub(crate) events: Arc<dyn EventLog>,
     pub(crate) groups: ConsumerGroups,
     pub(crate) connections: Connections,
+    pub(crate) c2d: C2dQueues<SqliteQueueStore>,
     pub(crate) sessions: Arc<SessionStore>,
     shutdown: watch::Sender<bool>,
     host_names: Vec<String>,
     clock: Arc<dyn Clock>,
 }
 
+/// The stores and settings a [`Hub`] is built from.
+pub(crate) struct HubParts {
+    pub(crate) registry: Registry<SqliteStore>,
+    pub(crate) policies: Policies,
+    pub(crate) events: Arc<dyn EventLog>,
+    pub(crate) groups: ConsumerGroups,
+    pub(crate) sessions: Arc<SessionStore>,
+    pub(crate) c2d: C2dQueues<SqliteQueueStore>,
+    pub(crate) host_names: Vec<String>,
+    pub(crate) clock: Arc<dyn Clock>,
+}
+
 impl Hub {
-    pub(crate) fn new(
-        registry: Registry<SqliteStore>,
-        policies: Policies,
-        events: Arc<dyn EventLog>,
-        groups: ConsumerGroups,
-        sessions: Arc<SessionStore>,
-        host_names: Vec<String>,
-        clock: Arc<dyn Clock>,
-    ) -> Self {
+    pub(crate) fn new(parts: HubParts) -> Self {
+        let HubParts {
+            registry,
+            policies,
+            events,
+            groups,
+            sessions,
+            c2d,
+            host_names,
+            clock,
+        } = parts;
         Hub {
             registry,
             policies,
             events,
             groups,
             connections: Connections::default(),
+            c2d,
             sessions,
             shutdown: watch::channel(false).0,
             host_names,

@@ -8,6 +8,7 @@
 //! token expires, or when a newer connection for the same identity arrives. The protocol rules
 //! themselves live in the session, not here.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -155,7 +156,12 @@ struct Authenticated {
     registration: Registration,
     /// When the token stops being valid (its expiry plus the 5-minute skew).
     token_deadline: Option<tokio::time::Instant>,
+    /// Cloud-to-device messages sent and not yet acknowledged: packet id → lock token.
+    c2d_inflight: HashMap<u16, String>,
 }
+
+/// Most cloud-to-device messages in flight to one device at a time.
+const MAX_C2D_INFLIGHT: usize = 8;
 
 /// Drives one MQTT connection to its end.
 pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: SocketAddr) {
@@ -212,6 +218,7 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
 
         let timeout = session.poll_timeout();
         let token_deadline = auth.as_ref().and_then(|a| a.token_deadline);
+        let c2d_notify = auth.as_ref().map(|a| a.registration.c2d.clone());
         let revoked = async {
             match auth.as_mut() {
                 Some(a) => match (&mut a.registration.closed).await {
@@ -221,6 +228,13 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
                 None => std::future::pending().await,
             }
         };
+        let c2d_ready = async {
+            match &c2d_notify {
+                Some(n) => n.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        let mut pump = false;
         tokio::select! {
             biased;
             _ = wait_true(&mut shutdown) => {
@@ -236,6 +250,7 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
                     session.handle_telemetry_failed(id);
                 }
             }
+            () = c2d_ready => pump = true,
             _ = sleep_until(token_deadline) => {
                 session.close(CloseReason::Unauthorized("the SAS token expired".into()));
             }
@@ -248,11 +263,18 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
                 Err(e) => session.close(CloseReason::ServerClose(format!("the connection broke: {e}"))),
             },
         }
+        if pump {
+            pump_c2d(&hub, &mut session, &mut auth).await;
+        }
     }
 
     if let Some(a) = auth {
         hub.connections
             .unregister(&a.identity, a.registration.id, hub.now());
+        // Messages the device never acknowledged go back to its queue for the next connection.
+        for lock in a.c2d_inflight.values() {
+            let _ = hub.c2d.release(&a.origin.device_id, lock, hub.now()).await;
+        }
     }
     transport.shutdown().await;
     metrics::gauge!("ferrohub_mqtt_connections").decrement(1.0);
@@ -306,6 +328,7 @@ async fn handle_event(
                         will,
                         registration,
                         token_deadline,
+                        c2d_inflight: HashMap::new(),
                     });
                     session.handle_auth_result(
                         Instant::now(),
@@ -314,6 +337,7 @@ async fn handle_event(
                             subscriptions,
                         },
                     );
+                    pump_c2d(hub, session, auth).await;
                 }
                 Err(code) => {
                     tracing::info!(%peer, client_id = %client_id(&device_id, module_id.as_deref()), code = code as u8, "MQTT connection refused");
@@ -350,7 +374,23 @@ async fn handle_event(
                 }
             }
         }
+        SessionEvent::Delivered { pkid } => {
+            if let Some(a) = auth.as_mut()
+                && let Some(lock) = a.c2d_inflight.remove(&pkid)
+            {
+                if let Err(e) = hub
+                    .c2d
+                    .complete(&a.origin.device_id, &lock, hub.now())
+                    .await
+                {
+                    tracing::info!(%peer, error = %e, "completing a delivered C2D message failed");
+                }
+                hub.connections.touch(&a.identity, hub.now());
+            }
+            pump_c2d(hub, session, auth).await;
+        }
         SessionEvent::SubscriptionsChanged { subscriptions } => {
+            pump_c2d(hub, session, auth).await;
             if let Some(a) = auth.as_ref()
                 && !a.clean_session
             {
@@ -496,5 +536,122 @@ fn publish_will_message(hub: &Hub, origin: &Origin, will: &LastWill) {
             });
         }
         Err(e) => tracing::info!(error = %e.message, "will message refused"),
+    }
+}
+
+/// Sends queued cloud-to-device messages to a subscribed device, up to [`MAX_C2D_INFLIGHT`].
+async fn pump_c2d(hub: &Hub, session: &mut Session, auth: &mut Option<Authenticated>) {
+    let Some(a) = auth.as_mut() else {
+        return;
+    };
+    if a.origin.module_id.is_some() || !session.is_connected() {
+        return;
+    }
+    let device = a.origin.device_id.clone();
+    let filter = format!("devices/{device}/messages/devicebound/#");
+    if !session
+        .subscriptions()
+        .iter()
+        .any(|(f, _)| f.as_str() == filter)
+    {
+        return;
+    }
+    while a.c2d_inflight.len() < MAX_C2D_INFLIGHT {
+        let now = hub.now();
+        let msg = match hub.c2d.receive(&device, now).await {
+            Ok(Some(m)) => m,
+            Ok(None) => break,
+            Err(e) => {
+                tracing::error!(error = %e, "reading the C2D queue failed");
+                break;
+            }
+        };
+        let Some(lock) = msg.lock_token.clone() else {
+            break;
+        };
+        let topic = match c2d_topic(&msg) {
+            Some(t) => t,
+            None => {
+                let _ = hub.c2d.reject(&device, &lock, now).await;
+                continue;
+            }
+        };
+        match session.send_publish_dup(
+            topic,
+            ferrohub_mqtt::QoS::AtLeastOnce,
+            Bytes::from(msg.message.body.clone()),
+            msg.deliveries > 1,
+        ) {
+            Ok(Some(pkid)) => {
+                a.c2d_inflight.insert(pkid, lock);
+            }
+            // Subscribed at QoS 0: no acknowledgement will come; delivery is completion.
+            Ok(None) => {
+                let _ = hub.c2d.complete(&device, &lock, now).await;
+            }
+            Err(_) => {
+                let _ = hub.c2d.release(&device, &lock, now).await;
+                break;
+            }
+        }
+    }
+}
+
+/// The delivery topic of a C2D message with its property bag (azure-contract §4.8): `$.to`
+/// always (C#'s SDK needs a properties segment), the trailing `/` always (Node's needs it).
+fn c2d_topic(msg: &ferrohub_c2d::QueuedMessage) -> Option<ferrohub_mqtt::TopicName> {
+    let m = &msg.message;
+    let mut bag = PropertyBag::new();
+    bag.push_system(
+        SystemProperty::AbsoluteExpiryTime,
+        dotnet_round_trip(msg.expiry_time),
+    );
+    if let Some(v) = &m.correlation_id {
+        bag.push_system(SystemProperty::CorrelationId, v.clone());
+    }
+    if let Some(v) = &m.message_id {
+        bag.push_system(SystemProperty::MessageId, v.clone());
+    }
+    bag.push_system(
+        SystemProperty::To,
+        format!("/devices/{}/messages/devicebound", msg.device_id),
+    );
+    if let Some(v) = &m.user_id {
+        bag.push_system(SystemProperty::UserId, v.clone());
+    }
+    if let Some(v) = &m.content_type {
+        bag.push_system(SystemProperty::ContentType, v.clone());
+    }
+    if let Some(v) = &m.content_encoding {
+        bag.push_system(SystemProperty::ContentEncoding, v.clone());
+    }
+    bag.push_application("iothub-ack", Some(m.ack.as_str().to_owned()));
+    for (k, v) in &m.properties {
+        bag.push_application(k.clone(), Some(v.clone()));
+    }
+    ferrohub_mqtt::topic::c2d_topic(msg.device_id.as_str(), &bag).ok()
+}
+
+/// .NET's round-trip time format with seven fractional digits, as the hub writes `$.exp`:
+/// `2024-03-14T09:54:49.6536567Z`.
+fn dotnet_round_trip(t: chrono::DateTime<chrono::Utc>) -> String {
+    use chrono::Timelike;
+    format!(
+        "{}.{:07}Z",
+        t.format("%Y-%m-%dT%H:%M:%S"),
+        t.nanosecond() % 1_000_000_000 / 100
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_has_seven_fractional_digits() {
+        let t = chrono::DateTime::parse_from_rfc3339("3237-07-19T23:06:40.123456789Z")
+            .expect("time")
+            .with_timezone(&chrono::Utc);
+        assert_eq!(dotnet_round_trip(t), "3237-07-19T23:06:40.1234567Z");
     }
 }

@@ -4,6 +4,7 @@
 //! are built from the same declarations, so the document cannot drift from the handlers.
 
 pub(crate) mod bulk;
+pub(crate) mod c2d;
 pub(crate) mod convert;
 pub(crate) mod device_messages;
 pub(crate) mod devices;
@@ -58,6 +59,13 @@ fn api_router() -> OpenApiRouter<Arc<Hub>> {
         .routes(routes!(stats::registry_statistics))
         .routes(routes!(stats::service_statistics))
         .routes(routes!(device_messages::send_event))
+        .routes(routes!(c2d::send, c2d::device_receive))
+        .routes(routes!(c2d::device_settle))
+        .routes(routes!(c2d::device_abandon))
+        .routes(routes!(c2d::purge))
+        .routes(routes!(c2d::receive_feedback))
+        .routes(routes!(c2d::complete_feedback))
+        .routes(routes!(c2d::abandon_feedback))
         .routes(routes!(events::partitions))
         .routes(routes!(events::partition))
         .routes(routes!(events::read_events))
@@ -86,7 +94,20 @@ pub fn router(hub: Arc<Hub>, metrics: Option<PrometheusHandle>, max_body: usize)
             }),
         )
         .route("/healthz", get(|| async { "ok" }))
-        .route("/$iothub/websocket", get(mqtt_websocket));
+        .route("/$iothub/websocket", get(mqtt_websocket))
+        // Node's HTTP transport writes `devicebound`, C#'s `deviceBound`.
+        .route(
+            "/devices/{id}/messages/devicebound",
+            get(c2d::device_receive),
+        )
+        .route(
+            "/devices/{id}/messages/devicebound/{etag}",
+            axum::routing::delete(c2d::device_settle),
+        )
+        .route(
+            "/devices/{id}/messages/devicebound/{etag}/abandon",
+            axum::routing::post(c2d::device_abandon),
+        );
     if let Some(handle) = metrics {
         app = app.route(
             "/metrics",

@@ -29,9 +29,10 @@ pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<IfMatch>, ApiError>
     }
 }
 
-/// A device as the API shows it: stored fields plus live presence.
-fn device_view(hub: &crate::hub::Hub, d: &ferrohub_registry::Device) -> api::Device {
+/// A device as the API shows it: stored fields plus live presence and queue depth.
+async fn device_view(hub: &crate::hub::Hub, d: &ferrohub_registry::Device) -> api::Device {
     let mut out = device_to_api(d);
+    out.cloud_to_device_message_count = super::c2d::depth(hub, &d.device_id).await;
     super::convert::with_presence(
         hub.connections.presence(&(d.device_id.clone(), None)),
         &mut out.connection_state,
@@ -55,7 +56,7 @@ pub(crate) async fn get_device(
     let d = hub.registry.device(&id).await?;
     Ok(json(
         StatusCode::OK,
-        &device_view(&hub, &d),
+        &device_view(&hub, &d).await,
         Some(d.etag.as_str()),
     ))
 }
@@ -85,7 +86,7 @@ pub(crate) async fn put_device(
     };
     Ok(json(
         StatusCode::OK,
-        &device_view(&hub, &d),
+        &device_view(&hub, &d).await,
         Some(d.etag.as_str()),
     ))
 }
@@ -132,7 +133,10 @@ pub(crate) async fn list_devices(
         }
     };
     let devices = hub.registry.devices(top).await?;
-    let body: Vec<api::Device> = devices.iter().map(|d| device_view(&hub, d)).collect();
+    let mut body: Vec<api::Device> = Vec::with_capacity(devices.len());
+    for d in &devices {
+        body.push(device_view(&hub, d).await);
+    }
     Ok(json(StatusCode::OK, &body, None))
 }
 

@@ -3,6 +3,7 @@
 
 mod auth;
 mod bulk;
+mod c2d;
 mod devices;
 mod events;
 mod modules;

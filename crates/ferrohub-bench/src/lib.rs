@@ -1,0 +1,26 @@
+//! `ferrohub-bench`: the one load generator for Ferrohub and the brokers it is compared with.
+//!
+//! It speaks plain MQTT 3.1.1 through Ferrohub's own codec, so the same workload runs against
+//! Ferrohub (authenticating like an Azure device, with SAS tokens it signs itself for devices it
+//! created through the bulk registry API) and against any broker (anonymous).
+//!
+//! * [`publish`]: telemetry at a fixed open-loop rate or as fast as a window of unacknowledged
+//!   QoS 1 messages allows; PUBACK latency percentiles.
+//! * [`connect`]: many connections at a paced rate, held idle; connect rate and latency, and the
+//!   server's memory per connection.
+//! * [`e2e`]: stamped messages read back through the hub's event read API; end-to-end latency.
+//!
+//! Everything it measures goes into HdrHistograms ([`stats`]); every figure it reports comes with
+//! the offered load. It only ever connects to loopback addresses ([`target`]).
+
+pub mod conn;
+pub mod connect;
+pub mod e2e;
+pub mod identity;
+pub mod pacing;
+pub mod procfs;
+pub mod progress;
+pub mod provision;
+pub mod publish;
+pub mod stats;
+pub mod target;

@@ -1,0 +1,509 @@
+//! `ferrohub-bench`: load generator for Ferrohub and any MQTT 3.1.1 broker on this machine.
+//!
+//! Progress goes to stderr once a second; the summary goes to stdout at the end (JSON with
+//! `--json`). Exit code 1 when the workload could not run at all (no connection, bad target).
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use ferrohub_auth::SymmetricKey;
+use ferrohub_bench::connect::{self, ConnectConfig, OpenPlan};
+use ferrohub_bench::identity::{self, Credentials};
+use ferrohub_bench::pacing::secs_to_duration;
+use ferrohub_bench::progress::Counters;
+use ferrohub_bench::publish::{self, Mode, PublishConfig};
+use ferrohub_bench::target::{Target, TargetSpec, TlsOptions};
+use ferrohub_bench::{e2e, provision};
+use ferrohub_mqtt::QoS;
+use serde::Serialize;
+
+/// Load generator for Ferrohub and MQTT 3.1.1 brokers (loopback targets only).
+#[derive(Parser)]
+#[command(name = "ferrohub-bench", version, about)]
+struct Cli {
+    /// Print the summary as JSON on stdout.
+    #[arg(long, global = true)]
+    json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Devices publish telemetry; reports the achieved rate and PUBACK latency.
+    Publish(PublishArgs),
+    /// Open many connections at a paced rate and hold them idle; reports the connect rate and
+    /// the server's memory per connection.
+    Connect(ConnectArgs),
+    /// Publish stamped messages and read them back through Ferrohub's event read API; reports
+    /// end-to-end latency.
+    E2e(E2eArgs),
+    /// Cloud-to-device latency (not available yet).
+    C2d(C2dArgs),
+    /// Create (or update) the bench devices in a Ferrohub with a given key.
+    Provision(ProvisionArgs),
+}
+
+#[derive(Args, Clone)]
+struct TargetArgs {
+    /// `ferrohub://DATA_DIR` or `mqtt://HOST:PORT` (loopback addresses only).
+    #[arg(long)]
+    target: TargetSpec,
+    /// Connect with TLS (Ferrohub: its TLS port; a broker needs --ca).
+    #[arg(long)]
+    tls: bool,
+    /// CA certificate to trust (default for Ferrohub: DATA_DIR/tls/ca.pem).
+    #[arg(long)]
+    ca: Option<PathBuf>,
+    /// Name the server certificate must carry.
+    #[arg(long, default_value = "localhost")]
+    tls_server_name: String,
+    /// Let connections resume TLS sessions (default: a full handshake each, like new devices).
+    #[arg(long)]
+    tls_resume: bool,
+    /// Device ids (and broker client ids) are PREFIX0, PREFIX1, …
+    #[arg(long, default_value = "bench-")]
+    device_prefix: String,
+    /// Ferrohub: the devices' primary key, base64 (default: a new random key).
+    #[arg(long)]
+    device_key: Option<String>,
+    /// Ferrohub: the devices already exist with --device-key; do not provision them.
+    #[arg(long, requires = "device_key")]
+    no_provision: bool,
+    /// The server's process id, for its memory (VmRSS) and CPU time from /proc.
+    #[arg(long)]
+    server_pid: Option<u32>,
+}
+
+#[derive(Args, Clone)]
+struct SourceArgs {
+    /// First local source address; connections cycle over --source-addrs addresses from it.
+    #[arg(long, default_value = "127.0.0.1")]
+    source_base: Ipv4Addr,
+    /// How many loopback source addresses to spread connections over (each has ~28k ports).
+    #[arg(long)]
+    source_addrs: Option<usize>,
+}
+
+#[derive(Args)]
+struct PublishArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Device connections.
+    #[arg(short = 'n', long, default_value_t = 100)]
+    connections: usize,
+    /// QoS of the telemetry, 0 or 1.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(0..=1))]
+    qos: u8,
+    /// Payload bytes per message.
+    #[arg(long, default_value_t = 256)]
+    payload: usize,
+    /// Total offered rate, messages per second, open loop (default: max rate, closed loop).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Unacknowledged QoS 1 messages allowed per connection [default: 16 at max rate, 1024
+    /// with --rate].
+    #[arg(long)]
+    inflight: Option<usize>,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 30.0)]
+    duration: f64,
+    /// Seconds of sending before measuring.
+    #[arg(long, default_value_t = 2.0)]
+    warmup: f64,
+    /// Seconds to wait for outstanding PUBACKs at the end.
+    #[arg(long, default_value_t = 5.0)]
+    drain: f64,
+    /// Connections opened per second before the run.
+    #[arg(long, default_value_t = 2000.0)]
+    connect_rate: f64,
+}
+
+#[derive(Args)]
+struct ConnectArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    #[command(flatten)]
+    source: SourceArgs,
+    /// Connections to open.
+    #[arg(short = 'n', long, default_value_t = 1000)]
+    connections: usize,
+    /// Connection attempts per second, open loop; 0: as fast as --concurrency allows.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Most attempts in progress at once.
+    #[arg(long, default_value_t = 512)]
+    concurrency: usize,
+    /// Seconds to hold the connections idle once all are up.
+    #[arg(long, default_value_t = 10.0)]
+    hold: f64,
+    /// Seconds between the last connection and the server memory reading.
+    #[arg(long, default_value_t = 2.0)]
+    settle: f64,
+    /// Seconds one attempt may take.
+    #[arg(long, default_value_t = 30.0)]
+    timeout: f64,
+}
+
+#[derive(Args)]
+struct E2eArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Device connections.
+    #[arg(short = 'n', long, default_value_t = 10)]
+    connections: usize,
+    /// Total offered rate, messages per second (open loop).
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Payload bytes (at least 33: the stamp).
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of sending before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Seconds to wait for outstanding PUBACKs at the end.
+    #[arg(long, default_value_t = 5.0)]
+    drain: f64,
+    /// Seconds to keep reading for missing events after publishing ends.
+    #[arg(long, default_value_t = 10.0)]
+    read_timeout: f64,
+}
+
+#[derive(Args)]
+struct C2dArgs {
+    /// Ignored for now.
+    #[arg(long)]
+    target: Option<String>,
+}
+
+#[derive(Args)]
+struct ProvisionArgs {
+    /// `ferrohub://DATA_DIR`.
+    #[arg(long)]
+    target: TargetSpec,
+    /// Devices to create: PREFIX0 … PREFIX{n-1}.
+    #[arg(short = 'n', long)]
+    connections: usize,
+    /// Device id prefix.
+    #[arg(long, default_value = "bench-")]
+    device_prefix: String,
+    /// Primary key, base64 (default: a new random key, printed).
+    #[arg(long)]
+    device_key: Option<String>,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let json = cli.json;
+    match cli.command {
+        Command::Publish(args) => {
+            let (target, creds) = prepare(&args.target, args.connections).await?;
+            let qos = if args.qos == 0 {
+                QoS::AtMostOnce
+            } else {
+                QoS::AtLeastOnce
+            };
+            let mode = match args.rate {
+                Some(r) if r > 0.0 && r.is_finite() => Mode::Rate(r),
+                Some(_) => anyhow::bail!("--rate must be a positive number"),
+                None => Mode::Max,
+            };
+            let inflight = args.inflight.unwrap_or(match mode {
+                Mode::Max => 16,
+                Mode::Rate(_) => 1024,
+            });
+            let cfg = PublishConfig {
+                connections: args.connections,
+                qos,
+                payload: args.payload,
+                mode,
+                inflight,
+                warmup: secs_to_duration(args.warmup),
+                duration: secs_to_duration(args.duration),
+                drain: secs_to_duration(args.drain),
+                open: OpenPlan {
+                    rate: Some(args.connect_rate),
+                    concurrency: 64,
+                    source_base: args.source.source_base,
+                    source_addrs: args.source.source_addrs.unwrap_or(1),
+                    timeout: Duration::from_secs(30),
+                },
+                device_prefix: args.target.device_prefix.clone(),
+                server_pid: args.target.server_pid,
+                stamp: None,
+            };
+            let summary = publish::run(
+                target.spec.to_string(),
+                &target.endpoint,
+                &creds,
+                &cfg,
+                Arc::new(Counters::default()),
+                false,
+            )
+            .await?;
+            output(json, &summary, || publish_text(&summary))
+        }
+        Command::Connect(args) => {
+            let (target, creds) = prepare(&args.target, args.connections).await?;
+            let connects = (0..args.connections)
+                .map(|i| {
+                    creds.connect_bytes(
+                        &identity::device_id(&args.target.device_prefix, i),
+                        publish::KEEP_ALIVE,
+                    )
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let source_addrs = args
+                .source
+                .source_addrs
+                .unwrap_or_else(|| args.connections.div_ceil(20_000).max(4));
+            let cfg = ConnectConfig {
+                open: OpenPlan {
+                    rate: (args.rate > 0.0 && args.rate.is_finite()).then_some(args.rate),
+                    concurrency: args.concurrency,
+                    source_base: args.source.source_base,
+                    source_addrs,
+                    timeout: secs_to_duration(args.timeout),
+                },
+                hold: secs_to_duration(args.hold),
+                settle: secs_to_duration(args.settle),
+                server_pid: args.target.server_pid,
+            };
+            let summary =
+                connect::run(target.spec.to_string(), &target.endpoint, connects, &cfg).await;
+            if summary.established == 0 {
+                output(json, &summary, || connect_text(&summary))?;
+                anyhow::bail!(
+                    "no connection could be established: {}",
+                    summary.first_failure.as_deref().unwrap_or("unknown")
+                );
+            }
+            output(json, &summary, || connect_text(&summary))
+        }
+        Command::E2e(args) => {
+            let (target, creds) = prepare(&args.target, args.connections).await?;
+            let Some(hub) = target.ferrohub.clone() else {
+                anyhow::bail!("e2e reads events back through Ferrohub's API: use a ferrohub:// target");
+            };
+            let cfg = PublishConfig {
+                connections: args.connections,
+                qos: QoS::AtLeastOnce,
+                payload: args.payload,
+                mode: Mode::Rate(args.rate),
+                inflight: 1024,
+                warmup: secs_to_duration(args.warmup),
+                duration: secs_to_duration(args.duration),
+                drain: secs_to_duration(args.drain),
+                open: PublishConfig::open_plan_default(),
+                device_prefix: args.target.device_prefix.clone(),
+                server_pid: args.target.server_pid,
+                stamp: None,
+            };
+            if !(args.rate > 0.0 && args.rate.is_finite()) {
+                anyhow::bail!("--rate must be a positive number");
+            }
+            let summary = e2e::run(
+                &hub,
+                target.spec.to_string(),
+                &target.endpoint,
+                &creds,
+                &cfg,
+                secs_to_duration(args.read_timeout),
+            )
+            .await?;
+            output(json, &summary, || e2e_text(&summary))
+        }
+        Command::C2d(_) => {
+            #[derive(Serialize)]
+            struct NotYet {
+                workload: &'static str,
+                available: bool,
+                message: &'static str,
+            }
+            let summary = NotYet {
+                workload: "c2d",
+                available: false,
+                message: "C2D is not available yet",
+            };
+            eprintln!("c2d: not available yet (cloud-to-device messaging is being built)");
+            output(json, &summary, || "c2d: not available yet".to_owned())
+        }
+        Command::Provision(args) => {
+            let TargetSpec::Ferrohub(dir) = &args.target else {
+                anyhow::bail!("provision needs a ferrohub:// target");
+            };
+            let hub = ferrohub_bench::target::Ferrohub::load(dir)?;
+            let key = device_key(args.device_key.as_deref())?;
+            let took =
+                provision::provision(&hub, &args.device_prefix, args.connections, &key).await?;
+            #[derive(Serialize)]
+            struct Provisioned {
+                devices: usize,
+                device_prefix: String,
+                device_key: String,
+                elapsed_s: f64,
+            }
+            let summary = Provisioned {
+                devices: args.connections,
+                device_prefix: args.device_prefix.clone(),
+                device_key: key.to_base64(),
+                elapsed_s: took.as_secs_f64(),
+            };
+            output(json, &summary, || {
+                format!(
+                    "provisioned {} devices in {:.1} s; key {}",
+                    summary.devices, summary.elapsed_s, summary.device_key
+                )
+            })
+        }
+    }
+}
+
+/// Parses `--device-key` or makes a new one.
+fn device_key(given: Option<&str>) -> anyhow::Result<SymmetricKey> {
+    match given {
+        Some(k) => SymmetricKey::from_base64(k).context("--device-key is not a valid base64 key"),
+        None => SymmetricKey::try_generate().context("generating a device key"),
+    }
+}
+
+/// Resolves the target and, for Ferrohub, makes sure `count` devices exist with our key.
+async fn prepare(args: &TargetArgs, count: usize) -> anyhow::Result<(Target, Credentials)> {
+    let target = Target::resolve(
+        &args.target,
+        &TlsOptions {
+            enabled: args.tls,
+            ca: args.ca.clone(),
+            server_name: args.tls_server_name.clone(),
+            resume: args.tls_resume,
+        },
+    )?;
+    let creds = match &target.ferrohub {
+        None => Credentials::Anonymous,
+        Some(hub) => {
+            let key = device_key(args.device_key.as_deref())?;
+            if !args.no_provision {
+                let took = provision::provision(hub, &args.device_prefix, count, &key).await?;
+                eprintln!(
+                    "provisioned {count} devices in {:.1} s",
+                    took.as_secs_f64()
+                );
+            }
+            Credentials::Sas {
+                host: hub.device_host.clone(),
+                key,
+                expiry: identity::unix_now() + identity::TOKEN_TTL.as_secs(),
+            }
+        }
+    };
+    Ok((target, creds))
+}
+
+/// Prints `summary` as JSON or as text.
+fn output<T: Serialize>(json: bool, summary: &T, text: impl FnOnce() -> String) -> anyhow::Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(summary)?);
+    } else {
+        println!("{}", text());
+    }
+    Ok(())
+}
+
+fn publish_text(s: &publish::PublishSummary) -> String {
+    let mut out = format!(
+        "publish {} ({}): {}/{} connections, QoS {}, {} B, {}\n",
+        s.target,
+        if s.tls { "TLS" } else { "plain" },
+        s.established,
+        s.connections,
+        s.qos,
+        s.payload_bytes,
+        match s.offered_rate {
+            Some(r) => format!("offered {r:.0} msg/s"),
+            None => format!("max rate, window {}", s.inflight),
+        }
+    );
+    out.push_str(&format!(
+        "  achieved {:.0} msg/s over {:.1} s (sent {}, acked {}, unacked {}, unsent {})\n",
+        s.rate, s.duration_s, s.sent, s.acked, s.unacked, s.unsent
+    ));
+    if let Some(l) = &s.latency_us {
+        out.push_str(&format!("  PUBACK latency: {}\n", l.line()));
+    }
+    if let Some(l) = &s.latency_from_due_us {
+        out.push_str(&format!("  from scheduled send: {}\n", l.line()));
+    }
+    if let Some(c) = &s.cpu {
+        out.push_str(&format!(
+            "  CPU: generator {:.0} %, server {}\n",
+            c.generator_pct,
+            c.server_pct.map_or("?".into(), |p| format!("{p:.0} %"))
+        ));
+    }
+    if s.error_count() > 0 {
+        out.push_str(&format!(
+            "  errors: connect {:?}, connections {:?}, unacked {}\n",
+            s.connect_failures, s.connection_errors, s.unacked
+        ));
+    }
+    out
+}
+
+fn connect_text(s: &connect::ConnectSummary) -> String {
+    let mut out = format!(
+        "connect {} ({}): {}/{} established in {:.2} s = {:.0} conn/s\n",
+        s.target,
+        if s.tls { "TLS" } else { "plain" },
+        s.established,
+        s.requested,
+        s.elapsed_s,
+        s.rate
+    );
+    if let Some(l) = &s.latency_us {
+        out.push_str(&format!("  connect latency: {}\n", l.line()));
+    }
+    if let Some(b) = s.server_bytes_per_connection {
+        out.push_str(&format!(
+            "  server memory: {:.0} B per connection ({} → {} KiB)\n",
+            b,
+            s.server_rss_before_kib.unwrap_or(0),
+            s.server_rss_after_kib.unwrap_or(0)
+        ));
+    }
+    if !s.failures.is_empty() {
+        out.push_str(&format!("  failures: {:?}\n", s.failures));
+    }
+    out
+}
+
+fn e2e_text(s: &e2e::E2eSummary) -> String {
+    let mut out = publish_text(&s.publish);
+    out.push_str(&format!(
+        "  read back {}/{} (missing {}, duplicates {}) from {} partitions\n",
+        s.received, s.expected, s.missing, s.duplicates, s.partitions
+    ));
+    if let Some(l) = &s.latency_us {
+        out.push_str(&format!("  end-to-end latency: {}\n", l.line()));
+    }
+    out
+}
