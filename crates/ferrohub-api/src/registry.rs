@@ -15,7 +15,7 @@ pub struct ExportImportDevice {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub module_id: Option<String>,
     /// The identity's ETag, for the `*IfMatchETag` modes.
-    #[serde(rename = "eTag", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "eTag", alias = "etag", skip_serializing_if = "Option::is_none")]
     pub e_tag: Option<String>,
     /// `create`, `update`, `updateIfMatchETag`, `createOrUpdate` (the default when absent),
     /// `createOrUpdateIfMatchETag`, `delete`, `deleteIfMatchETag`, `updateTwin`,
@@ -32,7 +32,11 @@ pub struct ExportImportDevice {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authentication: Option<AuthenticationMechanism>,
     /// The twin's ETag (twins are not served yet; accepted and ignored).
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "twinETag",
+        alias = "twinEtag",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub twin_e_tag: Option<String>,
     /// Twin tags (accepted and ignored until twins are served).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -127,5 +131,11 @@ mod tests {
         assert_eq!(rec.id, "Device1");
         assert_eq!(rec.e_tag.as_deref(), Some("MA=="));
         assert_eq!(rec.import_mode, None);
+        // Node's Registry passes Device objects from get(), which spell it `etag`.
+        let rec: ExportImportDevice =
+            serde_json::from_str(r#"{"id":"d","etag":"MQ==","twinEtag":"AAAAAAAAAAE="}"#)
+                .expect("parses");
+        assert_eq!(rec.e_tag.as_deref(), Some("MQ=="));
+        assert_eq!(rec.twin_e_tag.as_deref(), Some("AAAAAAAAAAE="));
     }
 }

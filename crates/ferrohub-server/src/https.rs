@@ -76,9 +76,15 @@ pub(crate) async fn serve(
                 }
             };
             let builder = Builder::new(TokioExecutor::new());
+            let router = router.layer(axum::Extension(axum::extract::ConnectInfo(peer)));
+            // SDKs differ on trailing slashes (Node's Registry lists `GET /devices/`).
+            let service = tower::Layer::layer(
+                &tower_http::normalize_path::NormalizePathLayer::trim_trailing_slash(),
+                router,
+            );
             let conn = builder.serve_connection_with_upgrades(
                 TokioIo::new(stream),
-                TowerToHyperService::new(router),
+                TowerToHyperService::new(service),
             );
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, error = %e, "HTTPS connection ended with an error");

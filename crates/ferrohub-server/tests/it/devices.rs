@@ -301,6 +301,13 @@ async fn list_honours_top() {
         create_device(&hub, id).await;
     }
     assert_eq!(device_ids(&hub).await, vec!["a", "b", "c"]);
+    // Node's Registry.list() asks for `/devices/`.
+    let resp = send(&hub, Method::GET, "/devices/", None, &[], None).await;
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    assert_eq!(status, StatusCode::OK, "{text}");
+    let slash: Vec<Value> = serde_json::from_str(&text).unwrap();
+    assert_eq!(slash.len(), 3);
     let two: Vec<Value> = send(&hub, Method::GET, "/devices?top=2", None, &[], None)
         .await
         .json()
