@@ -15,7 +15,11 @@ pub struct ExportImportDevice {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub module_id: Option<String>,
     /// The identity's ETag, for the `*IfMatchETag` modes.
-    #[serde(rename = "eTag", alias = "etag", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "eTag",
+        alias = "etag",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub e_tag: Option<String>,
     /// `create`, `update`, `updateIfMatchETag`, `createOrUpdate` (the default when absent),
     /// `createOrUpdateIfMatchETag`, `delete`, `deleteIfMatchETag`, `updateTwin`,

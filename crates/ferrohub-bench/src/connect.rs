@@ -17,7 +17,7 @@ use crate::conn::{self, BoxIo, Endpoint};
 use crate::pacing::Schedule;
 use crate::procfs;
 use crate::progress::{self, Counters, Labels};
-use crate::stats::{self, LatencySummary, Latencies};
+use crate::stats::{self, Latencies, LatencySummary};
 
 /// How connections are opened.
 #[derive(Debug, Clone)]
@@ -83,9 +83,8 @@ pub async fn open_many(
             break;
         };
         let endpoint = endpoint.clone();
-        let source = (plan.source_addrs > 0).then(|| {
-            conn::source_address(plan.source_base, plan.source_addrs, i)
-        });
+        let source = (plan.source_addrs > 0)
+            .then(|| conn::source_address(plan.source_base, plan.source_addrs, i));
         let limit = plan.timeout;
         let counters = counters.clone();
         set.spawn(async move {

@@ -16,7 +16,7 @@ use crate::conn::Endpoint;
 use crate::identity::{self, Credentials};
 use crate::progress::Counters;
 use crate::publish::{self, PublishConfig, PublishSummary, Stamp};
-use crate::stats::{self, LatencySummary, Latencies};
+use crate::stats::{self, Latencies, LatencySummary};
 use crate::target::Ferrohub;
 
 /// The `e2e` workload's result.
@@ -309,9 +309,6 @@ mod tests {
         let json = r#"{"events":[{"partition":"0","sequenceNumber":3,"offset":"99","enqueuedTimeUtc":"2026-01-01T00:00:00Z","systemProperties":{"iothub-connection-device-id":"bench-0"},"properties":{},"body":"aGk=","bodyEncoding":"base64"}],"nextSequenceNumber":4}"#;
         let batch: Batch = serde_json::from_str(json).expect("parses");
         assert_eq!(batch.next_sequence_number, 4);
-        assert_eq!(
-            body_bytes(&batch.events[0]).as_deref(),
-            Some(&b"hi"[..])
-        );
+        assert_eq!(body_bytes(&batch.events[0]).as_deref(), Some(&b"hi"[..]));
     }
 }

@@ -106,8 +106,11 @@ impl Credentials {
     /// [`Credentials::connect`], encoded.
     pub fn connect_bytes(&self, client_id: &str, keep_alive: u16) -> anyhow::Result<Bytes> {
         let mut buf = BytesMut::new();
-        ferrohub_mqtt::encode(&Packet::Connect(self.connect(client_id, keep_alive)), &mut buf)
-            .map_err(|e| anyhow::anyhow!("cannot encode CONNECT for {client_id:?}: {e}"))?;
+        ferrohub_mqtt::encode(
+            &Packet::Connect(self.connect(client_id, keep_alive)),
+            &mut buf,
+        )
+        .map_err(|e| anyhow::anyhow!("cannot encode CONNECT for {client_id:?}: {e}"))?;
         Ok(buf.freeze())
     }
 }

@@ -183,6 +183,9 @@ struct C2dArgs {
     /// Ignored for now.
     #[arg(long)]
     target: Option<String>,
+    /// Ignored for now.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 #[derive(Args)]
@@ -303,7 +306,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::E2e(args) => {
             let (target, creds) = prepare(&args.target, args.connections).await?;
             let Some(hub) = target.ferrohub.clone() else {
-                anyhow::bail!("e2e reads events back through Ferrohub's API: use a ferrohub:// target");
+                anyhow::bail!(
+                    "e2e reads events back through Ferrohub's API: use a ferrohub:// target"
+                );
             };
             let cfg = PublishConfig {
                 connections: args.connections,
@@ -404,10 +409,7 @@ async fn prepare(args: &TargetArgs, count: usize) -> anyhow::Result<(Target, Cre
             let key = device_key(args.device_key.as_deref())?;
             if !args.no_provision {
                 let took = provision::provision(hub, &args.device_prefix, count, &key).await?;
-                eprintln!(
-                    "provisioned {count} devices in {:.1} s",
-                    took.as_secs_f64()
-                );
+                eprintln!("provisioned {count} devices in {:.1} s", took.as_secs_f64());
             }
             Credentials::Sas {
                 host: hub.device_host.clone(),
@@ -420,7 +422,11 @@ async fn prepare(args: &TargetArgs, count: usize) -> anyhow::Result<(Target, Cre
 }
 
 /// Prints `summary` as JSON or as text.
-fn output<T: Serialize>(json: bool, summary: &T, text: impl FnOnce() -> String) -> anyhow::Result<()> {
+fn output<T: Serialize>(
+    json: bool,
+    summary: &T,
+    text: impl FnOnce() -> String,
+) -> anyhow::Result<()> {
     if json {
         println!("{}", serde_json::to_string_pretty(summary)?);
     } else {

@@ -113,7 +113,13 @@ mod tests {
 
     #[test]
     fn count_before_matches_due() {
-        let cases = [(1, 1.0), (3, 7.0), (100, 50_000.0), (7, 333.3), (100, 12_345.6)];
+        let cases = [
+            (1, 1.0),
+            (3, 7.0),
+            (100, 50_000.0),
+            (7, 333.3),
+            (100, 12_345.6),
+        ];
         for (senders, rate) in cases {
             let s = Schedule::new(senders, rate).expect("valid");
             for sender in [0, senders / 2, senders - 1] {

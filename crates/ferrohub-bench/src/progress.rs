@@ -66,7 +66,8 @@ pub fn spawn(counters: Arc<Counters>, labels: Labels, limit: Duration) -> JoinHa
         let mut last = counters.snapshot();
         let mut last_at = start;
         let ticks = limit.as_secs().saturating_add(1);
-        let mut interval = tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
+        let mut interval =
+            tokio::time::interval_at(start + Duration::from_secs(1), Duration::from_secs(1));
         for _ in 0..ticks {
             interval.tick().await;
             let now = Instant::now();

@@ -66,10 +66,7 @@ pub async fn provision(
     for group in chunks.chunks(PARALLEL_REQUESTS) {
         let requests = group.iter().map(|chunk| {
             let body = bulk_records(chunk, key, &secondary);
-            let request = http
-                .post(&url)
-                .header("Authorization", &token)
-                .json(&body);
+            let request = http.post(&url).header("Authorization", &token).json(&body);
             async move {
                 let response = request.send().await.context("bulk registry request")?;
                 let status = response.status();

@@ -24,7 +24,7 @@ use crate::identity::{self, Credentials};
 use crate::pacing::Schedule;
 use crate::procfs::{self, CpuUsage};
 use crate::progress::{self, Counters, Labels};
-use crate::stats::{self, LatencySummary, Latencies};
+use crate::stats::{self, Latencies, LatencySummary};
 
 /// Most messages one write carries.
 const MAX_BATCH: usize = 256;
@@ -144,7 +144,7 @@ pub struct Template {
     pub payload_at: usize,
 }
 
-/// Encodes a PUBLISH of `payload` zero-filled... bytes on `topic` with our codec.
+/// Encodes a PUBLISH of `payload` bytes (letters) on `topic` with our codec.
 pub fn template(topic: &TopicName, qos: QoS, payload: usize) -> anyhow::Result<Template> {
     let pkid = (qos != QoS::AtMostOnce).then_some(1);
     let body: Vec<u8> = (0..payload).map(|i| b'a' + (i % 26) as u8).collect();
@@ -246,7 +246,8 @@ pub async fn drive(
     let k_warm = schedule.map_or(0, |s| {
         s.count_before(index, clock.warm_end.saturating_duration_since(clock.t0))
     });
-    let mut wbuf: Vec<u8> = Vec::with_capacity(template.bytes.len() * MAX_BATCH.min(window.max(16)));
+    let mut wbuf: Vec<u8> =
+        Vec::with_capacity(template.bytes.len() * MAX_BATCH.min(window.max(16)));
 
     // Bounded by time: every iteration either waits (until at most `drain_end`) or sends.
     loop {
@@ -395,11 +396,7 @@ pub async fn drive(
         }
     }
 
-    report.unacked = slots
-        .iter()
-        .flatten()
-        .filter(|f| f.in_window)
-        .count() as u64;
+    report.unacked = slots.iter().flatten().filter(|f| f.in_window).count() as u64;
     if schedule.is_some() && k < k_end {
         report.unsent = k_end - k.max(k_warm);
     }
@@ -502,10 +499,21 @@ pub async fn run(
     let mut templates = Vec::with_capacity(ids.len());
     for id in &ids {
         connects.push(creds.connect_bytes(id, KEEP_ALIVE)?);
-        templates.push(template(&identity::telemetry_topic(id)?, cfg.qos, cfg.payload)?);
+        templates.push(template(
+            &identity::telemetry_topic(id)?,
+            cfg.qos,
+            cfg.payload,
+        )?);
     }
-    let opened = open_many(endpoint, connects, &cfg.open, &counters).await;
+    let opened = open_many(
+        endpoint,
+        connects,
+        &cfg.open,
+        &Arc::new(Counters::default()),
+    )
+    .await;
     let established = opened.connections.len();
+    Counters::add(&counters.connected, established as u64);
     if established == 0 {
         anyhow::bail!(
             "no connection could be established: {}",

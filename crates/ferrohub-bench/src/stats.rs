@@ -82,11 +82,7 @@ impl LatencySummary {
 /// Items per second: `count` over `elapsed` (0 for an empty interval).
 pub fn per_second(count: u64, elapsed: Duration) -> f64 {
     let secs = elapsed.as_secs_f64();
-    if secs > 0.0 {
-        count as f64 / secs
-    } else {
-        0.0
-    }
+    if secs > 0.0 { count as f64 / secs } else { 0.0 }
 }
 
 /// Rounds to one decimal, for readable JSON.

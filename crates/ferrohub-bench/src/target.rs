@@ -114,9 +114,13 @@ impl Ferrohub {
             .with_context(|| format!("reading {} (is the hub running?)", path.display()))?;
         let listeners: Listeners =
             serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        for addr in [Some(listeners.https), Some(listeners.mqtt), listeners.mqtt_plain]
-            .into_iter()
-            .flatten()
+        for addr in [
+            Some(listeners.https),
+            Some(listeners.mqtt),
+            listeners.mqtt_plain,
+        ]
+        .into_iter()
+        .flatten()
         {
             check_loopback(addr).map_err(anyhow::Error::msg)?;
         }
@@ -161,7 +165,10 @@ impl Ferrohub {
 
     /// A fresh `iothubowner` service token valid for a day.
     pub fn service_token(&self) -> anyhow::Result<String> {
-        identity::service_token(&self.owner, identity::unix_now() + identity::TOKEN_TTL.as_secs())
+        identity::service_token(
+            &self.owner,
+            identity::unix_now() + identity::TOKEN_TTL.as_secs(),
+        )
     }
 }
 
@@ -309,7 +316,8 @@ mod tests {
 
     #[test]
     fn loads_a_data_directory() {
-        let dir = std::env::temp_dir().join(format!("ferrohub-bench-target-{}", std::process::id()));
+        let dir =
+            std::env::temp_dir().join(format!("ferrohub-bench-target-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("tls")).expect("mkdir");
         std::fs::write(
             dir.join("listeners.json"),
