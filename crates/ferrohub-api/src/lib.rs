@@ -4,16 +4,22 @@
 //! Microsoft's service SDKs read them unchanged. This crate holds plain serde types and nothing
 //! else: no HTTP, no validation beyond what serde does, no domain rules.
 
+mod c2d;
 mod device;
 mod error;
+mod events;
 mod registry;
 mod time;
 
+pub use c2d::{C2dSendResult, FeedbackRecord, PurgeMessageQueueResult};
 pub use device::{
     AuthenticationMechanism, AuthenticationType, ConnectionState, Device, DeviceCapabilities,
     DeviceStatus, Module, SymmetricKey, X509Thumbprint,
 };
 pub use error::ErrorBody;
+pub use events::{
+    Checkpoint, ConsumerGroupInfo, EndpointInfo, EventBatch, EventData, PartitionProperties,
+};
 pub use registry::{
     BulkRegistryOperationResult, DeviceRegistryOperationError, DeviceRegistryOperationWarning,
     ExportImportDevice, RegistryStatistics, ServiceStatistics,

@@ -74,8 +74,8 @@ impl std::fmt::Debug for HubClient {
 }
 
 /// A response, read whole.
-struct Reply {
-    status: u16,
+pub(crate) struct Reply {
+    pub(crate) status: u16,
     headers: HeaderMap,
     body: Vec<u8>,
 }
@@ -94,7 +94,7 @@ impl Reply {
     }
 
     /// The body as `T` on success, else the hub's error.
-    fn json<T: DeserializeOwned>(self) -> Result<T, ClientError> {
+    pub(crate) fn json<T: DeserializeOwned>(self) -> Result<T, ClientError> {
         if !self.is_success() {
             return Err(self.into_error());
         }
@@ -102,7 +102,7 @@ impl Reply {
     }
 
     /// The `ETag` response header without quotes or a weak marker.
-    fn etag(&self) -> Option<String> {
+    pub(crate) fn etag(&self) -> Option<String> {
         let raw = self.headers.get(ETAG)?.to_str().ok()?;
         let unquoted = unquote_etag(raw);
         (!unquoted.is_empty()).then(|| unquoted.to_owned())
@@ -343,7 +343,7 @@ impl HubClient {
         token
     }
 
-    async fn send<B: Serialize + ?Sized>(
+    pub(crate) async fn send<B: Serialize + ?Sized>(
         &self,
         method: Method,
         path: &str,
@@ -365,6 +365,40 @@ impl HubClient {
             req = req.header(CONTENT_TYPE, JSON_REQUEST_TYPE).body(bytes);
         }
         let resp = req.send().await.map_err(ClientError::Transport)?;
+        let status = resp.status().as_u16();
+        let headers = resp.headers().clone();
+        let body = resp.bytes().await.map_err(ClientError::Transport)?.to_vec();
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+impl HubClient {
+    /// Sends `body` as is, with extra `headers` (message properties).
+    pub(crate) async fn send_raw(
+        &self,
+        method: Method,
+        path: &str,
+        headers: Vec<(String, String)>,
+        body: Vec<u8>,
+    ) -> Result<Reply, ClientError> {
+        let url = request_url(&self.base_url, path, None);
+        let mut req = self
+            .http
+            .request(method, url)
+            .header(AUTHORIZATION, self.authorization())
+            .header(ACCEPT, "application/json");
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let resp = req
+            .body(body)
+            .send()
+            .await
+            .map_err(ClientError::Transport)?;
         let status = resp.status().as_u16();
         let headers = resp.headers().clone();
         let body = resp.bytes().await.map_err(ClientError::Transport)?.to_vec();
@@ -430,7 +464,7 @@ fn with_etag<T: DeserializeOwned>(
     Ok(value)
 }
 
-fn expect_empty(reply: Reply) -> Result<(), ClientError> {
+pub(crate) fn expect_empty(reply: Reply) -> Result<(), ClientError> {
     if reply.is_success() {
         Ok(())
     } else {
@@ -468,7 +502,7 @@ fn unquote_etag(raw: &str) -> &str {
 }
 
 /// One percent-encoded path segment holding an id.
-fn segment(kind: &str, id: &str) -> Result<String, ClientError> {
+pub(crate) fn segment(kind: &str, id: &str) -> Result<String, ClientError> {
     if id.is_empty() {
         return Err(ClientError::InvalidArgument(format!("the {kind} is empty")));
     }
@@ -480,7 +514,7 @@ fn segment(kind: &str, id: &str) -> Result<String, ClientError> {
     Ok(utf8_percent_encode(id, SEGMENT).to_string())
 }
 
-fn device_path(device_id: &str) -> Result<String, ClientError> {
+pub(crate) fn device_path(device_id: &str) -> Result<String, ClientError> {
     Ok(format!("/devices/{}", segment("device id", device_id)?))
 }
 
@@ -490,6 +524,11 @@ fn module_path(device_id: &str, module_id: &str) -> Result<String, ClientError> 
         device_path(device_id)?,
         segment("module id", module_id)?
     ))
+}
+
+/// A query-string value, percent-encoded.
+pub(crate) fn query_value(v: &str) -> String {
+    utf8_percent_encode(v, SEGMENT).to_string()
 }
 
 fn request_url(base: &str, path: &str, query: Option<&str>) -> String {

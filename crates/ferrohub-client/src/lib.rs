@@ -20,7 +20,9 @@
 
 mod client;
 mod error;
+mod messaging;
 
 pub use client::{HubClient, TOKEN_RENEW_MARGIN_SECS, TOKEN_TTL_SECS};
 pub use error::ClientError;
 pub use ferrohub_api as api;
+pub use messaging::{C2dMessage, FeedbackBatch, ReadFrom};

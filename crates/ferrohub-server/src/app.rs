@@ -183,6 +183,7 @@ impl App {
             SessionStore::open(&data_dir.join("sessions.db"))
                 .map_err(|e| BuildError::Sessions(e.to_string()))?,
         );
+        let jobs = crate::jobs::Jobs::open(&data_dir, clock.now()).map_err(dir_err(&data_dir))?;
 
         let https_req = SocketAddr::new(config.bind, config.https_port);
         let https = crate::https::bind(config.bind, config.https_port)
@@ -239,6 +240,7 @@ impl App {
             groups,
             sessions,
             c2d,
+            jobs,
             host_names: names,
             clock,
         }));

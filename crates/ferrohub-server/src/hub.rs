@@ -12,6 +12,7 @@ use ferrohub_types::{DeviceId, ErrorCode, ModuleId, Permission, PolicyName};
 use crate::connections::Connections;
 use crate::consumer_groups::ConsumerGroups;
 use crate::eventlog::EventLog;
+use crate::jobs::Jobs;
 use crate::policies::Policies;
 use crate::rest::error::ApiError;
 use crate::sessions::SessionStore;
@@ -44,6 +45,7 @@ pub struct Hub {
     pub(crate) connections: Connections,
     pub(crate) c2d: C2dQueues<SqliteQueueStore>,
     pub(crate) sessions: Arc<SessionStore>,
+    pub(crate) jobs: Jobs,
     shutdown: watch::Sender<bool>,
     host_names: Vec<String>,
     clock: Arc<dyn Clock>,
@@ -57,6 +59,7 @@ pub(crate) struct HubParts {
     pub(crate) groups: ConsumerGroups,
     pub(crate) sessions: Arc<SessionStore>,
     pub(crate) c2d: C2dQueues<SqliteQueueStore>,
+    pub(crate) jobs: Jobs,
     pub(crate) host_names: Vec<String>,
     pub(crate) clock: Arc<dyn Clock>,
 }
@@ -70,6 +73,7 @@ impl Hub {
             groups,
             sessions,
             c2d,
+            jobs,
             host_names,
             clock,
         } = parts;
@@ -81,6 +85,7 @@ impl Hub {
             connections: Connections::default(),
             c2d,
             sessions,
+            jobs,
             shutdown: watch::channel(false).0,
             host_names,
             clock,

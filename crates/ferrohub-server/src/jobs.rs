@@ -48,7 +48,7 @@ pub(crate) const DEFAULT_IMPORT_ERRORS_BLOB: &str = "importErrors.log";
 /// What a job does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub enum JobType {
+pub(crate) enum JobType {
     /// Write every identity to `outputBlobName` in the output container.
     Export,
     /// Apply the records of `inputBlobName` in the input container.
@@ -56,6 +56,14 @@ pub enum JobType {
 }
 
 impl JobType {
+    /// The wire name.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            JobType::Export => "export",
+            JobType::Import => "import",
+        }
+    }
+
     /// The request's `type`; C#'s enum names are accepted beside Azure's wire values.
     fn parse(s: &str) -> Option<JobType> {
         match s {
@@ -69,7 +77,7 @@ impl JobType {
 /// Where a job is in its lifecycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub enum JobStatus {
+pub(crate) enum JobStatus {
     /// Created, not started yet.
     Enqueued,
     /// Working.
@@ -93,78 +101,78 @@ impl JobStatus {
 /// (`jobId`, `status`, `progress`, times) and unknown fields are ignored.
 #[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", default)]
-pub struct JobRequest {
+pub(crate) struct JobRequest {
     /// `export` or `import`.
     #[serde(rename = "type")]
-    pub kind: Option<String>,
+    pub(crate) kind: Option<String>,
     /// Import: the container holding `inputBlobName`. `file:///abs/dir` or an `http(s)` container
     /// URL (a pre-signed or SAS URL).
-    pub input_blob_container_uri: Option<String>,
+    pub(crate) input_blob_container_uri: Option<String>,
     /// Import: the blob to read; default `devices.txt`.
-    pub input_blob_name: Option<String>,
+    pub(crate) input_blob_name: Option<String>,
     /// The container the job writes to (export: the devices; import: the errors).
-    pub output_blob_container_uri: Option<String>,
+    pub(crate) output_blob_container_uri: Option<String>,
     /// Export: default `devices.txt`. Import: the errors blob, default `importErrors.log`.
-    pub output_blob_name: Option<String>,
+    pub(crate) output_blob_name: Option<String>,
     /// Export: write keys as null.
-    pub exclude_keys_in_export: Option<bool>,
+    pub(crate) exclude_keys_in_export: Option<bool>,
     /// `keyBased` or `identityBased`; accepted and ignored (containers are reached by URL).
-    pub storage_authentication_type: Option<String>,
+    pub(crate) storage_authentication_type: Option<String>,
 }
 
 /// An import or export job, as `GET /jobs/{id}` shows it (Azure's JobProperties plus the
 /// counters `deviceCount` and `errorCount`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct JobProperties {
+pub(crate) struct JobProperties {
     /// The hub-assigned id.
-    pub job_id: String,
+    pub(crate) job_id: String,
     /// When the job was created.
-    pub start_time_utc: DateTime<Utc>,
+    pub(crate) start_time_utc: DateTime<Utc>,
     /// When the job finished; absent while it is enqueued or running.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub end_time_utc: Option<DateTime<Utc>>,
+    pub(crate) end_time_utc: Option<DateTime<Utc>>,
     /// `export` or `import`.
     #[serde(rename = "type")]
-    pub kind: JobType,
+    pub(crate) kind: JobType,
     /// `enqueued`, `running`, `completed`, `failed` or `cancelled`.
-    pub status: JobStatus,
+    pub(crate) status: JobStatus,
     /// Percent done, 0–100.
-    pub progress: u32,
+    pub(crate) progress: u32,
     /// Import: the input container, as given.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub input_blob_container_uri: Option<String>,
+    pub(crate) input_blob_container_uri: Option<String>,
     /// Import: the blob read.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub input_blob_name: Option<String>,
+    pub(crate) input_blob_name: Option<String>,
     /// The output container, as given.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub output_blob_container_uri: Option<String>,
+    pub(crate) output_blob_container_uri: Option<String>,
     /// Export: the devices blob written. Import: the errors blob written.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub output_blob_name: Option<String>,
+    pub(crate) output_blob_name: Option<String>,
     /// Export: whether keys are written as null.
     #[serde(default)]
-    pub exclude_keys_in_export: bool,
+    pub(crate) exclude_keys_in_export: bool,
     /// As given; ignored.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub storage_authentication_type: Option<String>,
+    pub(crate) storage_authentication_type: Option<String>,
     /// Why the job failed.
     #[serde(skip_serializing_if = "Option::is_none", default)]
-    pub failure_reason: Option<String>,
+    pub(crate) failure_reason: Option<String>,
     /// Extension: identity records handled so far (export: written, devices and modules;
     /// import: read from the input blob, including those that failed).
     #[serde(default)]
-    pub device_count: u64,
+    pub(crate) device_count: u64,
     /// Extension (import): records that failed, each a line of the errors blob.
     #[serde(default)]
-    pub error_count: u64,
+    pub(crate) error_count: u64,
 }
 
 /// Why a job request or lookup failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum JobError {
+pub(crate) enum JobError {
     /// The request is not a valid import or export job.
     #[error("{0}")]
     Invalid(String),
@@ -221,9 +229,12 @@ impl JobSpec {
             })?,
         };
         let container = |field: &str, uri: Option<&String>| -> Result<Container, JobError> {
-            let uri = uri.map(|s| s.trim()).filter(|s| !s.is_empty()).ok_or_else(|| {
-                JobError::Invalid(format!("{field} is required for an {kind:?} job."))
-            })?;
+            let uri = uri
+                .map(|s| s.trim())
+                .filter(|s| !s.is_empty())
+                .ok_or_else(|| {
+                    JobError::Invalid(format!("{field} is required for an {} job.", kind.name()))
+                })?;
             Container::parse(uri).map_err(|e| JobError::Invalid(format!("{field}: {e}")))
         };
         let name = |field: &str, given: Option<&String>, default: &str| {
@@ -235,8 +246,10 @@ impl JobSpec {
                 .map(|()| name.to_owned())
                 .map_err(|e| JobError::Invalid(format!("{field}: {e}")))
         };
-        let output_container =
-            container("outputBlobContainerUri", req.output_blob_container_uri.as_ref())?;
+        let output_container = container(
+            "outputBlobContainerUri",
+            req.output_blob_container_uri.as_ref(),
+        )?;
         Ok(match kind {
             JobType::Export => JobSpec {
                 kind,
@@ -254,7 +267,10 @@ impl JobSpec {
             JobType::Import => JobSpec {
                 kind,
                 input: Some((
-                    container("inputBlobContainerUri", req.input_blob_container_uri.as_ref())?,
+                    container(
+                        "inputBlobContainerUri",
+                        req.input_blob_container_uri.as_ref(),
+                    )?,
                     name(
                         "inputBlobName",
                         req.input_blob_name.as_ref(),
@@ -277,13 +293,7 @@ impl JobSpec {
     /// The spec of a stored job (re-validated; the record was validated when it was created).
     pub(crate) fn of_job(job: &JobProperties) -> Result<JobSpec, JobError> {
         Self::from_request(&JobRequest {
-            kind: Some(
-                match job.kind {
-                    JobType::Export => "export",
-                    JobType::Import => "import",
-                }
-                .to_owned(),
-            ),
+            kind: Some(job.kind.name().to_owned()),
             input_blob_container_uri: job.input_blob_container_uri.clone(),
             input_blob_name: job.input_blob_name.clone(),
             output_blob_container_uri: job.output_blob_container_uri.clone(),
@@ -522,13 +532,13 @@ impl Jobs {
     }
 
     /// Ends a running job with `status` (`completed` or `failed`). A job cancelled meanwhile keeps
-    /// its cancellation; its final counters are still recorded.
+    /// its cancellation; its final counters (records, errors) are still recorded.
     pub(crate) fn finish(
         &self,
         id: &str,
         status: JobStatus,
         failure_reason: Option<String>,
-        counts: (u64, u64),
+        counts: Option<(u64, u64)>,
         now: DateTime<Utc>,
     ) {
         {
@@ -536,8 +546,10 @@ impl Jobs {
             let Some(entry) = entries.iter_mut().find(|e| e.job.job_id == id) else {
                 return;
             };
-            entry.job.device_count = counts.0;
-            entry.job.error_count = counts.1;
+            if let Some((records, errors)) = counts {
+                entry.job.device_count = records;
+                entry.job.error_count = errors;
+            }
             if entry.job.status == JobStatus::Running {
                 entry.job.status = status;
                 entry.job.end_time_utc = Some(now.trunc_subsecs(3));
@@ -640,7 +652,10 @@ mod tests {
         let job = jobs.create(&req, &spec, now).expect("create");
         let cancelled = jobs.cancel(&job.job_id, now).expect("cancel");
         assert_eq!(cancelled.status, JobStatus::Cancelled);
-        assert!(jobs.start(&job.job_id).is_none(), "a cancelled job never runs");
+        assert!(
+            jobs.start(&job.job_id).is_none(),
+            "a cancelled job never runs"
+        );
         let again = jobs.cancel(&job.job_id, now).expect("cancel again");
         assert_eq!(again, cancelled);
         assert!(matches!(

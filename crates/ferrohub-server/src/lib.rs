@@ -13,6 +13,7 @@ pub mod eventlog;
 mod fsutil;
 mod https;
 mod hub;
+mod jobs;
 mod mqtt;
 mod policies;
 pub mod rest;

@@ -11,6 +11,7 @@ pub(crate) mod devices;
 pub mod error;
 pub(crate) mod events;
 pub(crate) mod extract;
+pub(crate) mod jobs;
 pub(crate) mod modules;
 pub(crate) mod stats;
 
@@ -74,6 +75,9 @@ fn api_router() -> OpenApiRouter<Arc<Hub>> {
         .routes(routes!(events::create_group, events::delete_group))
         .routes(routes!(events::checkpoints))
         .routes(routes!(events::set_checkpoint))
+        .routes(routes!(jobs::create_job))
+        .routes(routes!(jobs::list_jobs))
+        .routes(routes!(jobs::get_job, jobs::cancel_job))
 }
 
 /// The OpenAPI document of the service API.

@@ -5,8 +5,10 @@
 //! `--output`. Exit status: 0 on success, 1 when the hub refuses or cannot be reached, 2 for
 //! usage and configuration errors (a bad connection string, a missing CA file).
 
+mod c2d;
 mod device;
 mod discovery;
+mod events;
 mod module;
 mod output;
 mod stats;
@@ -21,7 +23,9 @@ use std::process::ExitCode;
 use ferrohub_auth::ConnectionString;
 use ferrohub_client::{ClientError, HubClient};
 
+pub(crate) use c2d::C2dCommand;
 pub(crate) use device::DeviceCommand;
+pub(crate) use events::{MonitorArgs, PartitionsArgs};
 pub(crate) use module::ModuleCommand;
 pub(crate) use stats::StatsArgs;
 pub(crate) use token::TokenCommand;
@@ -40,6 +44,13 @@ pub(crate) enum AdminCommand {
     Token(TokenCommand),
     /// Show registry and connection statistics
     Stats(StatsArgs),
+    /// Send cloud-to-device messages, purge queues, read feedback
+    #[command(subcommand)]
+    C2d(C2dCommand),
+    /// Print device-to-cloud events as they arrive
+    Monitor(MonitorArgs),
+    /// Show the event endpoint's partitions
+    Partitions(PartitionsArgs),
 }
 
 /// Runs one admin command, printing its result to stdout and any error to stderr.
@@ -49,6 +60,9 @@ pub(crate) async fn run(cmd: AdminCommand) -> ExitCode {
         AdminCommand::Module(c) => c.run().await,
         AdminCommand::Token(c) => c.run().await,
         AdminCommand::Stats(c) => c.run().await,
+        AdminCommand::C2d(c) => c.run().await,
+        AdminCommand::Monitor(c) => c.run().await,
+        AdminCommand::Partitions(c) => c.run().await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -83,7 +83,8 @@ impl Container {
     /// Parses a container URI: `file:///abs/dir` (host empty or `localhost`) or an `http(s)`
     /// URL with a host.
     pub(crate) fn parse(uri: &str) -> Result<Container, String> {
-        let url = Url::parse(uri).map_err(|e| format!("'{}' is not a valid URI: {e}", redact(uri)))?;
+        let url =
+            Url::parse(uri).map_err(|e| format!("'{}' is not a valid URI: {e}", redact(uri)))?;
         match url.scheme() {
             "file" => {
                 let path = url.to_file_path().map_err(|()| {
@@ -310,14 +311,14 @@ impl BlobLines {
             Source::File(file) => {
                 let start = self.buf.len();
                 self.buf.resize(start + IO_BLOCK, 0);
-                let n = file
-                    .read(&mut self.buf[start..])
-                    .await
-                    .map_err(|source| BlobError::Io {
-                        what: "reading",
-                        path: self.what.clone(),
-                        source,
-                    })?;
+                let n =
+                    file.read(&mut self.buf[start..])
+                        .await
+                        .map_err(|source| BlobError::Io {
+                            what: "reading",
+                            path: self.what.clone(),
+                            source,
+                        })?;
                 self.buf.truncate(start + n);
                 self.eof = n == 0;
                 self.read += n as u64;
@@ -607,7 +608,10 @@ mod tests {
             });
         }
         assert_eq!(got, ["one", "two", "", "<too long>", "three"]);
-        assert_eq!(lines.position(), (text.len() as u64, Some(text.len() as u64)));
+        assert_eq!(
+            lines.position(),
+            (text.len() as u64, Some(text.len() as u64))
+        );
     }
 
     #[tokio::test]

@@ -49,7 +49,9 @@ pub(crate) fn records(body: Vec<api::ExportImportDevice>) -> Result<Records, Api
     Ok(out)
 }
 
-fn record(rec: &api::ExportImportDevice) -> Result<reg::ImportRecord, String> {
+/// One wire record as a registry record (a missing `importMode` is `createOrUpdate`), or why it
+/// cannot be read. Shared with import jobs.
+pub(crate) fn record(rec: &api::ExportImportDevice) -> Result<reg::ImportRecord, String> {
     let device_id = DeviceId::new(rec.id.clone()).map_err(|e| e.to_string())?;
     let module_id = rec
         .module_id

@@ -19,8 +19,6 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, SecondsFormat, Utc};
 use ferrohub_c2d::{AckMode, C2dError, FeedbackRecord, OutgoingMessage, QueuedMessage};
 use ferrohub_types::{ErrorCode, Permission};
-use serde::Serialize;
-use utoipa::ToSchema;
 
 use super::error::ApiError;
 use super::extract::DevicePath;
@@ -35,30 +33,6 @@ impl From<C2dError> for ApiError {
         }
         ApiError::new(code, e.to_string())
     }
-}
-
-/// What a successful send returns.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct SendResult {
-    /// The message id (as given, else empty).
-    message_id: String,
-    /// The message's sequence number in the device's queue.
-    sequence_number: u64,
-    /// When the message expires.
-    expiry_time_utc: DateTime<Utc>,
-}
-
-/// `DELETE /devices/{id}/commands`.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct PurgeMessageQueueResult {
-    /// How many messages were removed.
-    total_messages_purged: u64,
-    /// The device.
-    device_id: String,
-    /// Always null: modules have no cloud-to-device queue.
-    module_id: Option<String>,
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -119,7 +93,7 @@ fn outgoing(headers: &HeaderMap, body: Bytes) -> Result<OutgoingMessage, ApiErro
 #[utoipa::path(post, path = "/devices/{id}/messages/deviceBound", tag = "c2d",
     params(("id" = String, Path, description = "Device id")),
     request_body(content = String, description = "The message body"),
-    responses((status = 200, body = SendResult), (status = 403, body = ferrohub_api::ErrorBody),
+    responses((status = 200, body = ferrohub_api::C2dSendResult), (status = 403, body = ferrohub_api::ErrorBody),
               (status = 404, body = ferrohub_api::ErrorBody), (status = 413, body = ferrohub_api::ErrorBody)))]
 pub(crate) async fn send(
     hub: HubState,
@@ -142,7 +116,7 @@ pub(crate) async fn send(
         .await?;
     hub.connections.notify_c2d(&id);
     metrics::counter!("ferrohub_c2d_sent_total").increment(1);
-    let body = SendResult {
+    let body = ferrohub_api::C2dSendResult {
         message_id: queued.message.message_id.clone().unwrap_or_default(),
         sequence_number: queued.sequence_number,
         expiry_time_utc: queued.expiry_time,
@@ -153,7 +127,7 @@ pub(crate) async fn send(
 /// Removes every message from a device's queue.
 #[utoipa::path(delete, path = "/devices/{id}/commands", tag = "c2d",
     params(("id" = String, Path, description = "Device id")),
-    responses((status = 200, body = PurgeMessageQueueResult), (status = 404, body = ferrohub_api::ErrorBody)))]
+    responses((status = 200, body = ferrohub_api::PurgeMessageQueueResult), (status = 404, body = ferrohub_api::ErrorBody)))]
 pub(crate) async fn purge(
     hub: HubState,
     uri: Uri,
@@ -168,7 +142,7 @@ pub(crate) async fn purge(
         ));
     }
     let n = hub.c2d.purge(&id, hub.now()).await?;
-    let body = PurgeMessageQueueResult {
+    let body = ferrohub_api::PurgeMessageQueueResult {
         total_messages_purged: n,
         device_id: id.to_string(),
         module_id: None,
@@ -176,20 +150,8 @@ pub(crate) async fn purge(
     Ok(json(StatusCode::OK, &body, None))
 }
 
-/// One feedback record, as Azure writes it.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct FeedbackRecordJson {
-    original_message_id: String,
-    enqueued_time_utc: String,
-    status_code: String,
-    description: String,
-    device_id: String,
-    device_generation_id: String,
-}
-
-fn feedback_json(r: &FeedbackRecord) -> FeedbackRecordJson {
-    FeedbackRecordJson {
+fn feedback_json(r: &FeedbackRecord) -> ferrohub_api::FeedbackRecord {
+    ferrohub_api::FeedbackRecord {
         original_message_id: r.original_message_id.clone(),
         enqueued_time_utc: r
             .enqueued_time_utc
@@ -204,7 +166,7 @@ fn feedback_json(r: &FeedbackRecord) -> FeedbackRecordJson {
 /// Receives a batch of feedback records (up to 64), locked under the quoted `ETag`; 204 when
 /// there is none.
 #[utoipa::path(get, path = "/messages/serviceBound/feedback", tag = "c2d",
-    responses((status = 200, body = Vec<FeedbackRecordJson>), (status = 204)))]
+    responses((status = 200, body = Vec<ferrohub_api::FeedbackRecord>), (status = 204)))]
 pub(crate) async fn receive_feedback(
     hub: HubState,
     uri: Uri,
@@ -214,7 +176,8 @@ pub(crate) async fn receive_feedback(
     let Some(batch) = hub.c2d.receive_feedback(hub.now()).await? else {
         return Ok(StatusCode::NO_CONTENT.into_response());
     };
-    let records: Vec<FeedbackRecordJson> = batch.records.iter().map(feedback_json).collect();
+    let records: Vec<ferrohub_api::FeedbackRecord> =
+        batch.records.iter().map(feedback_json).collect();
     let mut resp = json(StatusCode::OK, &records, Some(&batch.lock_token));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,

@@ -14,12 +14,12 @@ use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use chrono::{DateTime, Utc};
+use chrono::DateTime;
 use ferrohub_log::{PartitionInfo, Record, StartPosition};
 use ferrohub_types::{ErrorCode, Permission};
 use futures_util::stream::Stream;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+
+use ferrohub_api::{ConsumerGroupInfo, EndpointInfo, EventBatch, EventData, PartitionProperties};
 
 use super::error::ApiError;
 use super::extract::AzureJson;
@@ -31,38 +31,6 @@ use crate::hub::Hub;
 const MAX_BATCH: usize = 1000;
 /// Longest long poll.
 const MAX_WAIT: Duration = Duration::from_secs(60);
-
-/// The endpoint's partitions.
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct EndpointInfo {
-    /// The endpoint's path.
-    name: String,
-    /// Partition count.
-    partition_count: u32,
-    /// Partition ids, `"0"`, `"1"`, ….
-    partition_ids: Vec<String>,
-    /// Each partition's properties.
-    partitions: Vec<PartitionProperties>,
-}
-
-/// A partition's properties (Event Hubs' partition runtime information).
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct PartitionProperties {
-    /// Partition id.
-    partition_id: String,
-    /// Sequence number of the oldest retained event.
-    begin_sequence_number: u64,
-    /// Sequence number of the newest event (-1 when none was ever enqueued).
-    last_enqueued_sequence_number: i64,
-    /// Offset of the newest event (`"-1"` when none).
-    last_enqueued_offset: String,
-    /// Enqueued time of the newest event.
-    last_enqueued_time_utc: Option<DateTime<Utc>>,
-    /// Whether the partition holds no event.
-    is_empty: bool,
-}
 
 fn properties(info: &PartitionInfo) -> PartitionProperties {
     PartitionProperties {
@@ -80,29 +48,6 @@ fn properties(info: &PartitionInfo) -> PartitionProperties {
             .and_then(DateTime::from_timestamp_millis),
         is_empty: info.is_empty,
     }
-}
-
-/// One event as readers see it.
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct EventData {
-    /// Partition id.
-    partition: String,
-    /// Dense per-partition sequence number.
-    sequence_number: u64,
-    /// Opaque, increasing offset.
-    offset: String,
-    /// When the hub enqueued it.
-    enqueued_time_utc: Option<DateTime<Utc>>,
-    /// System properties: the device's and the hub's, plus `x-opt-*` annotations.
-    #[schema(value_type = Object)]
-    system_properties: BTreeMap<String, serde_json::Value>,
-    /// Application properties, as the device sent them.
-    properties: BTreeMap<String, String>,
-    /// The body: text when its content type or encoding says text or JSON, else base64.
-    body: String,
-    /// `text` or `base64`.
-    body_encoding: String,
 }
 
 fn is_text(system: &[(String, String)]) -> bool {
@@ -150,16 +95,6 @@ pub(crate) fn event_data(partition: u32, r: Record) -> EventData {
         body,
         body_encoding: body_encoding.to_owned(),
     }
-}
-
-/// A batch of events and where the next read starts.
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct EventBatch {
-    /// The events, oldest first.
-    events: Vec<EventData>,
-    /// Pass as `sequenceNumber` with `inclusive=true` to continue after this batch.
-    next_sequence_number: u64,
 }
 
 fn partition_param(hub: &Hub, p: &str) -> Result<u32, ApiError> {
@@ -463,16 +398,6 @@ where
     )
 }
 
-/// A consumer group.
-#[derive(Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct ConsumerGroupInfo {
-    /// Its name.
-    name: String,
-    /// When it was created.
-    created_time_utc: DateTime<Utc>,
-}
-
 /// The consumer groups.
 #[utoipa::path(get, path = "/messages/events/consumergroups", tag = "events",
     responses((status = 200, body = Vec<ConsumerGroupInfo>)))]
@@ -543,7 +468,7 @@ pub(crate) async fn delete_group(
 /// A group's checkpoints.
 #[utoipa::path(get, path = "/messages/events/consumergroups/{name}/checkpoints", tag = "events",
     params(("name" = String, Path, description = "Group name")),
-    responses((status = 200, body = Object), (status = 404, body = ferrohub_api::ErrorBody)))]
+    responses((status = 200, body = Object, description = "Checkpoints by partition id"), (status = 404, body = ferrohub_api::ErrorBody)))]
 pub(crate) async fn checkpoints(
     hub: HubState,
     uri: Uri,
@@ -552,32 +477,33 @@ pub(crate) async fn checkpoints(
 ) -> Result<Response, ApiError> {
     hub.authorize_service(&headers, uri.path(), &[Permission::ServiceConnect])?;
     let cps = hub.groups.checkpoints(&name).map_err(group_error)?;
-    let body: BTreeMap<String, Checkpoint> =
-        cps.into_iter().map(|(p, c)| (p.to_string(), c)).collect();
+    let body: BTreeMap<String, ferrohub_api::Checkpoint> = cps
+        .into_iter()
+        .map(|(p, c)| {
+            (
+                p.to_string(),
+                ferrohub_api::Checkpoint {
+                    sequence_number: c.sequence_number,
+                    offset: c.offset,
+                    updated_time_utc: Some(c.updated_time_utc),
+                },
+            )
+        })
+        .collect();
     Ok(json(StatusCode::OK, &body, None))
-}
-
-/// A checkpoint to store.
-#[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub(crate) struct CheckpointRequest {
-    /// Sequence number of the last processed event.
-    sequence_number: u64,
-    /// Its offset.
-    offset: String,
 }
 
 /// Stores a group's checkpoint for a partition.
 #[utoipa::path(put, path = "/messages/events/consumergroups/{name}/partitions/{partition}/checkpoint", tag = "events",
     params(("name" = String, Path, description = "Group name"), ("partition" = String, Path, description = "Partition id")),
-    request_body = CheckpointRequest,
+    request_body = ferrohub_api::Checkpoint,
     responses((status = 204), (status = 404, body = ferrohub_api::ErrorBody)))]
 pub(crate) async fn set_checkpoint(
     hub: HubState,
     uri: Uri,
     headers: HeaderMap,
     Path((name, p)): Path<(String, String)>,
-    AzureJson(body): AzureJson<CheckpointRequest>,
+    AzureJson(body): AzureJson<ferrohub_api::Checkpoint>,
 ) -> Result<Response, ApiError> {
     hub.authorize_service(&headers, uri.path(), &[Permission::ServiceConnect])?;
     let partition = partition_param(&hub, &p)?;
