@@ -21,7 +21,7 @@ use crate::config::Config;
 use crate::consumer_groups::ConsumerGroups;
 use crate::eventlog::{EmbeddedLog, EmbeddedLogSettings, EventLog};
 use crate::fsutil::{create_dir_durably, write_durably};
-use crate::hub::{Clock, Hub, HubParts, SystemClock};
+use crate::hub::{Clock, Hub, HubLimits, HubParts, SystemClock};
 use crate::policies::{Policies, PolicyError};
 use crate::sessions::SessionStore;
 use crate::tls::{self, TlsError};
@@ -243,6 +243,11 @@ impl App {
             jobs,
             host_names: names,
             clock,
+            limits: HubLimits {
+                max_connections: config.max_connections,
+                device_messages_per_second: config.device_messages_per_second,
+                max_throttle_backlog: config.max_throttle_backlog,
+            },
         }));
         watch_revocations(&hub);
         Ok(App {

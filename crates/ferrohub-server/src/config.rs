@@ -85,6 +85,9 @@ pub struct ConfigToml {
     /// `[c2d]`.
     #[serde(default)]
     pub c2d: C2dToml,
+    /// `[limits]`.
+    #[serde(default)]
+    pub limits: LimitsToml,
     /// `[tls]`.
     #[serde(default)]
     pub tls: TlsToml,
@@ -128,6 +131,18 @@ pub struct EventLogToml {
     pub max_bytes_per_partition: Option<u64>,
     /// `eventlog.max_commit_wait_ms`.
     pub max_commit_wait_ms: Option<u64>,
+}
+
+/// `[limits]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitsToml {
+    /// `limits.max_connections`.
+    pub max_connections: Option<usize>,
+    /// `limits.device_messages_per_second`.
+    pub device_messages_per_second: Option<u32>,
+    /// `limits.max_throttle_backlog`.
+    pub max_throttle_backlog: Option<String>,
 }
 
 /// `[c2d]`.
@@ -243,6 +258,12 @@ pub struct Config {
     pub tls: Option<TlsFiles>,
     /// Cloud-to-device queue settings.
     pub c2d: ferrohub_c2d::C2dConfig,
+    /// Most live MQTT connections.
+    pub max_connections: usize,
+    /// Telemetry messages a second one device may send.
+    pub device_messages_per_second: u32,
+    /// How far behind its rate a device may fall before it is disconnected.
+    pub max_throttle_backlog: std::time::Duration,
     /// Partitions of a new event log.
     pub eventlog_partitions: u32,
     /// How long events are kept; `None` keeps them forever.
@@ -290,6 +311,7 @@ impl Config {
             mqtt,
             eventlog,
             c2d,
+            limits,
             tls,
             policies,
             log,
@@ -434,6 +456,32 @@ impl Config {
             c2d.max_delivery_count = n;
         }
 
+        let LimitsToml {
+            max_connections,
+            device_messages_per_second,
+            max_throttle_backlog,
+        } = limits;
+        let max_connections = max_connections.unwrap_or(1_000_000);
+        if max_connections == 0 {
+            return Err(invalid("limits.max_connections", "must be at least 1"));
+        }
+        let device_messages_per_second = device_messages_per_second.unwrap_or(1000);
+        if device_messages_per_second == 0 {
+            return Err(invalid(
+                "limits.device_messages_per_second",
+                "must be at least 1",
+            ));
+        }
+        let backlog_text = max_throttle_backlog.unwrap_or_else(|| "10s".to_owned());
+        let max_throttle_backlog = parse_duration(&backlog_text)
+            .filter(|d| !d.is_zero() && d.as_secs() <= 600)
+            .ok_or_else(|| {
+                invalid(
+                    "limits.max_throttle_backlog",
+                    format!("{backlog_text:?}; expected a duration from 1s to 10m"),
+                )
+            })?;
+
         let TlsToml {
             cert_file,
             key_file,
@@ -517,6 +565,9 @@ impl Config {
             mqtt_plain_port,
             tls,
             c2d,
+            max_connections,
+            device_messages_per_second,
+            max_throttle_backlog,
             eventlog_partitions,
             eventlog_retention,
             eventlog_max_bytes: max_bytes_per_partition,
@@ -656,6 +707,15 @@ mod tests {
             ("[https]\nport = 9000\n[mqtt]\nport = 9000", "mqtt.port"),
             ("[eventlog]\npartitions = 0", "eventlog.partitions"),
             ("[c2d]\nmax_queue_depth = 0", "c2d.max_queue_depth"),
+            ("[limits]\nmax_connections = 0", "limits.max_connections"),
+            (
+                "[limits]\ndevice_messages_per_second = 0",
+                "limits.device_messages_per_second",
+            ),
+            (
+                "[limits]\nmax_throttle_backlog = \"1h\"",
+                "limits.max_throttle_backlog",
+            ),
             ("[c2d]\ndefault_ttl = \"30s\"", "c2d.default_ttl"),
             ("[c2d]\nmax_delivery_count = 101", "c2d.max_delivery_count"),
             ("[eventlog]\nretention = \"forever\"", "eventlog.retention"),

@@ -45,10 +45,24 @@ pub struct Hub {
     pub(crate) connections: Connections,
     pub(crate) c2d: C2dQueues<SqliteQueueStore>,
     pub(crate) sessions: Arc<SessionStore>,
+    pub(crate) limits: HubLimits,
+    /// Live MQTT connections (accepted sockets, authenticated or not).
+    pub(crate) mqtt_connections: std::sync::atomic::AtomicUsize,
     pub(crate) jobs: Jobs,
     shutdown: watch::Sender<bool>,
     host_names: Vec<String>,
     clock: Arc<dyn Clock>,
+}
+
+/// Limits the endpoints enforce.
+#[derive(Debug, Clone)]
+pub(crate) struct HubLimits {
+    /// Most live MQTT connections.
+    pub(crate) max_connections: usize,
+    /// Telemetry messages a second one device may send.
+    pub(crate) device_messages_per_second: u32,
+    /// How far behind its rate a device may fall before it is disconnected.
+    pub(crate) max_throttle_backlog: std::time::Duration,
 }
 
 /// The stores and settings a [`Hub`] is built from.
@@ -62,6 +76,7 @@ pub(crate) struct HubParts {
     pub(crate) jobs: Jobs,
     pub(crate) host_names: Vec<String>,
     pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) limits: HubLimits,
 }
 
 impl Hub {
@@ -76,6 +91,7 @@ impl Hub {
             jobs,
             host_names,
             clock,
+            limits,
         } = parts;
         Hub {
             registry,
@@ -87,6 +103,8 @@ impl Hub {
             sessions,
             jobs,
             shutdown: watch::channel(false).0,
+            limits,
+            mqtt_connections: std::sync::atomic::AtomicUsize::new(0),
             host_names,
             clock,
         }

@@ -14,6 +14,7 @@ mod fsutil;
 mod https;
 mod hub;
 mod jobs;
+mod limits;
 mod mqtt;
 mod policies;
 pub mod rest;

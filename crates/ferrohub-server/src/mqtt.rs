@@ -13,6 +13,7 @@ use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::{Message, WebSocket};
@@ -31,6 +32,7 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::connections::{Identity, Registration};
 use crate::hub::Hub;
+use crate::limits::{Admission, TokenBucket};
 use crate::sessions::client_id;
 use crate::telemetry::{DeviceMessage, Origin};
 
@@ -173,11 +175,18 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
     let (acks_tx, mut acks_rx) = mpsc::unbounded_channel::<(TelemetryId, bool)>();
     let mut auth: Option<Authenticated> = None;
     let mut shutdown = hub.shutdown_signal();
-    metrics::gauge!("ferrohub_mqtt_connections").increment(1.0);
+    let _counted = ConnectionCount::new(&hub);
+    let mut bucket = TokenBucket::new(
+        hub.limits.device_messages_per_second,
+        hub.limits.max_throttle_backlog,
+        Instant::now(),
+    );
+    // While shaping a device that sends too fast, nothing is read from it until then.
+    let mut throttled_until: Option<Instant> = None;
 
     loop {
         // Decode what is buffered, as far as the session wants to read.
-        while session.wants_read() && !inbuf.is_empty() {
+        while session.wants_read() && throttled_until.is_none() && !inbuf.is_empty() {
             match ferrohub_mqtt::decode(&mut inbuf, max_packet) {
                 Ok(Some(packet)) => session.handle_packet(Instant::now(), packet),
                 Ok(None) => break,
@@ -206,7 +215,17 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
             }
             while let Some(event) = session.poll_event() {
                 busy = true;
-                handle_event(&hub, &mut session, &mut auth, &acks_tx, peer, event).await;
+                handle_event(
+                    &hub,
+                    &mut session,
+                    &mut auth,
+                    &acks_tx,
+                    peer,
+                    event,
+                    &mut bucket,
+                    &mut throttled_until,
+                )
+                .await;
             }
             if !busy {
                 break;
@@ -257,7 +276,10 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
             _ = sleep_until(timeout.map(tokio::time::Instant::from_std)) => {
                 session.handle_timeout(Instant::now());
             }
-            read = transport.read(&mut inbuf), if session.wants_read() => match read {
+            _ = sleep_until(throttled_until.map(tokio::time::Instant::from_std)) => {
+                throttled_until = None;
+            }
+            read = transport.read(&mut inbuf), if session.wants_read() && throttled_until.is_none() => match read {
                 Ok(0) => session.close(CloseReason::ServerClose("the client closed the connection".into())),
                 Ok(_) => {}
                 Err(e) => session.close(CloseReason::ServerClose(format!("the connection broke: {e}"))),
@@ -277,7 +299,24 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
         }
     }
     transport.shutdown().await;
-    metrics::gauge!("ferrohub_mqtt_connections").decrement(1.0);
+}
+
+/// Counts a live connection for as long as it lives.
+struct ConnectionCount<'a>(&'a Hub);
+
+impl<'a> ConnectionCount<'a> {
+    fn new(hub: &'a Hub) -> Self {
+        hub.mqtt_connections.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("ferrohub_mqtt_connections").increment(1.0);
+        ConnectionCount(hub)
+    }
+}
+
+impl Drop for ConnectionCount<'_> {
+    fn drop(&mut self) {
+        self.0.mqtt_connections.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("ferrohub_mqtt_connections").decrement(1.0);
+    }
 }
 
 async fn sleep_until(deadline: Option<tokio::time::Instant>) {
@@ -287,6 +326,7 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn handle_event(
     hub: &Arc<Hub>,
     session: &mut Session,
@@ -294,6 +334,8 @@ async fn handle_event(
     acks: &mpsc::UnboundedSender<(TelemetryId, bool)>,
     peer: SocketAddr,
     event: SessionEvent,
+    bucket: &mut TokenBucket,
+    throttled_until: &mut Option<Instant>,
 ) {
     match event {
         SessionEvent::Authenticate {
@@ -305,6 +347,14 @@ async fn handle_event(
             will,
             ..
         } => {
+            if hub.mqtt_connections.load(Ordering::Relaxed) > hub.limits.max_connections {
+                tracing::warn!(%peer, "connection limit reached; refusing with CONNACK 3");
+                session.handle_auth_result(
+                    Instant::now(),
+                    AuthDecision::Refused(ConnectReturnCode::ServerUnavailable),
+                );
+                return;
+            }
             match authenticate(
                 hub,
                 &device_id,
@@ -356,6 +406,19 @@ async fn handle_event(
                 session.handle_telemetry_failed(id);
                 return;
             };
+            match bucket.admit(Instant::now()) {
+                Admission::Now => {}
+                Admission::After(t) => *throttled_until = Some(t),
+                Admission::Refuse => {
+                    tracing::warn!(%peer, client_id = %a.client_id, "device exceeded its message rate; disconnecting");
+                    metrics::counter!("ferrohub_mqtt_throttled_disconnects_total").increment(1);
+                    session.handle_telemetry_failed(id);
+                    session.close(CloseReason::ServerClose(
+                        "the device exceeded its message rate".into(),
+                    ));
+                    return;
+                }
+            }
             let mut msg = message(&properties, payload);
             if retain {
                 msg.application.push(("mqtt-retain".into(), "true".into()));

@@ -46,8 +46,22 @@ impl TestHub {
         hub
     }
 
+    /// Starts a hub in a new temporary data directory with `toml` as its configuration file
+    /// (ports, bind address and data directory are still the test's).
+    pub async fn start_with_config(toml: &str) -> TestHub {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let mut hub = Self::start_configured(&data_dir, toml).await;
+        hub.dir = Some(dir);
+        hub
+    }
+
     /// Starts a hub on `data_dir`, which may hold an earlier hub's state (restart tests).
     pub async fn start_in(data_dir: &Path) -> TestHub {
+        Self::start_configured(data_dir, "").await
+    }
+
+    async fn start_configured(data_dir: &Path, toml: &str) -> TestHub {
         install_crypto();
         let overrides = Overrides {
             data_dir: Some(data_dir.to_owned()),
@@ -57,7 +71,8 @@ impl TestHub {
             bind: Some("127.0.0.1".into()),
             ..Overrides::default()
         };
-        let config = Config::load(None, &overrides).unwrap();
+        let raw = ferrohub_server::config::ConfigToml::parse(toml, "test configuration").unwrap();
+        let config = Config::from_toml(raw, &overrides).unwrap();
         let app = App::build(config).await.unwrap();
         let https = app.listeners().https;
         let mqtt = app.listeners().mqtt.unwrap();

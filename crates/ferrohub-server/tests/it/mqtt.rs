@@ -504,3 +504,54 @@ async fn websocket_and_plain_transports() {
         .collect();
     assert_eq!(via, vec!["ws", "tcp"]);
 }
+
+#[tokio::test]
+async fn connection_limit_answers_connack_3() {
+    let hub = TestHub::start_with_config("[limits]\nmax_connections = 1\n").await;
+    let a = create_device(&hub, "a").await;
+    let b = create_device(&hub, "b").await;
+    let (_first, ack) = connect(&hub, "a", &token(&a, now_secs() + 600), true).await;
+    assert_eq!(ack.map(|a| a.code), Some(ConnectReturnCode::Accepted));
+    let (mut second, ack) = connect(&hub, "b", &token(&b, now_secs() + 600), true).await;
+    assert_eq!(
+        ack.map(|a| a.code),
+        Some(ConnectReturnCode::ServerUnavailable),
+        "transient refusal, so SDKs retry"
+    );
+    assert!(second.closed_within(Duration::from_secs(5)).await);
+}
+
+#[tokio::test]
+async fn a_device_far_beyond_its_rate_is_disconnected() {
+    let hub = TestHub::start_with_config(
+        "[limits]\ndevice_messages_per_second = 2\nmax_throttle_backlog = \"1s\"\n",
+    )
+    .await;
+    let d = create_device(&hub, "fast").await;
+    let (mut c, _) = connect(&hub, "fast", &token(&d, now_secs() + 600), true).await;
+    // Two go through at once, two more are shaped (a second of backlog), then it is cut off.
+    let mut acked = 0;
+    for _ in 0..20 {
+        if c.publish("devices/fast/messages/events/", QoS::AtLeastOnce, b"x")
+            .await
+            .is_some()
+        {
+            acked += 1;
+        } else {
+            break;
+        }
+    }
+    assert!(
+        c.closed_within(Duration::from_secs(5)).await,
+        "disconnected"
+    );
+    assert!(
+        (2..20).contains(&acked),
+        "shaped before the cut: {acked} acknowledged"
+    );
+    assert_eq!(
+        all_events(&hub).await.len(),
+        acked,
+        "what was acknowledged is stored"
+    );
+}
