@@ -297,6 +297,10 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
         for lock in a.c2d_inflight.values() {
             let _ = hub.c2d.release(&a.origin.device_id, lock, hub.now()).await;
         }
+        if !a.c2d_inflight.is_empty() {
+            // A newer connection may already be waiting for them.
+            hub.connections.notify_c2d(&a.origin.device_id);
+        }
     }
     transport.shutdown().await;
 }

@@ -356,6 +356,7 @@ pub(crate) async fn device_abandon(
     hub.c2d
         .abandon(&id, lock.trim_matches('"'), hub.now())
         .await?;
+    hub.connections.notify_c2d(&id);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
