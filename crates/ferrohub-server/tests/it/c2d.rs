@@ -494,3 +494,28 @@ async fn queue_survives_restart() {
     drop(hub);
     drop(dir);
 }
+
+#[tokio::test]
+async fn a_taking_over_connection_gets_the_unacknowledged_message() {
+    let hub = TestHub::start().await;
+    let d = create_device(&hub, "t1").await;
+    let mut old = mqtt_device(&hub, &d, false).await;
+    old.subscribe(&[("devices/t1/messages/devicebound/#", QoS::AtLeastOnce)])
+        .await;
+    assert_eq!(
+        c2d_send(&hub, "t1", "cmd", &[]).await.status(),
+        StatusCode::OK
+    );
+    let Some(Packet::Publish(_)) = old.recv().await else {
+        panic!("expected the message on the old connection");
+    };
+    // A new connection takes over before the old one acknowledged: the old one is closed and
+    // its message goes to the new one, marked DUP.
+    let mut new = mqtt_device(&hub, &d, false).await;
+    let Some(Packet::Publish(p)) = new.recv().await else {
+        panic!("expected the message on the new connection");
+    };
+    assert_eq!(&p.payload[..], b"cmd");
+    assert!(p.dup);
+    assert!(old.closed_within(Duration::from_secs(2)).await);
+}
