@@ -8,6 +8,7 @@ mod c2d;
 mod device;
 mod error;
 mod events;
+mod jobs;
 mod registry;
 mod time;
 
@@ -20,6 +21,7 @@ pub use error::ErrorBody;
 pub use events::{
     Checkpoint, ConsumerGroupInfo, EndpointInfo, EventBatch, EventData, PartitionProperties,
 };
+pub use jobs::{JobProperties, JobRequest};
 pub use registry::{
     BulkRegistryOperationResult, DeviceRegistryOperationError, DeviceRegistryOperationWarning,
     ExportImportDevice, RegistryStatistics, ServiceStatistics,

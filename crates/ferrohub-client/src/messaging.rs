@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 
 use ferrohub_api::{
-    C2dSendResult, EndpointInfo, EventBatch, FeedbackRecord, PartitionProperties,
-    PurgeMessageQueueResult,
+    C2dSendResult, EndpointInfo, EventBatch, FeedbackRecord, JobProperties, JobRequest,
+    PartitionProperties, PurgeMessageQueueResult,
 };
 use reqwest::Method;
 
@@ -189,5 +189,35 @@ impl HubClient {
             self.send::<()>(Method::POST, &path, None, None, None)
                 .await?,
         )
+    }
+
+    /// Starts an import or export job (`POST /jobs/create`).
+    pub async fn create_job(&self, request: &JobRequest) -> Result<JobProperties, ClientError> {
+        self.send(Method::POST, "/jobs/create", None, None, Some(request))
+            .await?
+            .json()
+    }
+
+    /// A job's state (`GET /jobs/{id}`).
+    pub async fn job(&self, job_id: &str) -> Result<JobProperties, ClientError> {
+        let path = format!("/jobs/{}", segment("job id", job_id)?);
+        self.send::<()>(Method::GET, &path, None, None, None)
+            .await?
+            .json()
+    }
+
+    /// The hub's recent jobs (`GET /jobs`).
+    pub async fn jobs(&self) -> Result<Vec<JobProperties>, ClientError> {
+        self.send::<()>(Method::GET, "/jobs", None, None, None)
+            .await?
+            .json()
+    }
+
+    /// Cancels a job (`DELETE /jobs/{id}`).
+    pub async fn cancel_job(&self, job_id: &str) -> Result<JobProperties, ClientError> {
+        let path = format!("/jobs/{}", segment("job id", job_id)?);
+        self.send::<()>(Method::DELETE, &path, None, None, None)
+            .await?
+            .json()
     }
 }

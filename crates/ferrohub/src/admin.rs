@@ -9,6 +9,7 @@ mod c2d;
 mod device;
 mod discovery;
 mod events;
+mod jobs;
 mod module;
 mod output;
 mod stats;
@@ -26,6 +27,7 @@ use ferrohub_client::{ClientError, HubClient};
 pub(crate) use c2d::C2dCommand;
 pub(crate) use device::DeviceCommand;
 pub(crate) use events::{MonitorArgs, PartitionsArgs};
+pub(crate) use jobs::{DevicesCommand, JobsCommand};
 pub(crate) use module::ModuleCommand;
 pub(crate) use stats::StatsArgs;
 pub(crate) use token::TokenCommand;
@@ -51,6 +53,12 @@ pub(crate) enum AdminCommand {
     Monitor(MonitorArgs),
     /// Show the event endpoint's partitions
     Partitions(PartitionsArgs),
+    /// Import or export identities in bulk
+    #[command(subcommand)]
+    Devices(DevicesCommand),
+    /// List, show or cancel import/export jobs
+    #[command(subcommand)]
+    Jobs(JobsCommand),
 }
 
 /// Runs one admin command, printing its result to stdout and any error to stderr.
@@ -63,6 +71,8 @@ pub(crate) async fn run(cmd: AdminCommand) -> ExitCode {
         AdminCommand::C2d(c) => c.run().await,
         AdminCommand::Monitor(c) => c.run().await,
         AdminCommand::Partitions(c) => c.run().await,
+        AdminCommand::Devices(c) => c.run().await,
+        AdminCommand::Jobs(c) => c.run().await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,115 @@
+//! End-to-end tests of `ferrohub devices import|export` and `ferrohub jobs`.
+
+use std::process::Output;
+
+use ferrohub_test_support::TestHub;
+use serde_json::Value;
+
+async fn run(hub: &TestHub, args: &[&str]) -> Output {
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let owner = hub.owner_connection_string();
+    let ca = hub.ca_path();
+    let mut all: Vec<&str> = args.to_vec();
+    all.extend([
+        "--connection-string",
+        &owner,
+        "--ca",
+        ca.to_str().expect("utf-8"),
+    ]);
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferrohub"));
+    cmd.args(&all).current_dir(cwd.path());
+    for name in [
+        "FERROHUB_CONNECTION_STRING",
+        "IOTHUB_CONNECTION_STRING",
+        "FERROHUB_DATA_DIR",
+        "FERROHUB_CA",
+    ] {
+        cmd.env_remove(name);
+    }
+    cmd.output().await.expect("the binary runs")
+}
+
+fn ok_json(o: &Output) -> Value {
+    assert!(
+        o.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).expect("json output")
+}
+
+#[tokio::test]
+async fn import_export_round_trip_between_hubs() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let input = dir.path().join("fleet.jsonl");
+    let mut lines = String::new();
+    for i in 0..250 {
+        lines.push_str(&format!(
+            "{{\"id\":\"p{i}\",\"status\":\"{}\"}}\n",
+            if i % 10 == 0 { "disabled" } else { "enabled" }
+        ));
+    }
+    lines.push_str("not json\n");
+    std::fs::write(&input, lines).expect("write");
+
+    let hub = TestHub::start().await;
+    let out = run(
+        &hub,
+        &[
+            "devices",
+            "import",
+            input.to_str().expect("utf-8"),
+            "--output",
+            "json",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "one bad line fails the command");
+    let summary: Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(summary["records"], 251);
+    assert_eq!(summary["createdOrUpdated"], 250);
+    assert_eq!(summary["failed"], 1);
+    let stats: Value = ok_json(&run(&hub, &["stats", "--output", "json"]).await);
+    assert_eq!(stats["registry"]["totalDeviceCount"], 250);
+    assert_eq!(stats["registry"]["disabledDeviceCount"], 25);
+
+    let export = dir.path().join("out").join("devices.txt");
+    std::fs::create_dir_all(export.parent().expect("parent")).expect("mkdir");
+    let job = ok_json(
+        &run(
+            &hub,
+            &[
+                "devices",
+                "export",
+                export.to_str().expect("utf-8"),
+                "--output",
+                "json",
+            ],
+        )
+        .await,
+    );
+    assert_eq!(job["status"], "completed");
+    let exported = std::fs::read_to_string(&export).expect("export written");
+    assert_eq!(exported.lines().count(), 250);
+
+    // A fresh hub imports the export through a job and ends up with the same identities.
+    let fresh = TestHub::start().await;
+    let url = format!("file://{}", export.display());
+    let job = ok_json(&run(&fresh, &["devices", "import", &url, "--output", "json"]).await);
+    assert_eq!(job["status"], "completed");
+    for id in ["p0", "p7", "p249"] {
+        let a = ok_json(&run(&hub, &["device", "show", id, "--output", "json"]).await);
+        let b = ok_json(&run(&fresh, &["device", "show", id, "--output", "json"]).await);
+        assert_eq!(a["authentication"], b["authentication"], "{id}: same keys");
+        assert_eq!(a["status"], b["status"], "{id}: same status");
+    }
+    let jobs = ok_json(&run(&fresh, &["jobs", "list", "--output", "json"]).await);
+    assert_eq!(jobs.as_array().map(Vec::len), Some(1));
+    let id = jobs[0]["jobId"].as_str().expect("id").to_owned();
+    let shown = ok_json(&run(&fresh, &["jobs", "show", &id, "--output", "json"]).await);
+    assert_eq!(shown["type"], "import");
+    let missing = run(&fresh, &["jobs", "show", "nope", "--output", "json"]).await;
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("JobNotFound"));
+}
