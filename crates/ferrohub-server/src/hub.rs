@@ -48,6 +48,9 @@ pub struct Hub {
     pub(crate) limits: HubLimits,
     /// Live MQTT connections (accepted sockets, authenticated or not).
     pub(crate) mqtt_connections: std::sync::atomic::AtomicUsize,
+    /// Per-device message rate of the HTTPS device API.
+    pub(crate) https_rates:
+        std::sync::Mutex<std::collections::HashMap<DeviceId, crate::limits::TokenBucket>>,
     pub(crate) jobs: Jobs,
     shutdown: watch::Sender<bool>,
     host_names: Vec<String>,
@@ -105,9 +108,37 @@ impl Hub {
             shutdown: watch::channel(false).0,
             limits,
             mqtt_connections: std::sync::atomic::AtomicUsize::new(0),
+            https_rates: std::sync::Mutex::new(std::collections::HashMap::new()),
             host_names,
             clock,
         }
+    }
+
+    /// Admits `count` HTTPS messages of `device` under its message rate, or answers 429 with the
+    /// seconds to wait. HTTPS has no connection to slow down, so a device over its rate is told
+    /// to retry later (Azure's 429001 ThrottlingException).
+    pub(crate) fn admit_https(&self, device: &DeviceId, count: usize) -> Result<(), ApiError> {
+        let now = std::time::Instant::now();
+        let Ok(mut rates) = self.https_rates.lock() else {
+            return Ok(());
+        };
+        if rates.len() > 100_000 {
+            // Buckets of devices that went quiet are full again; forget them.
+            rates.clear();
+        }
+        let bucket = rates.entry(device.clone()).or_insert_with(|| {
+            crate::limits::TokenBucket::new(
+                self.limits.device_messages_per_second,
+                std::time::Duration::ZERO,
+                now,
+            )
+        });
+        for _ in 0..count.max(1) {
+            if let Some(wait) = bucket.try_take(now) {
+                return Err(ApiError::throttled(wait));
+            }
+        }
+        Ok(())
     }
 
     /// A receiver that turns true when the hub shuts down.

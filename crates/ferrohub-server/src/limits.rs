@@ -67,6 +67,22 @@ impl TokenBucket {
     }
 }
 
+impl TokenBucket {
+    /// Takes a token at `now` if one is there; otherwise takes nothing and returns how long
+    /// until one will be.
+    pub(crate) fn try_take(&mut self, now: Instant) -> Option<Duration> {
+        let elapsed = now.saturating_duration_since(self.at).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * self.rate).min(self.burst);
+        self.at = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            None
+        } else {
+            Some(Duration::from_secs_f64((1.0 - self.tokens) / self.rate))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +130,17 @@ mod tests {
         // A pause resets it.
         let later = now + Duration::from_secs(5);
         assert_eq!(b.admit(later), Admission::Now);
+    }
+
+    #[test]
+    fn try_take_refuses_without_debt() {
+        let t0 = Instant::now();
+        let mut b = TokenBucket::new(2, Duration::ZERO, t0);
+        assert_eq!(b.try_take(t0), None);
+        assert_eq!(b.try_take(t0), None);
+        let wait = b.try_take(t0).expect("empty");
+        assert_eq!(wait, Duration::from_millis(500));
+        assert_eq!(b.try_take(t0 + wait), None, "a token after the wait");
     }
 
     #[test]

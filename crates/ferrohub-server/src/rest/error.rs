@@ -18,6 +18,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     /// Human-readable text (never secrets).
     pub message: String,
+    /// Seconds for a `Retry-After` header (throttling).
+    pub retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -26,6 +28,19 @@ impl ApiError {
         ApiError {
             code,
             message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    /// 429001 ThrottlingException with `Retry-After` rounded up to whole seconds.
+    pub fn throttled(wait: std::time::Duration) -> Self {
+        let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+        ApiError {
+            retry_after: Some(secs.max(1)),
+            ..Self::new(
+                ErrorCode::ThrottlingException,
+                "The device is sending faster than its message rate; retry later.",
+            )
         }
     }
 
@@ -80,6 +95,9 @@ impl IntoResponse for ApiError {
             ERROR_CODE_HEADER,
             HeaderValue::from_static(self.code.name()),
         );
+        if let Some(secs) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
         resp
     }
 }

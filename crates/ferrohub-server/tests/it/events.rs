@@ -582,3 +582,34 @@ async fn acknowledged_events_survive_restart() {
     drop(hub);
     drop(dir);
 }
+
+#[tokio::test]
+async fn https_devices_over_their_rate_get_429() {
+    let hub = TestHub::start_with_config("[limits]\ndevice_messages_per_second = 2\n").await;
+    let d = create_device(&hub, "fast").await;
+    let token = device_token(&d, 600);
+    let mut statuses = Vec::new();
+    let mut retry_after = None;
+    for _ in 0..4 {
+        let resp = post_event(&hub, "fast", &token, &[], b"x").await;
+        if resp.status().as_u16() == 429 {
+            retry_after = resp
+                .headers()
+                .get("retry-after")
+                .map(|v| v.to_str().unwrap().to_owned());
+            expect_error(resp, 429, "ThrottlingException").await;
+            statuses.push(429);
+        } else {
+            statuses.push(resp.status().as_u16());
+        }
+    }
+    assert_eq!(statuses[..2], [204, 204], "the burst goes through");
+    assert!(statuses[2..].contains(&429), "{statuses:?}");
+    assert_eq!(retry_after.as_deref(), Some("1"));
+    let stored = statuses.iter().filter(|s| **s == 204).count();
+    assert_eq!(
+        read_all(&hub).await.len(),
+        stored,
+        "throttled messages are not stored"
+    );
+}
