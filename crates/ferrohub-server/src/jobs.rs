@@ -9,10 +9,20 @@
 //!
 //! # Durability
 //!
-//! Every status change is written to `jobs.json` durably (temp file, fsync, rename) before it is
-//! reported; progress counters live in memory only. When the hub starts, a job the file shows
+//! Job records are written to `jobs.json` durably (temp file, fsync, rename): a creation or a
+//! cancellation before it is answered, a job's start and end as they happen (a failed write is
+//! logged). Progress counters live in memory only. When the hub starts, a job the file shows
 //! `enqueued` or `running` was interrupted: it is marked `failed` with the reason
 //! [`RESTART_REASON`], so a job never silently vanishes.
+//!
+//! A `jobs.json` that cannot be read stops the hub from starting rather than losing the job
+//! history. The file is owner-only: container URLs may carry signatures.
+//!
+//! # Containers
+//!
+//! `file:///abs/dir` (a directory on the hub's host) or an `http(s)` container URL; anything
+//! else is refused when the job is created, as is a directory inside the hub's data directory
+//! (a job must not read or overwrite the hub's own state).
 //!
 //! The work itself (reading and writing blobs, applying records) is in [`run`]; the blob
 //! containers are in [`blob`].
@@ -320,6 +330,8 @@ struct FileState {
 pub(crate) struct Jobs {
     path: PathBuf,
     staging: PathBuf,
+    /// The data directory, resolved: no container may lie inside it.
+    data_dir: PathBuf,
     /// Jobs in creation order.
     entries: Mutex<Vec<Entry>>,
     /// Held while the file is written, so writes land in the order their snapshots were taken.
@@ -365,6 +377,7 @@ impl Jobs {
         let jobs = Jobs {
             path,
             staging,
+            data_dir: resolved(data_dir),
             entries: Mutex::new(
                 state
                     .jobs
@@ -381,6 +394,23 @@ impl Jobs {
             jobs.persist()?;
         }
         Ok(jobs)
+    }
+
+    /// Refuses directory containers inside the hub's data directory: a job must not read or
+    /// overwrite the hub's own state.
+    pub(crate) fn check_containers(&self, spec: &JobSpec) -> Result<(), JobError> {
+        let containers = spec.input.iter().chain(std::iter::once(&spec.output));
+        for (container, _) in containers {
+            if let Container::Dir(dir) = container
+                && resolved(dir).starts_with(&self.data_dir)
+            {
+                return Err(JobError::Invalid(format!(
+                    "The container {} is inside the hub's data directory.",
+                    dir.display()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Where blobs bound for `http(s)` containers are staged before their upload.
@@ -417,6 +447,7 @@ impl Jobs {
         spec: &JobSpec,
         now: DateTime<Utc>,
     ) -> Result<JobProperties, JobError> {
+        self.check_containers(spec)?;
         let now = now.trunc_subsecs(3);
         let job = JobProperties {
             job_id: new_job_id(),
@@ -566,6 +597,25 @@ impl Jobs {
     }
 }
 
+/// `path` with symbolic links and `..` resolved, as far as it exists; the missing rest is
+/// appended as given.
+fn resolved(path: &Path) -> PathBuf {
+    let mut existing = path;
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(canonical) = existing.canonicalize() {
+            return rest.iter().rev().fold(canonical, |p, seg| p.join(seg));
+        }
+        match (existing.parent(), existing.file_name()) {
+            (Some(parent), Some(name)) => {
+                rest.push(name.to_owned());
+                existing = parent;
+            }
+            _ => return path.to_owned(),
+        }
+    }
+}
+
 /// Finished more than [`RETENTION_DAYS`] ago.
 fn expired(job: &JobProperties, now: DateTime<Utc>) -> bool {
     let cutoff = now - TimeDelta::days(RETENTION_DAYS);
@@ -621,7 +671,7 @@ mod tests {
     fn one_active_job_and_restart_marks_it_failed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let now = Utc::now();
-        let jobs = Jobs::open(dir.path(), now).expect("open");
+        let jobs = Jobs::open(&dir.path().join("data"), now).expect("open");
         let req = export_request(dir.path());
         let spec = JobSpec::from_request(&req).expect("spec");
         let first = jobs.create(&req, &spec, now).expect("create");
@@ -633,7 +683,7 @@ mod tests {
         assert!(jobs.start(&first.job_id).is_some());
         drop(jobs);
 
-        let jobs = Jobs::open(dir.path(), now).expect("reopen");
+        let jobs = Jobs::open(&dir.path().join("data"), now).expect("reopen");
         let job = jobs.get(&first.job_id).expect("kept");
         assert_eq!(job.status, JobStatus::Failed);
         assert_eq!(job.failure_reason.as_deref(), Some(RESTART_REASON));
@@ -643,10 +693,37 @@ mod tests {
     }
 
     #[test]
+    fn containers_in_the_data_dir_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let data = dir.path().join("data");
+        let jobs = Jobs::open(&data, Utc::now()).expect("open");
+        for inside in [
+            data.clone(),
+            data.join("eventlog/x"),
+            dir.path().join("data/../data"),
+        ] {
+            let req = export_request(&inside);
+            let spec = JobSpec::from_request(&req).expect("spec");
+            assert!(
+                matches!(
+                    jobs.create(&req, &spec, Utc::now()),
+                    Err(JobError::Invalid(_))
+                ),
+                "{}",
+                inside.display()
+            );
+        }
+        let req = export_request(&dir.path().join("exports"));
+        let spec = JobSpec::from_request(&req).expect("spec");
+        jobs.create(&req, &spec, Utc::now())
+            .expect("outside the data dir");
+    }
+
+    #[test]
     fn cancel_keeps_finished_jobs_and_history_expires() {
         let dir = tempfile::tempdir().expect("tempdir");
         let now = Utc::now();
-        let jobs = Jobs::open(dir.path(), now).expect("open");
+        let jobs = Jobs::open(&dir.path().join("data"), now).expect("open");
         let req = export_request(dir.path());
         let spec = JobSpec::from_request(&req).expect("spec");
         let job = jobs.create(&req, &spec, now).expect("create");

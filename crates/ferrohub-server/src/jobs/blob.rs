@@ -472,6 +472,15 @@ impl BlobWriter {
     }
 }
 
+impl Drop for BlobWriter {
+    fn drop(&mut self) {
+        // Neither committed nor aborted: the job was stopped mid-write.
+        if self.file.take().is_some() {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
 /// `PUT`s the file at `path` (`len` bytes) to `url` as a block blob, streaming it.
 async fn upload(url: &Url, path: &Path, len: u64) -> Result<(), BlobError> {
     let client = http_client().map_err(|e| http_error("PUT", url, e))?;
@@ -558,7 +567,7 @@ mod tests {
         assert!(Container::parse("file://elsewhere/x").is_err());
         assert!(Container::parse("ftp://h/x").is_err());
         assert!(Container::parse("/just/a/path").is_err());
-        assert!(Container::parse("https:///nohost").is_err());
+        assert!(Container::parse("https://").is_err());
         let c = Container::parse("https://acct.blob.core.windows.net/c1?sv=1&sig=secret")
             .expect("https");
         assert_eq!(

@@ -1,8 +1,9 @@
 //! Running import and export jobs, each in its own tokio task.
 //!
-//! * **Export** writes every device, then each of its modules (records with `moduleId`), as
-//!   JSON Lines of `ExportImportDevice` to the output blob; keys are null when
-//!   `excludeKeysInExport` is set. The blob appears only when complete.
+//! * **Export** writes every device, each followed by its modules (records with `moduleId`),
+//!   ordered by id, as JSON Lines of `ExportImportDevice` to the output blob; keys are null when
+//!   `excludeKeysInExport` is set. The blob appears only when complete. An identity created or
+//!   deleted while the export runs may or may not be in it.
 //! * **Import** reads the input blob line by line, converts each record as `POST /devices`
 //!   does (a missing `importMode` is `createOrUpdate`), and applies them through
 //!   [`Registry::bulk`](ferrohub_registry::Registry::bulk) in chunks of up to 100. Several
@@ -13,11 +14,11 @@
 //!   empty) and do not fail the job; an input blob that cannot be read, or a registry failure,
 //!   does.
 //!
-//! Cancellation and hub shutdown are checked between chunks; in-flight chunks are always
-//! awaited. A job stopped by shutdown keeps its `running` record, which the next start marks
-//! failed.
+//! Cancellation is checked between chunks, and in-flight chunks are awaited before a cancelled
+//! job stops. Hub shutdown stops a job wherever it waits; its record stays `running`, which the
+//! next start marks failed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -41,7 +42,7 @@ const CHUNK: usize = reg::MAX_BULK_RECORDS;
 /// Import chunks in flight at once.
 const WINDOW: usize = 16;
 
-/// Devices exported per step (their modules are read together).
+/// Identities exported per step (their documents are read together).
 const EXPORT_BATCH: usize = 100;
 
 /// Why a job stopped before completing.
@@ -107,15 +108,27 @@ async fn run(hub: Arc<Hub>, id: String) {
     let Some((job, cancel)) = hub.jobs.start(&id) else {
         return;
     };
+    let mut stopping = shutdown.clone();
     let ctl = Control { cancel, shutdown };
     let mut counts = Counts::default();
     let started = std::time::Instant::now();
-    let outcome = match JobSpec::of_job(&job) {
-        Err(e) => Err(Stop::Failed(e.to_string())),
-        Ok(spec) => match spec.kind {
-            JobType::Export => export(&hub, &id, &spec, &ctl, &mut counts).await,
-            JobType::Import => import(&hub, &id, &spec, &ctl, &mut counts).await,
-        },
+    let work = async {
+        let spec =
+            JobSpec::of_job(&job).and_then(|spec| hub.jobs.check_containers(&spec).map(|()| spec));
+        match spec {
+            Err(e) => Err(Stop::Failed(e.to_string())),
+            Ok(spec) => match spec.kind {
+                JobType::Export => export(&hub, &id, &spec, &ctl, &mut counts).await,
+                JobType::Import => import(&hub, &id, &spec, &ctl, &mut counts).await,
+            },
+        }
+    };
+    // On shutdown the work is dropped wherever it waits (a slow blob store, say), so the job
+    // does not keep the stopped hub's stores open. Chunks already handed to the registry finish
+    // in their own tasks.
+    let outcome = tokio::select! {
+        outcome = work => outcome,
+        _ = stopping.wait_for(|stop| *stop) => Err(Stop::Shutdown),
     };
     let final_counts = Some((counts.records, counts.errors));
     tracing::info!(
@@ -192,28 +205,46 @@ async fn export_into(
     let store = hub.registry.store();
     let registry_failed =
         |e: reg::StoreError| Stop::Failed(format!("reading the registry failed: {e}"));
-    let devices = store.devices(usize::MAX).await.map_err(registry_failed)?;
-    let total = devices.len() as u64;
+    // The list of identities (ids and credentials, no documents) is the cheapest complete
+    // listing the store offers; each document is then read in batches, so only a batch of
+    // documents is in memory at a time. Devices sort before their modules.
+    let mut ids: Vec<(DeviceId, Option<ModuleId>)> = store
+        .identities()
+        .await
+        .map_err(registry_failed)?
+        .into_iter()
+        .map(|(d, m, _)| (d, m))
+        .collect();
+    ids.sort_unstable();
+    let total = ids.len() as u64;
     let mut buf = Vec::with_capacity(64 * 1024);
-    for (i, batch) in devices.chunks(EXPORT_BATCH).enumerate() {
+    let mut done = 0u64;
+    for batch in ids.chunks(EXPORT_BATCH) {
         ctl.check()?;
-        let modules =
-            futures_util::future::try_join_all(batch.iter().map(|d| store.modules(&d.device_id)))
-                .await
-                .map_err(registry_failed)?;
+        let docs = futures_util::future::try_join_all(batch.iter().map(|(d, m)| async move {
+            Ok::<_, reg::StoreError>(match m {
+                None => store
+                    .device(d)
+                    .await?
+                    .map(|d| device_record(&d, exclude_keys)),
+                Some(m) => store
+                    .module(d, m)
+                    .await?
+                    .map(|m| module_record(&m, exclude_keys)),
+            })
+        }))
+        .await
+        .map_err(registry_failed)?;
         buf.clear();
-        for (device, modules) in batch.iter().zip(modules) {
-            write_line(&mut buf, &device_record(device, exclude_keys))?;
+        // An identity deleted since the listing is left out.
+        for record in docs.iter().flatten() {
+            write_line(&mut buf, record)?;
             counts.records += 1;
-            for module in &modules {
-                write_line(&mut buf, &module_record(module, exclude_keys))?;
-                counts.records += 1;
-            }
         }
         out.write(&buf)
             .await
             .map_err(|e| Stop::Failed(format!("writing the output blob failed: {e}")))?;
-        let done = ((i + 1) * EXPORT_BATCH).min(devices.len()) as u64;
+        done += batch.len() as u64;
         hub.jobs
             .progress(id, percent(done, Some(total)), counts.records, 0);
     }
@@ -306,7 +337,7 @@ async fn import(
         errors,
         line: Vec::with_capacity(256),
         in_flight: FuturesUnordered::new(),
-        busy: HashMap::new(),
+        busy: HashSet::new(),
         counts: Counts::default(),
         failure: None,
     };
@@ -343,8 +374,8 @@ struct Importer<'a> {
     /// Scratch for one errors-blob line.
     line: Vec<u8>,
     in_flight: FuturesUnordered<ChunkTask>,
-    /// In-flight chunks per device.
-    busy: HashMap<DeviceId, usize>,
+    /// The devices of the in-flight chunks (a device is in at most one of them).
+    busy: HashSet<DeviceId>,
     counts: Counts,
     /// The first job-level failure of a chunk.
     failure: Option<String>,
@@ -409,9 +440,7 @@ impl Importer<'_> {
         };
         // Whatever happened, every chunk handed to the registry is awaited.
         while !self.in_flight.is_empty() {
-            if let Err(stop) = self.settle_one().await {
-                return Err(stop);
-            }
+            self.settle_one().await?;
         }
         outcome?;
         match self.failure.take() {
@@ -434,12 +463,10 @@ impl Importer<'_> {
         let mut devices: Vec<DeviceId> = chunk.iter().map(|r| r.device_id.clone()).collect();
         devices.sort_unstable();
         devices.dedup();
-        while self.in_flight.len() >= WINDOW || devices.iter().any(|d| self.busy.contains_key(d)) {
+        while self.in_flight.len() >= WINDOW || devices.iter().any(|d| self.busy.contains(d)) {
             self.settle_one().await?;
         }
-        for d in &devices {
-            *self.busy.entry(d.clone()).or_default() += 1;
-        }
+        self.busy.extend(devices.iter().cloned());
         let hub = Arc::clone(self.hub);
         self.in_flight.push(tokio::spawn(async move {
             let result = hub.registry.bulk(chunk, hub.now()).await;
@@ -469,13 +496,8 @@ impl Importer<'_> {
                 return Ok(());
             }
         };
-        for d in devices {
-            if let Some(n) = self.busy.get_mut(&d) {
-                *n -= 1;
-                if *n == 0 {
-                    self.busy.remove(&d);
-                }
-            }
+        for d in &devices {
+            self.busy.remove(d);
         }
         match result {
             Ok(result) => {

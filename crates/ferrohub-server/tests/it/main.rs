@@ -6,6 +6,7 @@ mod bulk;
 mod c2d;
 mod devices;
 mod events;
+mod jobs;
 mod modules;
 mod mqtt;
 mod restart;
