@@ -29,6 +29,10 @@ use crate::stats::{self, Latencies, LatencySummary};
 /// Most messages one write carries.
 const MAX_BATCH: usize = 256;
 
+/// At a fixed rate, messages due before the end may still go out this long after it (the
+/// generator's timer fires up to a millisecond late).
+const RATE_GRACE: Duration = Duration::from_millis(100);
+
 /// Keep-alive sent in CONNECT, seconds; far longer than any run.
 pub const KEEP_ALIVE: u16 = 1200;
 
@@ -249,13 +253,17 @@ pub async fn drive(
     let mut wbuf: Vec<u8> =
         Vec::with_capacity(template.bytes.len() * MAX_BATCH.min(window.max(16)));
 
+    let send_until = match schedule {
+        Some(_) => (clock.end + RATE_GRACE).min(clock.drain_end),
+        None => clock.end,
+    };
     // Bounded by time: every iteration either waits (until at most `drain_end`) or sends.
     loop {
         let now = Instant::now();
         if now >= clock.drain_end {
             break;
         }
-        let sending = now < clock.end && k < k_end;
+        let sending = now < send_until && k < k_end;
         if !sending && free == window {
             break;
         }
@@ -322,14 +330,14 @@ pub async fn drive(
         }
 
         let now = Instant::now();
-        let still_sending = now < clock.end && k < k_end;
+        let still_sending = now < send_until && k < k_end;
         let wake = if still_sending && (!qos1 || free > 0) {
             match schedule {
-                Some(s) => (clock.t0 + s.due(index, k)).min(clock.end),
+                Some(s) => (clock.t0 + s.due(index, k)).min(send_until),
                 None => now,
             }
         } else if still_sending {
-            clock.end
+            send_until
         } else {
             clock.drain_end
         };
