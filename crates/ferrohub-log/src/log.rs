@@ -368,14 +368,26 @@ fn lock_dir(dir: &Path) -> Result<File, LogError> {
         .truncate(false)
         .open(&path)
         .map_err(|e| LogError::io("open", &path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(LogError::Locked {
-            dir: dir.to_path_buf(),
-        }),
-        Err(TryLockError::Error(e)) => Err(LogError::io("lock", &path, e)),
+    // A lock can be held for a moment after its owner let go: a process forked (to run a
+    // child) while the previous owner had the file open holds a copy of the descriptor until it
+    // calls exec. So a busy lock is tried again for a short while before it counts as taken.
+    for attempt in 0..LOCK_ATTEMPTS {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(TryLockError::WouldBlock) if attempt + 1 < LOCK_ATTEMPTS => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(TryLockError::WouldBlock) => break,
+            Err(TryLockError::Error(e)) => return Err(LogError::io("lock", &path, e)),
+        }
     }
+    Err(LogError::Locked {
+        dir: dir.to_path_buf(),
+    })
 }
+
+/// How often a busy lock is tried (20 ms apart) before `open` reports [`LogError::Locked`].
+const LOCK_ATTEMPTS: u32 = 50;
 
 fn encode_meta(partitions: u32) -> Vec<u8> {
     let mut b = Vec::with_capacity(20);

@@ -519,3 +519,95 @@ async fn a_taking_over_connection_gets_the_unacknowledged_message() {
     assert!(p.dup);
     assert!(old.closed_within(Duration::from_secs(2)).await);
 }
+
+/// A benchmark, not a test (no assertion on time): service send → device receive latency over
+/// MQTT at a stated rate, then sustained throughput. Run with
+/// `cargo test --release -p ferrohub-server --test it c2d::c2d_latency_benchmark -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore]
+async fn c2d_latency_benchmark() {
+    let rate: u64 = std::env::var("C2D_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    let count: u64 = std::env::var("C2D_COUNT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2000);
+    let hub = TestHub::start().await;
+    let d = create_device(&hub, "bench-c2d").await;
+    let mut dev = mqtt_device(&hub, &d, true).await;
+    dev.subscribe(&[("devices/bench-c2d/messages/devicebound/#", QoS::AtLeastOnce)])
+        .await;
+    let epoch = std::time::Instant::now();
+
+    // The device: receive, note the latency from the send time in the body, PUBACK.
+    let receiver = tokio::spawn(async move {
+        let mut latencies = Vec::new();
+        while (latencies.len() as u64) < count {
+            match dev.recv_within(Duration::from_secs(5)).await {
+                Some(Packet::Publish(p)) => {
+                    let sent: u128 = std::str::from_utf8(&p.payload).unwrap().parse().unwrap();
+                    latencies.push(epoch.elapsed().as_micros() - sent);
+                    dev.send(Packet::PubAck(ferrohub_mqtt::codec::PubAck {
+                        pkid: p.pkid.unwrap(),
+                    }))
+                    .await;
+                }
+                _ => break,
+            }
+        }
+        latencies
+    });
+
+    // The service: send at `rate` (open loop), each body the send time in µs since `epoch`.
+    let start = tokio::time::Instant::now();
+    let interval = Duration::from_micros(1_000_000 / rate.max(1));
+    let mut sends = tokio::task::JoinSet::new();
+    let mut refused = 0u64;
+    for i in 0..count {
+        tokio::time::sleep_until(start + interval * i as u32).await;
+        let http = hub.http();
+        let url = format!("{}/devices/bench-c2d/messages/deviceBound", hub.base_url());
+        let token = hub.policy_token("service", 600);
+        let body = epoch.elapsed().as_micros().to_string();
+        sends.spawn(async move {
+            let r = http
+                .post(url)
+                .header("Authorization", token)
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            r.status().as_u16()
+        });
+        // The queue holds 50 messages; never have more than that unacknowledged.
+        while sends.len() > 32 {
+            if let Some(Ok(status)) = sends.join_next().await {
+                refused += u64::from(status != 200);
+            }
+        }
+    }
+    while let Some(joined) = sends.join_next().await {
+        if let Ok(status) = joined {
+            refused += u64::from(status != 200);
+        }
+    }
+    let mut lat = receiver.await.unwrap();
+    let elapsed = start.elapsed();
+    lat.sort_unstable();
+    let pct = |p: f64| lat[((lat.len() as f64 * p) as usize).min(lat.len() - 1)];
+    println!(
+        "| offered msg/s | delivered | refused sends | achieved msg/s | p50 µs | p99 µs | p99.9 µs | max µs |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {rate} | {} of {count} | {refused} | {:.0} | {} | {} | {} | {} |",
+        lat.len(),
+        lat.len() as f64 / elapsed.as_secs_f64(),
+        pct(0.5),
+        pct(0.99),
+        pct(0.999),
+        lat.last().copied().unwrap_or(0)
+    );
+}
