@@ -7,7 +7,7 @@ use ferrohub_test_support::{TestHub, now_secs};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-use super::{create_device, expect_error, send};
+use super::{all_events, create_device, expect_error, send};
 
 /// A SAS token for `device` signed with its primary key.
 fn device_token(device: &Value, ttl: i64) -> String {
@@ -43,41 +43,6 @@ async fn post_event(
     req.send().await.unwrap()
 }
 
-async fn read_all(hub: &TestHub) -> Vec<Value> {
-    let info: Value = send(
-        hub,
-        Method::GET,
-        "/messages/events/partitions",
-        None,
-        &[],
-        None,
-    )
-    .await
-    .json()
-    .await
-    .unwrap();
-    let mut events = Vec::new();
-    for p in info["partitionIds"].as_array().unwrap() {
-        let batch: Value = send(
-            hub,
-            Method::GET,
-            &format!(
-                "/messages/events/partitions/{}/events?max=1000",
-                p.as_str().unwrap()
-            ),
-            None,
-            &[],
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-        events.extend(batch["events"].as_array().unwrap().iter().cloned());
-    }
-    events
-}
-
 #[tokio::test]
 async fn https_telemetry_is_stamped_and_readable() {
     let hub = TestHub::start().await;
@@ -103,7 +68,7 @@ async fn https_telemetry_is_stamped_and_readable() {
     let resp = post_event(&hub, "t1", &token, &[], &[0xff, 0x00, 0x01]).await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
 
-    let events = read_all(&hub).await;
+    let events = all_events(&hub).await;
     assert_eq!(events.len(), 2);
     let e = &events[0];
     let sys = &e["systemProperties"];
@@ -159,7 +124,7 @@ async fn batches_and_policy_tokens() {
     )
     .await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
-    let events = read_all(&hub).await;
+    let events = all_events(&hub).await;
     assert_eq!(events.len(), 3);
     assert_eq!(events[0]["properties"]["k"], "v1");
     assert_eq!(events[0]["systemProperties"]["message-id"], "x1");
@@ -179,7 +144,11 @@ async fn batches_and_policy_tokens() {
     )
     .await;
     expect_error(bad, 400, "ArgumentInvalid").await;
-    assert_eq!(read_all(&hub).await.len(), 3, "a bad batch stores nothing");
+    assert_eq!(
+        all_events(&hub).await.len(),
+        3,
+        "a bad batch stores nothing"
+    );
 }
 
 #[tokio::test]
@@ -242,7 +211,7 @@ async fn refused_device_requests_store_nothing() {
     let resp = post_event(&hub, "r2", &t2, &[], b"x").await;
     expect_error(resp, 401, "IotHubUnauthorizedAccess").await;
 
-    assert!(read_all(&hub).await.is_empty());
+    assert!(all_events(&hub).await.is_empty());
 }
 
 #[tokio::test]
@@ -261,7 +230,7 @@ async fn read_positions_long_poll_and_stream() {
         .await;
         assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     }
-    let events = read_all(&hub).await;
+    let events = all_events(&hub).await;
     let p = events[0]["partition"].as_str().unwrap().to_owned();
     let base = format!("/messages/events/partitions/{p}");
 
@@ -427,7 +396,7 @@ async fn consumer_groups_and_checkpoints() {
     for _ in 0..3 {
         post_event(&hub, "c1", &token, &[], b"x").await;
     }
-    let events = read_all(&hub).await;
+    let events = all_events(&hub).await;
     let p = events[0]["partition"].as_str().unwrap().to_owned();
 
     let resp = send(
@@ -572,7 +541,7 @@ async fn acknowledged_events_survive_restart() {
     let data_dir = hub.data_dir().to_owned();
     let dir = hub.stop().await;
     let hub = TestHub::start_in(&data_dir).await;
-    let events = read_all(&hub).await;
+    let events = all_events(&hub).await;
     let seen: Vec<String> = events
         .iter()
         .map(|e| e["properties"]["i"].as_str().unwrap().to_owned())
@@ -608,7 +577,7 @@ async fn https_devices_over_their_rate_get_429() {
     assert_eq!(retry_after.as_deref(), Some("1"));
     let stored = statuses.iter().filter(|s| **s == 204).count();
     assert_eq!(
-        read_all(&hub).await.len(),
+        all_events(&hub).await.len(),
         stored,
         "throttled messages are not stored"
     );

@@ -95,3 +95,39 @@ async fn device_ids(hub: &TestHub) -> Vec<String> {
         .map(|d| d["deviceId"].as_str().unwrap().to_owned())
         .collect()
 }
+
+/// Every event in the log, partition by partition, via the read API.
+async fn all_events(hub: &TestHub) -> Vec<Value> {
+    let info: Value = send(
+        hub,
+        Method::GET,
+        "/messages/events/partitions",
+        None,
+        &[],
+        None,
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    let mut events = Vec::new();
+    for p in info["partitionIds"].as_array().unwrap() {
+        let batch: Value = send(
+            hub,
+            Method::GET,
+            &format!(
+                "/messages/events/partitions/{}/events?max=1000",
+                p.as_str().unwrap()
+            ),
+            None,
+            &[],
+            None,
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        events.extend(batch["events"].as_array().unwrap().iter().cloned());
+    }
+    events
+}

@@ -10,7 +10,7 @@ use ferrohub_test_support::{TestHub, now_secs};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use super::{create_device, send};
+use super::{all_events, create_device, send};
 
 fn key_of(device: &Value) -> SymmetricKey {
     SymmetricKey::from_base64(
@@ -52,26 +52,6 @@ async fn connect(
         None,
     )
     .await
-}
-
-async fn all_events(hub: &TestHub) -> Vec<Value> {
-    let mut out = Vec::new();
-    for p in 0..4 {
-        let batch: Value = send(
-            hub,
-            Method::GET,
-            &format!("/messages/events/partitions/{p}/events?max=1000"),
-            None,
-            &[],
-            None,
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-        out.extend(batch["events"].as_array().unwrap().iter().cloned());
-    }
-    out
 }
 
 #[tokio::test]
