@@ -25,17 +25,29 @@
 //!   lock held from reading the queue until the store acknowledged the change; feedback
 //!   operations by one hub-wide lock. Different devices proceed concurrently and can share a
 //!   commit in the store.
+//! * Sends to one device that wait for its lock are combined: whichever of them gets the lock
+//!   enqueues all the waiting ones in one read and one store change, and hands each its result.
+//!   A busy device's sends thus share a commit too, instead of queueing one commit each in front
+//!   of its receives. [`C2dQueues::receive_many`] and [`C2dQueues::complete_many`] do the same
+//!   for a connection that delivers several messages at once.
 //! * Every write is guarded ([`crate::store::Expect`]), so several `C2dQueues` over one shared
 //!   store (several hub processes, one database) stay correct: an operation that lost a race
 //!   reads again and retries a few times before it fails with [`StoreError::Conflict`].
-//! * An operation returns after its change is durable. Time is a parameter (`now`), truncated to
+//! * An operation returns after its change is durable, except a receive: the locks it takes
+//!   may be lost in a crash until the next durable change (see
+//!   [`QueueStore::apply_relaxed`]). A lost lock makes its message available again, as an
+//!   expired lock would, and the next delivery is not counted as a redelivery: delivery stays
+//!   at least once, and a receive costs no disk flush of its own. Time is a parameter (`now`), truncated to
 //!   the microsecond; nothing here reads a clock.
 
+use std::collections::HashMap;
 use std::fmt;
+use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
 use ferrohub_types::DeviceId;
+use futures_channel::oneshot;
 
 use crate::config::C2dConfig;
 use crate::error::{C2dError, StoreError};
@@ -76,6 +88,64 @@ pub struct C2dQueues<S> {
     timing: Timing,
     devices: KeyLocks<DeviceId>,
     feedback: KeyLocks<()>,
+    /// Sends and completions waiting for their device's lock, per device, oldest first.
+    pending: Mutex<HashMap<DeviceId, Vec<Pending>>>,
+}
+
+/// An operation waiting to be carried out, together with the others waiting for the same
+/// device, by whichever of them holds the device's lock.
+enum Pending {
+    Send {
+        generation_id: String,
+        message: OutgoingMessage,
+        expiry_time: DateTime<Utc>,
+        now: DateTime<Utc>,
+        reply: oneshot::Sender<Result<QueuedMessage, C2dError>>,
+    },
+    Complete {
+        lock_tokens: Vec<String>,
+        now: DateTime<Utc>,
+        reply: oneshot::Sender<Result<Vec<Result<(), C2dError>>, C2dError>>,
+    },
+}
+
+/// What one [`Pending`] operation came to.
+enum Outcome {
+    Sent(Box<Result<QueuedMessage, C2dError>>),
+    Completed(Vec<Result<(), C2dError>>),
+}
+
+impl Pending {
+    fn now(&self) -> DateTime<Utc> {
+        match self {
+            Pending::Send { now, .. } | Pending::Complete { now, .. } => *now,
+        }
+    }
+
+    fn answer(self, outcome: Result<Outcome, C2dError>) {
+        // A caller that stopped waiting is not told.
+        match (self, outcome) {
+            (Pending::Send { reply, .. }, Ok(Outcome::Sent(r))) => {
+                let _ = reply.send(*r);
+            }
+            (Pending::Complete { reply, .. }, Ok(Outcome::Completed(r))) => {
+                let _ = reply.send(Ok(r));
+            }
+            (Pending::Send { reply, .. }, Err(e)) => {
+                let _ = reply.send(Err(e));
+            }
+            (Pending::Complete { reply, .. }, Err(e)) => {
+                let _ = reply.send(Err(e));
+            }
+            // Outcomes are made in the operations' order, of their kind; never reached.
+            (Pending::Send { reply, .. }, Ok(Outcome::Completed(_))) => {
+                let _ = reply.send(Err(conflict()));
+            }
+            (Pending::Complete { reply, .. }, Ok(Outcome::Sent(_))) => {
+                let _ = reply.send(Err(conflict()));
+            }
+        }
+    }
 }
 
 /// The configuration's durations as `chrono` deltas.
@@ -140,6 +210,7 @@ impl<S: QueueStore> C2dQueues<S> {
             timing,
             devices: KeyLocks::default(),
             feedback: KeyLocks::default(),
+            pending: Mutex::new(HashMap::new()),
         })
     }
 
@@ -161,6 +232,12 @@ impl<S: QueueStore> C2dQueues<S> {
     /// [`C2dError::QueueFull`] when the queue already holds the maximum number of messages that
     /// have not expired; then nothing is stored. A message without expiry lives for the default
     /// time to live. The message id is kept as given, absent included.
+    ///
+    /// Sends to one device that arrive while another is being stored are enqueued together, in
+    /// the order they arrived, by one store change. Dropping the future of a send that is
+    /// enqueueing others fails those with [`StoreError::Unavailable`] (their messages may or may
+    /// not have been stored): callers that cannot rule out cancellation should drive sends to
+    /// completion on a task of their own.
     pub async fn send(
         &self,
         device: &DeviceId,
@@ -186,49 +263,142 @@ impl<S: QueueStore> C2dQueues<S> {
             Some(e) => e,
             None => add(now, self.timing.default_ttl)?,
         };
-        let _guard = self.devices.lock(device).await;
-        retry!(self.try_send(device, generation_id, &msg, expiry_time, now))
+        let (reply, result) = oneshot::channel();
+        let op = Pending::Send {
+            generation_id: generation_id.to_owned(),
+            message: msg,
+            expiry_time,
+            now,
+            reply,
+        };
+        self.combined(device, op, result).await
     }
 
-    async fn try_send(
+    /// Queues `op` for `device`, waits for the device's lock and, unless the previous holder
+    /// already carried it out, carries out every operation waiting for the device in one store
+    /// change, at the latest `now` among them.
+    async fn combined<T>(
         &self,
         device: &DeviceId,
-        generation_id: &str,
-        msg: &OutgoingMessage,
-        expiry_time: DateTime<Utc>,
+        op: Pending,
+        mut result: oneshot::Receiver<Result<T, C2dError>>,
+    ) -> Result<T, C2dError> {
+        self.pending().entry(device.clone()).or_default().push(op);
+        let _guard = self.devices.lock(device).await;
+        if let Ok(Some(done)) = result.try_recv() {
+            return done;
+        }
+        let batch = self.pending().remove(device).unwrap_or_default();
+        if let Some(now) = batch.iter().map(Pending::now).max() {
+            match retry!(self.try_combined(device, &batch, now)) {
+                Ok(outcomes) => {
+                    for (op, outcome) in batch.into_iter().zip(outcomes) {
+                        op.answer(Ok(outcome));
+                    }
+                }
+                Err(e) => {
+                    for op in batch {
+                        op.answer(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        match result.try_recv() {
+            Ok(Some(done)) => done,
+            // Taken by an operation whose future was dropped before it answered.
+            _ => Err(C2dError::Store(StoreError::Unavailable(
+                "the operation was interrupted; it may or may not have been carried out".into(),
+            ))),
+        }
+    }
+
+    /// The operations waiting for their device's lock.
+    fn pending(&self) -> std::sync::MutexGuard<'_, HashMap<DeviceId, Vec<Pending>>> {
+        // The map is consistent after every statement that changes it.
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Carries out `batch` in order in one store change: a send gets its message or
+    /// [`C2dError::QueueFull`] (a completion earlier in the batch frees a place), a completion
+    /// gets an outcome per lock token.
+    async fn try_combined(
+        &self,
+        device: &DeviceId,
+        batch: &[Pending],
         now: DateTime<Utc>,
-    ) -> Result<QueuedMessage, C2dError> {
+    ) -> Result<Vec<Outcome>, C2dError> {
         let queue = self.store.queue(device).await?;
         let mut changes = Vec::new();
-        let live = self.clean_up(device, &queue, now, &mut changes)?;
-        if live >= self.config.max_queue_depth {
-            self.apply(changes).await?;
-            return Err(C2dError::QueueFull {
-                max: self.config.max_queue_depth,
-            });
+        let mut live = self.clean_up(device, &queue, now, &mut changes)?;
+        let mut last = queue.last_sequence_number;
+        let mut settled = std::collections::HashSet::new();
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for op in batch {
+            match op {
+                Pending::Send {
+                    generation_id,
+                    message,
+                    expiry_time,
+                    now: sent_at,
+                    ..
+                } => {
+                    if live >= self.config.max_queue_depth {
+                        outcomes.push(Outcome::Sent(Box::new(Err(C2dError::QueueFull {
+                            max: self.config.max_queue_depth,
+                        }))));
+                        continue;
+                    }
+                    let sequence_number = last.checked_add(1).ok_or_else(|| {
+                        C2dError::Store(StoreError::Corrupt("sequence overflow".into()))
+                    })?;
+                    let queued = QueuedMessage {
+                        device_id: device.clone(),
+                        sequence_number,
+                        enqueued_time: *sent_at,
+                        expiry_time: *expiry_time,
+                        delivery_count: 0,
+                        deliveries: 0,
+                        lock_token: None,
+                        locked_until: None,
+                        message: message.clone(),
+                        device_generation_id: generation_id.clone(),
+                    };
+                    changes.push(QueueChange::Insert {
+                        message: queued.clone(),
+                        expect_last_sequence_number: last,
+                    });
+                    last = sequence_number;
+                    live += 1;
+                    outcomes.push(Outcome::Sent(Box::new(Ok(queued))));
+                }
+                Pending::Complete { lock_tokens, .. } => {
+                    let mut results = Vec::with_capacity(lock_tokens.len());
+                    for lock_token in lock_tokens {
+                        let head = queue.messages.iter().find(|h| {
+                            h.state.lock_token.as_deref() == Some(lock_token.as_str())
+                                && locked_at(&h.state, now)
+                        });
+                        match head {
+                            Some(head) if settled.insert(head.sequence_number) => {
+                                self.remove(
+                                    device,
+                                    head,
+                                    FeedbackStatus::Success,
+                                    now,
+                                    &mut changes,
+                                )?;
+                                live = live.saturating_sub(1);
+                                results.push(Ok(()));
+                            }
+                            _ => results.push(Err(C2dError::LockLost)),
+                        }
+                    }
+                    outcomes.push(Outcome::Completed(results));
+                }
+            }
         }
-        let sequence_number = queue
-            .last_sequence_number
-            .checked_add(1)
-            .ok_or_else(|| C2dError::Store(StoreError::Corrupt("sequence overflow".into())))?;
-        let queued = QueuedMessage {
-            device_id: device.clone(),
-            sequence_number,
-            enqueued_time: now,
-            expiry_time,
-            delivery_count: 0,
-            deliveries: 0,
-            lock_token: None,
-            locked_until: None,
-            message: msg.clone(),
-            device_generation_id: generation_id.to_owned(),
-        };
-        changes.push(QueueChange::Insert {
-            message: queued.clone(),
-            expect_last_sequence_number: queue.last_sequence_number,
-        });
         self.apply(changes).await?;
-        Ok(queued)
+        Ok(outcomes)
     }
 
     /// Locks and returns the device's oldest Enqueued message that has not expired, or `None`.
@@ -242,49 +412,68 @@ impl<S: QueueStore> C2dQueues<S> {
         device: &DeviceId,
         now: DateTime<Utc>,
     ) -> Result<Option<QueuedMessage>, C2dError> {
+        Ok(self.receive_many(device, 1, now).await?.pop())
+    }
+
+    /// Like [`C2dQueues::receive`] for up to `max` messages at once, oldest first, each under
+    /// its own lock token, in one store change. Empty when no message is available.
+    pub async fn receive_many(
+        &self,
+        device: &DeviceId,
+        max: usize,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<QueuedMessage>, C2dError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
         let now = micros(now);
         let _guard = self.devices.lock(device).await;
-        retry!(self.try_receive(device, now))
+        retry!(self.try_receive(device, max, now))
     }
 
     async fn try_receive(
         &self,
         device: &DeviceId,
+        max: usize,
         now: DateTime<Utc>,
-    ) -> Result<Option<QueuedMessage>, C2dError> {
+    ) -> Result<Vec<QueuedMessage>, C2dError> {
         let queue = self.store.queue(device).await?;
         let mut changes = Vec::new();
         self.clean_up(device, &queue, now, &mut changes)?;
-        let Some(head) = queue
+        let mut received = Vec::new();
+        let available = queue
             .messages
             .iter()
-            .find(|h| !locked_at(&h.state, now) && !expired_at(h, now))
-        else {
-            self.apply(changes).await?;
-            return Ok(None);
-        };
-        let Some(mut message) = self.store.message(device, head.sequence_number).await? else {
-            // Removed since the queue was read, by another writer.
-            return Err(conflict());
-        };
-        let state = MessageState {
-            delivery_count: head.state.delivery_count,
-            deliveries: head.state.deliveries.saturating_add(1),
-            lock_token: Some(token::new()?),
-            locked_until: Some(add(now, self.timing.lock)?),
-        };
-        changes.push(QueueChange::SetMessageState {
-            device_id: device.clone(),
-            sequence_number: head.sequence_number,
-            state: state.clone(),
-            expect: head.expect(),
-        });
-        self.apply(changes).await?;
-        message.delivery_count = state.delivery_count;
-        message.deliveries = state.deliveries;
-        message.lock_token = state.lock_token;
-        message.locked_until = state.locked_until;
-        Ok(Some(message))
+            .filter(|h| !locked_at(&h.state, now) && !expired_at(h, now))
+            .take(max);
+        for head in available {
+            let Some(mut message) = self.store.message(device, head.sequence_number).await? else {
+                // Removed since the queue was read, by another writer.
+                return Err(conflict());
+            };
+            let state = MessageState {
+                delivery_count: head.state.delivery_count,
+                deliveries: head.state.deliveries.saturating_add(1),
+                lock_token: Some(token::new()?),
+                locked_until: Some(add(now, self.timing.lock)?),
+            };
+            changes.push(QueueChange::SetMessageState {
+                device_id: device.clone(),
+                sequence_number: head.sequence_number,
+                state: state.clone(),
+                expect: head.expect(),
+            });
+            message.delivery_count = state.delivery_count;
+            message.deliveries = state.deliveries;
+            message.lock_token = state.lock_token;
+            message.locked_until = state.locked_until;
+            received.push(message);
+        }
+        // Locks need not survive a crash (see the module doc).
+        if !changes.is_empty() {
+            self.store.apply_relaxed(changes).await?;
+        }
+        Ok(received)
     }
 
     /// Completes the message locked under `lock_token`: it leaves the queue, with `Success`
@@ -298,7 +487,10 @@ impl<S: QueueStore> C2dQueues<S> {
         lock_token: &str,
         now: DateTime<Utc>,
     ) -> Result<(), C2dError> {
-        self.settle(device, lock_token, now, Settle::Complete).await
+        let mut outcomes = self
+            .complete_many(device, &[lock_token.to_owned()], now)
+            .await?;
+        outcomes.pop().unwrap_or(Err(C2dError::LockLost))
     }
 
     /// Abandons the message locked under `lock_token`: its delivery count goes up by one; at the
@@ -335,6 +527,29 @@ impl<S: QueueStore> C2dQueues<S> {
         now: DateTime<Utc>,
     ) -> Result<(), C2dError> {
         self.settle(device, lock_token, now, Settle::Release).await
+    }
+
+    /// Completes several messages of one device at once, in one store change (shared with the
+    /// device's other waiting sends and completions): each lock token gets the outcome
+    /// [`C2dQueues::complete`] would give it ([`C2dError::LockLost`] for a token that holds no
+    /// valid lock, or that appears twice). The outer error is a store failure, after which none
+    /// was completed. Cancellation as for [`C2dQueues::send`].
+    pub async fn complete_many(
+        &self,
+        device: &DeviceId,
+        lock_tokens: &[String],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Result<(), C2dError>>, C2dError> {
+        if lock_tokens.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (reply, result) = oneshot::channel();
+        let op = Pending::Complete {
+            lock_tokens: lock_tokens.to_vec(),
+            now: micros(now),
+            reply,
+        };
+        self.combined(device, op, result).await
     }
 
     async fn settle(
@@ -377,9 +592,6 @@ impl<S: QueueStore> C2dQueues<S> {
             expect: head.expect(),
         };
         match how {
-            Settle::Complete => {
-                self.remove(device, head, FeedbackStatus::Success, now, &mut changes)?;
-            }
             Settle::Reject => {
                 self.remove(device, head, FeedbackStatus::Rejected, now, &mut changes)?;
             }
@@ -715,7 +927,6 @@ impl<S: QueueStore> C2dQueues<S> {
 
 #[derive(Debug, Clone, Copy)]
 enum Settle {
-    Complete,
     Abandon,
     Reject,
     Release,

@@ -207,6 +207,19 @@ pub trait QueueStore: Send + Sync + 'static {
         changes: Vec<QueueChange>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
+    /// Like [`QueueStore::apply`], for changes whose loss in a crash breaks no promise: when the
+    /// future completes with `Ok` the changes are stored and seen by every later read and
+    /// change, but they may still be lost in a crash, together with the relaxed changes after
+    /// them, until a later `apply` completes (which makes every change before it durable too).
+    /// The queues use it for the locks a receive takes: a lost lock only makes its message
+    /// available again, as an expired lock would. By default the same as `apply`.
+    fn apply_relaxed(
+        &self,
+        changes: Vec<QueueChange>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.apply(changes)
+    }
+
     /// A device's queue; empty (last sequence number 0) for a device never seen.
     fn queue(
         &self,
@@ -263,6 +276,13 @@ impl<S: QueueStore> QueueStore for Arc<S> {
         changes: Vec<QueueChange>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         S::apply(self, changes)
+    }
+
+    fn apply_relaxed(
+        &self,
+        changes: Vec<QueueChange>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        S::apply_relaxed(self, changes)
     }
 
     fn queue(

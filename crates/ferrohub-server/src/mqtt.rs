@@ -160,6 +160,8 @@ struct Authenticated {
     token_deadline: Option<tokio::time::Instant>,
     /// Cloud-to-device messages sent and not yet acknowledged: packet id → lock token.
     c2d_inflight: HashMap<u16, String>,
+    /// Lock tokens of cloud-to-device messages the device acknowledged, to complete together.
+    c2d_delivered: Vec<String>,
 }
 
 /// Most cloud-to-device messages in flight to one device at a time.
@@ -227,6 +229,13 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
                 )
                 .await;
             }
+            if let Some(a) = auth.as_mut()
+                && !a.c2d_delivered.is_empty()
+            {
+                busy = true;
+                complete_delivered(&hub, a);
+                pump_c2d(&hub, &mut session, &mut auth).await;
+            }
             if !busy {
                 break;
             }
@@ -290,7 +299,10 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
         }
     }
 
-    if let Some(a) = auth {
+    if let Some(mut a) = auth {
+        if !a.c2d_delivered.is_empty() {
+            complete_delivered(&hub, &mut a);
+        }
         hub.connections
             .unregister(&a.identity, a.registration.id, hub.now());
         // Messages the device never acknowledged go back to its queue for the next connection.
@@ -383,6 +395,7 @@ async fn handle_event(
                         registration,
                         token_deadline,
                         c2d_inflight: HashMap::new(),
+                        c2d_delivered: Vec::new(),
                     });
                     session.handle_auth_result(
                         Instant::now(),
@@ -441,20 +454,15 @@ async fn handle_event(
                 }
             }
         }
+        // Completed together with the other acknowledgements of this read, and the freed
+        // slots refilled, once every event of the read is handled (see `drive`).
         SessionEvent::Delivered { pkid } => {
             if let Some(a) = auth.as_mut()
                 && let Some(lock) = a.c2d_inflight.remove(&pkid)
             {
-                if let Err(e) = hub
-                    .c2d
-                    .complete(&a.origin.device_id, &lock, hub.now())
-                    .await
-                {
-                    tracing::info!(%peer, error = %e, "completing a delivered C2D message failed");
-                }
+                a.c2d_delivered.push(lock);
                 hub.connections.touch(&a.identity, hub.now());
             }
-            pump_c2d(hub, session, auth).await;
         }
         SessionEvent::SubscriptionsChanged { subscriptions } => {
             pump_c2d(hub, session, auth).await;
@@ -606,8 +614,29 @@ fn publish_will_message(hub: &Hub, origin: &Origin, will: &LastWill) {
     }
 }
 
+/// Completes the cloud-to-device messages the device acknowledged, in one store change, on a
+/// task of its own: the connection goes on meanwhile (the messages stay locked, so they are not
+/// handed out again), and a dropped connection does not cancel it.
+fn complete_delivered(hub: &Arc<Hub>, a: &mut Authenticated) {
+    let locks = std::mem::take(&mut a.c2d_delivered);
+    let hub = Arc::clone(hub);
+    let device = a.origin.device_id.clone();
+    tokio::spawn(async move {
+        match hub.c2d.complete_many(&device, &locks, hub.now()).await {
+            Ok(outcomes) => {
+                for e in outcomes.into_iter().filter_map(Result::err) {
+                    tracing::info!(%device, error = %e, "completing a delivered C2D message failed");
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%device, error = %e, "completing delivered C2D messages failed");
+            }
+        }
+    });
+}
+
 /// Sends queued cloud-to-device messages to a subscribed device, up to [`MAX_C2D_INFLIGHT`].
-async fn pump_c2d(hub: &Hub, session: &mut Session, auth: &mut Option<Authenticated>) {
+async fn pump_c2d(hub: &Arc<Hub>, session: &mut Session, auth: &mut Option<Authenticated>) {
     let Some(a) = auth.as_mut() else {
         return;
     };
@@ -623,44 +652,54 @@ async fn pump_c2d(hub: &Hub, session: &mut Session, auth: &mut Option<Authentica
     {
         return;
     }
-    while a.c2d_inflight.len() < MAX_C2D_INFLIGHT {
+    let mut unsent = Vec::new();
+    'refill: while a.c2d_inflight.len() < MAX_C2D_INFLIGHT {
+        let free = MAX_C2D_INFLIGHT - a.c2d_inflight.len();
         let now = hub.now();
-        let msg = match hub.c2d.receive(&device, now).await {
-            Ok(Some(m)) => m,
-            Ok(None) => break,
+        let batch = match hub.c2d.receive_many(&device, free, now).await {
+            Ok(batch) => batch,
             Err(e) => {
                 tracing::error!(error = %e, "reading the C2D queue failed");
                 break;
             }
         };
-        let Some(lock) = msg.lock_token.clone() else {
-            break;
-        };
-        let topic = match c2d_topic(&msg) {
-            Some(t) => t,
-            None => {
+        let exhausted = batch.len() < free;
+        let mut batch = batch.into_iter();
+        for msg in batch.by_ref() {
+            let Some(lock) = msg.lock_token.clone() else {
+                continue;
+            };
+            let Some(topic) = c2d_topic(&msg) else {
                 let _ = hub.c2d.reject(&device, &lock, now).await;
                 continue;
-            }
-        };
-        match session.send_publish_dup(
-            topic,
-            ferrohub_mqtt::QoS::AtLeastOnce,
-            Bytes::from(msg.message.body.clone()),
-            msg.deliveries > 1,
-        ) {
-            Ok(Some(pkid)) => {
-                a.c2d_inflight.insert(pkid, lock);
-            }
-            // Subscribed at QoS 0: no acknowledgement will come; delivery is completion.
-            Ok(None) => {
-                let _ = hub.c2d.complete(&device, &lock, now).await;
-            }
-            Err(_) => {
-                let _ = hub.c2d.release(&device, &lock, now).await;
-                break;
+            };
+            match session.send_publish_dup(
+                topic,
+                ferrohub_mqtt::QoS::AtLeastOnce,
+                Bytes::from(msg.message.body),
+                msg.deliveries > 1,
+            ) {
+                Ok(Some(pkid)) => {
+                    a.c2d_inflight.insert(pkid, lock);
+                }
+                // Subscribed at QoS 0: no acknowledgement will come; delivery is completion.
+                Ok(None) => a.c2d_delivered.push(lock),
+                Err(_) => {
+                    unsent.push(lock);
+                    unsent.extend(batch.filter_map(|m| m.lock_token));
+                    break 'refill;
+                }
             }
         }
+        if exhausted {
+            break;
+        }
+    }
+    for lock in unsent {
+        let _ = hub.c2d.release(&device, &lock, hub.now()).await;
+    }
+    if !a.c2d_delivered.is_empty() {
+        complete_delivered(hub, a);
     }
 }
 

@@ -3,6 +3,8 @@
 //! # Design
 //!
 //! * WAL journal, `synchronous=FULL`: an `apply` is acknowledged only after its commit is on disk.
+//!   A transaction holding only `apply_relaxed` changes commits with `synchronous=NORMAL`: no
+//!   fsync; the WAL is written in order, so the next synced commit makes it durable too.
 //! * One writer thread owns the only writing connection. It takes every `apply` submitted while
 //!   it was busy and commits them together in one transaction (group commit), so concurrent
 //!   writers share one fsync. Each `apply` runs inside its own `SAVEPOINT`: one whose guard
@@ -160,6 +162,8 @@ struct Counters {
 
 struct WriteJob {
     ops: Vec<Op>,
+    /// Whether the commit must reach the disk before the reply (`apply`, not `apply_relaxed`).
+    sync: bool,
     reply: oneshot::Sender<Result<(), StoreError>>,
 }
 
@@ -297,6 +301,7 @@ impl SqliteQueueStore {
     fn submit(
         &self,
         changes: Vec<QueueChange>,
+        sync: bool,
     ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
         let ops = changes
             .into_iter()
@@ -306,7 +311,7 @@ impl SqliteQueueStore {
         self.writer
             .as_ref()
             .ok_or_else(stopped)?
-            .send(WriteJob { ops, reply })
+            .send(WriteJob { ops, sync, reply })
             .map_err(|_| stopped())?;
         Ok(rx)
     }
@@ -362,7 +367,20 @@ impl QueueStore for SqliteQueueStore {
         &self,
         changes: Vec<QueueChange>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        let submitted = self.submit(changes);
+        let submitted = self.submit(changes, true);
+        async move {
+            match submitted {
+                Ok(rx) => rx.await.unwrap_or_else(|_| Err(stopped())),
+                Err(e) => Err(e),
+            }
+        }
+    }
+
+    fn apply_relaxed(
+        &self,
+        changes: Vec<QueueChange>,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let submitted = self.submit(changes, false);
         async move {
             match submitted {
                 Ok(rx) => rx.await.unwrap_or_else(|_| Err(stopped())),
@@ -795,6 +813,8 @@ fn run_reader(conn: Connection, jobs: &Mutex<mpsc::Receiver<ReadJob>>) {
 }
 
 fn run_writer(mut conn: Connection, jobs: mpsc::Receiver<WriteJob>, stats: &Counters) {
+    // The connection was opened with synchronous=FULL.
+    let mut synced = true;
     // Everything that queued up during the previous commit becomes the next batch.
     while let Ok(first) = jobs.recv() {
         let mut batch = vec![first];
@@ -804,12 +824,29 @@ fn run_writer(mut conn: Connection, jobs: mpsc::Receiver<WriteJob>, stats: &Coun
                 Err(_) => break,
             }
         }
-        let results = match write_batch(&mut conn, &batch) {
-            Ok(results) => results,
-            Err(e) => {
-                tracing::error!(error = %e, jobs = batch.len(), "cloud-to-device commit failed");
-                let e = StoreError::Unavailable(e.to_string());
-                batch.iter().map(|_| Err(e.clone())).collect()
+        let sync = batch.iter().any(|job| job.sync);
+        if sync != synced {
+            let mode = if sync { "FULL" } else { "NORMAL" };
+            match conn.pragma_update(None, "synchronous", mode) {
+                Ok(()) => synced = sync,
+                // Still FULL (or NORMAL with nothing that needs more): safe either way, except
+                // NORMAL for a synced batch, which is what this error leaves in force.
+                Err(e) => {
+                    tracing::error!(error = %e, mode, "changing SQLite's synchronous mode failed");
+                }
+            }
+        }
+        let results = if sync && !synced {
+            let e = StoreError::Unavailable("cannot make the commit durable".into());
+            batch.iter().map(|_| Err(e.clone())).collect()
+        } else {
+            match write_batch(&mut conn, &batch) {
+                Ok(results) => results,
+                Err(e) => {
+                    tracing::error!(error = %e, jobs = batch.len(), "cloud-to-device commit failed");
+                    let e = StoreError::Unavailable(e.to_string());
+                    batch.iter().map(|_| Err(e.clone())).collect()
+                }
             }
         };
         stats.transactions.fetch_add(1, Ordering::Relaxed);

@@ -764,6 +764,71 @@ mod cases {
         block_on(q.delete_device(&did("never-existed"))).expect("delete is idempotent");
     }
 
+    /// `receive_many` hands out the oldest available messages under distinct locks, skipping
+    /// locked ones; `complete_many` settles each token once, in one change, with feedback.
+    pub(crate) fn receive_and_complete_many<S: QueueStore>(store: S) {
+        let q = queues(store, C2dConfig::default());
+        let t = at(0);
+        for i in 0..5 {
+            send(&q, "d", msg(&format!("m{i}"), AckMode::Full), t);
+        }
+        assert!(
+            block_on(q.receive_many(&did("d"), 0, t))
+                .expect("receive none")
+                .is_empty()
+        );
+        let first = block_on(q.receive_many(&did("d"), 3, t)).expect("receive");
+        let seqs: Vec<u64> = first.iter().map(|m| m.sequence_number).collect();
+        assert_eq!(seqs, vec![1, 2, 3]);
+        let tokens: BTreeSet<&str> = first.iter().map(token).collect();
+        assert_eq!(tokens.len(), 3, "each message has its own lock");
+        assert!(first.iter().all(|m| m.deliveries == 1));
+        // The locked ones are skipped; only two remain.
+        let rest = block_on(q.receive_many(&did("d"), 10, t)).expect("receive");
+        let seqs: Vec<u64> = rest.iter().map(|m| m.sequence_number).collect();
+        assert_eq!(seqs, vec![4, 5]);
+        assert!(
+            block_on(q.receive_many(&did("d"), 10, t))
+                .expect("receive")
+                .is_empty()
+        );
+
+        let mut settle: Vec<String> = first.iter().map(|m| token(m).to_owned()).collect();
+        settle.push(token(&first[0]).to_owned());
+        settle.push("not-a-token".to_owned());
+        let outcomes = block_on(q.complete_many(&did("d"), &settle, t)).expect("complete");
+        assert_eq!(
+            outcomes,
+            vec![
+                Ok(()),
+                Ok(()),
+                Ok(()),
+                Err(C2dError::LockLost),
+                Err(C2dError::LockLost)
+            ]
+        );
+        assert_eq!(queues_depth(&q, "d", t), 2);
+        let feedback = drain_feedback(&q, t);
+        let mut ids: Vec<&str> = feedback
+            .iter()
+            .filter(|f| f.2 == FeedbackStatus::Success)
+            .map(|f| f.0.as_str())
+            .collect();
+        ids.sort_unstable();
+        assert_eq!(ids, vec!["m0", "m1", "m2"]);
+        // Completing again: the locks are gone.
+        let again = block_on(q.complete_many(&did("d"), &settle[..1], t)).expect("complete");
+        assert_eq!(again, vec![Err(C2dError::LockLost)]);
+        // An expired lock is lost too, and its message is available again.
+        let later = t + secs(120);
+        let rest_tokens: Vec<String> = rest.iter().map(|m| token(m).to_owned()).collect();
+        let outcomes = block_on(q.complete_many(&did("d"), &rest_tokens, later)).expect("late");
+        assert!(outcomes.iter().all(|o| *o == Err(C2dError::LockLost)));
+        let redelivered = block_on(q.receive_many(&did("d"), 10, later)).expect("receive");
+        assert_eq!(redelivered.len(), 2);
+        assert!(redelivered.iter().all(|m| m.deliveries == 2));
+    }
+
     /// Many threads receive from one queue at once: every message is handed out exactly once.
     pub(crate) fn concurrent_receivers_never_share<S: QueueStore>(store: S) {
         const MESSAGES: usize = 40;
@@ -1165,6 +1230,12 @@ macro_rules! contract {
             fn delete_device_forgets_everything() {
                 let (s, _dir) = $make;
                 cases::delete_device_forgets_everything(s);
+            }
+
+            #[test]
+            fn receive_and_complete_many() {
+                let (s, _dir) = $make;
+                cases::receive_and_complete_many(s);
             }
 
             #[test]

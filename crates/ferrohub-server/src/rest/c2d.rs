@@ -11,6 +11,7 @@
 //! case-insensitively (`deviceBound` / `devicebound`), as the SDKs differ.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query};
@@ -110,10 +111,18 @@ pub(crate) async fn send(
         )
     })?;
     let msg = outgoing(&headers, body)?;
-    let queued = hub
-        .c2d
-        .send(&id, &identity.generation_id, msg, hub.now())
-        .await?;
+    // On its own task: a send may carry other sends to the same device with it (see
+    // `C2dQueues::send`), so it must finish even if this request's client goes away.
+    let queued = {
+        let hub = Arc::clone(&hub);
+        let id = id.clone();
+        tokio::spawn(async move {
+            let now = hub.now();
+            hub.c2d.send(&id, &identity.generation_id, msg, now).await
+        })
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::ServerError, format!("sending failed: {e}")))??
+    };
     hub.connections.notify_c2d(&id);
     metrics::counter!("ferrohub_c2d_sent_total").increment(1);
     let body = ferrohub_api::C2dSendResult {

@@ -565,9 +565,11 @@ async fn c2d_latency_benchmark() {
     let interval = Duration::from_micros(1_000_000 / rate.max(1));
     let mut sends = tokio::task::JoinSet::new();
     let mut refused = 0u64;
+    // One client for every send: connections are kept alive, as a real back end keeps them.
+    let client = hub.http();
     for i in 0..count {
         tokio::time::sleep_until(start + interval * i as u32).await;
-        let http = hub.http();
+        let http = client.clone();
         let url = format!("{}/devices/bench-c2d/messages/deviceBound", hub.base_url());
         let token = hub.policy_token("service", 600);
         let body = epoch.elapsed().as_micros().to_string();
