@@ -192,12 +192,7 @@ pub async fn run(
     if cfg.payload < Stamp::LEN {
         anyhow::bail!("e2e needs a payload of at least {} bytes", Stamp::LEN);
     }
-    let run_id = {
-        let key = ferrohub_auth::SymmetricKey::try_generate().context("random run id")?;
-        let mut w = [0u8; 8];
-        w.copy_from_slice(&key.as_bytes()[..8]);
-        u64::from_le_bytes(w)
-    };
+    let run_id = Stamp::new_run_id()?;
     let http = hub.http_client()?;
     let token = hub.service_token()?;
     let base = hub.base_url();

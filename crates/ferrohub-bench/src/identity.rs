@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use ferrohub_auth::{ConnectionString, SymmetricKey};
 use ferrohub_mqtt::codec::Connect;
-use ferrohub_mqtt::{Packet, TopicName};
+use ferrohub_mqtt::{Packet, TopicFilter, TopicName};
 
 /// The api-version devices put in their MQTT user name.
 pub const API_VERSION: &str = ferrohub_api::API_VERSION;
@@ -41,6 +41,12 @@ pub fn service_token(owner: &ConnectionString, expiry: u64) -> anyhow::Result<St
 pub fn telemetry_topic(device_id: &str) -> anyhow::Result<TopicName> {
     TopicName::new(format!("devices/{device_id}/messages/events/"))
         .map_err(|e| anyhow::anyhow!("device id {device_id:?} makes a bad topic: {e}"))
+}
+
+/// The cloud-to-device subscription: `devices/{deviceId}/messages/devicebound/#`.
+pub fn c2d_filter(device_id: &str) -> anyhow::Result<TopicFilter> {
+    TopicFilter::new(format!("devices/{device_id}/messages/devicebound/#"))
+        .map_err(|e| anyhow::anyhow!("device id {device_id:?} makes a bad filter: {e}"))
 }
 
 /// The host part of `host[:port]`.
@@ -137,6 +143,15 @@ mod tests {
             "devices/bench-7/messages/events/"
         );
         assert!(telemetry_topic("a+b").is_err());
+        let filter = c2d_filter("bench-7").expect("filter");
+        assert_eq!(filter.as_str(), "devices/bench-7/messages/devicebound/#");
+        assert_eq!(
+            ferrohub_mqtt::topic::Subscription::parse(&filter),
+            ferrohub_mqtt::topic::Subscription::C2d {
+                device_id: "bench-7"
+            }
+        );
+        assert!(c2d_filter("a#b").is_err());
     }
 
     #[test]

@@ -9,10 +9,13 @@
 //! * [`connect`]: many connections at a paced rate, held idle; connect rate and latency, and the
 //!   server's memory per connection.
 //! * [`e2e`]: stamped messages read back through the hub's event read API; end-to-end latency.
+//! * [`c2d`]: stamped cloud-to-device messages sent over HTTPS to devices subscribed over MQTT;
+//!   delivered rate, end-to-end and enqueue latency.
 //!
 //! Everything it measures goes into HdrHistograms ([`stats`]); every figure it reports comes with
 //! the offered load. It only ever connects to loopback addresses ([`target`]).
 
+pub mod c2d;
 pub mod conn;
 pub mod connect;
 pub mod e2e;

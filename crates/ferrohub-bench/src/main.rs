@@ -17,7 +17,7 @@ use ferrohub_bench::pacing::secs_to_duration;
 use ferrohub_bench::progress::Counters;
 use ferrohub_bench::publish::{self, Mode, PublishConfig};
 use ferrohub_bench::target::{Target, TargetSpec, TlsOptions};
-use ferrohub_bench::{e2e, provision};
+use ferrohub_bench::{c2d, e2e, provision};
 use ferrohub_mqtt::QoS;
 use serde::Serialize;
 
@@ -42,7 +42,8 @@ enum Command {
     /// Publish stamped messages and read them back through Ferrohub's event read API; reports
     /// end-to-end latency.
     E2e(E2eArgs),
-    /// Cloud-to-device latency (not available yet).
+    /// Send cloud-to-device messages over HTTPS to devices subscribed over MQTT (Ferrohub
+    /// only); reports delivery, end-to-end and enqueue latency.
     C2d(C2dArgs),
     /// Create (or update) the bench devices in a Ferrohub with a given key.
     Provision(ProvisionArgs),
@@ -180,12 +181,33 @@ struct E2eArgs {
 
 #[derive(Args)]
 struct C2dArgs {
-    /// Ignored for now.
-    #[arg(long)]
-    target: Option<String>,
-    /// Ignored for now.
-    #[arg(long)]
-    server_pid: Option<u32>,
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Device connections, each subscribed to its cloud-to-device topic.
+    #[arg(short = 'n', long, default_value_t = 10)]
+    connections: usize,
+    /// Total offered rate, messages per second (open loop), round robin over the devices.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Payload bytes (at least 33: the stamp).
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of sending before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Seconds to wait for outstanding sends and messages after sending ends.
+    #[arg(long, default_value_t = 10.0)]
+    read_timeout: f64,
+    /// Most HTTP sends in progress at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
+    /// Most messages per device sent but not yet received (the hub queues 50); a message due
+    /// for a device at the bound is skipped and counted.
+    #[arg(long, default_value_t = 40)]
+    max_outstanding: usize,
 }
 
 #[derive(Args)]
@@ -338,20 +360,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await?;
             output(json, &summary, || e2e_text(&summary))
         }
-        Command::C2d(_) => {
-            #[derive(Serialize)]
-            struct NotYet {
-                workload: &'static str,
-                available: bool,
-                message: &'static str,
-            }
-            let summary = NotYet {
-                workload: "c2d",
-                available: false,
-                message: "C2D is not available yet",
+        Command::C2d(args) => {
+            let cfg = c2d::C2dConfig {
+                connections: args.connections,
+                rate: args.rate,
+                payload: args.payload,
+                warmup: secs_to_duration(args.warmup),
+                duration: secs_to_duration(args.duration),
+                read_timeout: secs_to_duration(args.read_timeout),
+                concurrency: args.concurrency,
+                max_outstanding: args.max_outstanding,
+                open: PublishConfig::open_plan_default(),
+                device_prefix: args.target.device_prefix.clone(),
+                server_pid: args.target.server_pid,
             };
-            eprintln!("c2d: not available yet (cloud-to-device messaging is being built)");
-            output(json, &summary, || "c2d: not available yet".to_owned())
+            cfg.check()?;
+            if cfg.max_outstanding > c2d::HUB_QUEUE_DEPTH {
+                eprintln!(
+                    "warning: --max-outstanding {} is above the hub's queue depth ({}); expect refused sends",
+                    cfg.max_outstanding,
+                    c2d::HUB_QUEUE_DEPTH
+                );
+            }
+            let (target, creds) = prepare(&args.target, args.connections).await?;
+            let Some(hub) = target.ferrohub.clone() else {
+                anyhow::bail!("c2d sends through Ferrohub's service API: use a ferrohub:// target");
+            };
+            let summary = c2d::run(
+                &hub,
+                target.spec.to_string(),
+                &target.endpoint,
+                &creds,
+                &cfg,
+            )
+            .await?;
+            output(json, &summary, || c2d_text(&summary))
         }
         Command::Provision(args) => {
             let TargetSpec::Ferrohub(dir) = &args.target else {
@@ -510,6 +553,63 @@ fn e2e_text(s: &e2e::E2eSummary) -> String {
     ));
     if let Some(l) = &s.latency_us {
         out.push_str(&format!("  end-to-end latency: {}\n", l.line()));
+    }
+    out
+}
+
+fn c2d_text(s: &c2d::C2dSummary) -> String {
+    let mut out = format!(
+        "c2d {} ({}): {}/{} devices subscribed, {} B, offered {:.0} msg/s (at most {} outstanding per device, {} sends at once)\n",
+        s.target,
+        if s.tls { "TLS" } else { "plain" },
+        s.subscribed,
+        s.connections,
+        s.payload_bytes,
+        s.offered_rate,
+        s.max_outstanding,
+        s.concurrency
+    );
+    out.push_str(&format!(
+        "  delivered {:.0} msg/s over {:.1} s: due {}, sent {}, accepted {}, refused (queue full) {}, send errors {}, skipped {}\n",
+        s.rate, s.duration_s, s.offered, s.sent, s.accepted, s.refused, s.send_errors, s.skipped
+    ));
+    out.push_str(&format!(
+        "  received {} (missing {}, duplicates {}, redelivered {}, stale {}; purged before the run {})\n",
+        s.received, s.missing, s.duplicates, s.redelivered, s.stale, s.purged
+    ));
+    if let Some(l) = &s.latency_us {
+        out.push_str(&format!("  end-to-end latency: {}\n", l.line()));
+    }
+    if let Some(l) = &s.latency_from_due_us {
+        out.push_str(&format!("  from scheduled send: {}\n", l.line()));
+    }
+    if let Some(l) = &s.send_latency_us {
+        out.push_str(&format!("  send (HTTP 2xx) latency: {}\n", l.line()));
+    }
+    if s.send_overrun_s > 0.0 {
+        out.push_str(&format!(
+            "  sending ended {:.1} s late: the sends in progress were at --concurrency\n",
+            s.send_overrun_s
+        ));
+    }
+    if let Some(c) = &s.cpu {
+        out.push_str(&format!(
+            "  CPU: generator {:.0} %, server {}\n",
+            c.generator_pct,
+            c.server_pct.map_or("?".into(), |p| format!("{p:.0} %"))
+        ));
+    }
+    if let Some(e) = &s.first_send_error {
+        out.push_str(&format!("  first send error: {e}\n"));
+    }
+    if !s.connect_failures.is_empty()
+        || !s.subscribe_failures.is_empty()
+        || !s.connection_errors.is_empty()
+    {
+        out.push_str(&format!(
+            "  errors: connect {:?}, subscribe {:?}, connections {:?}\n",
+            s.connect_failures, s.subscribe_failures, s.connection_errors
+        ));
     }
     out
 }

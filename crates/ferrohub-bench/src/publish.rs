@@ -11,6 +11,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context;
 use bytes::{Bytes, BytesMut};
 use ferrohub_mqtt::codec::Publish;
 use ferrohub_mqtt::{Packet, QoS, TopicName};
@@ -104,6 +105,14 @@ impl Stamp {
     /// Bytes a stamp takes at the start of the payload.
     pub const LEN: usize = 33;
     const MAGIC: &'static [u8; 8] = b"FHBENCH1";
+
+    /// A random run id, so that messages of other runs are told apart.
+    pub fn new_run_id() -> anyhow::Result<u64> {
+        let key = ferrohub_auth::SymmetricKey::try_generate().context("random run id")?;
+        let mut w = [0u8; 8];
+        w.copy_from_slice(&key.as_bytes()[..8]);
+        Ok(u64::from_le_bytes(w))
+    }
 
     /// Writes the stamp into the first [`Stamp::LEN`] bytes of `out` (no-op if shorter).
     pub fn write(&self, out: &mut [u8]) {
