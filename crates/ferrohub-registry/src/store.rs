@@ -79,6 +79,21 @@ pub trait RegistryStore: Send + Sync + 'static {
         id: &DeviceId,
     ) -> impl Future<Output = Result<Option<Device>, StoreError>> + Send;
 
+    /// The devices with these ids, in the same order (`None` for an id not in the store), as
+    /// one read where the store can; by default one [`RegistryStore::device`] call per id.
+    fn devices_by_id(
+        &self,
+        ids: &[DeviceId],
+    ) -> impl Future<Output = Result<Vec<Option<Device>>, StoreError>> + Send {
+        async move {
+            let mut found = Vec::with_capacity(ids.len());
+            for id in ids {
+                found.push(self.device(id).await?);
+            }
+            Ok(found)
+        }
+    }
+
     /// Up to `limit` devices, ordered by device id (byte order).
     fn devices(&self, limit: usize)
     -> impl Future<Output = Result<Vec<Device>, StoreError>> + Send;

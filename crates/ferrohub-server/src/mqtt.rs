@@ -24,10 +24,13 @@ use ferrohub_mqtt::session::{AuthDecision, CloseReason, TelemetryId};
 use ferrohub_mqtt::topic::{PropertyBag, PropertyName, SystemProperty, TelemetryTopic, Username};
 use ferrohub_mqtt::{Session, SessionConfig, SessionEvent};
 use ferrohub_types::{DeviceId, ErrorCode, ModuleId};
+use futures_util::future::BoxFuture;
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
 use rustls::ServerConfig;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::connections::{Identity, Registration};
@@ -49,13 +52,43 @@ pub(crate) trait Transport: Send {
     fn shutdown(&mut self) -> impl Future<Output = ()> + Send;
 }
 
-/// A TCP or TLS stream.
+/// A plain TCP stream. Reads wait for readiness before taking buffer space, so an idle
+/// connection holds no input buffer.
+pub(crate) struct TcpTransport(pub(crate) TcpStream);
+
+impl Transport for TcpTransport {
+    async fn read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
+        loop {
+            self.0.readable().await?;
+            if buf.capacity() - buf.len() < 1024 {
+                buf.reserve(READ_CHUNK);
+            }
+            match self.0.try_read_buf(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                result => return result,
+            }
+        }
+    }
+
+    async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.0.write_all(bytes).await
+    }
+
+    async fn shutdown(&mut self) {
+        let _ = self.0.shutdown().await;
+    }
+}
+
+/// Input buffer space taken for a read, when less than 1 KiB is free.
+const READ_CHUNK: usize = 4096;
+
+/// A TLS stream.
 pub(crate) struct StreamTransport<S>(pub(crate) S);
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for StreamTransport<S> {
     async fn read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        if buf.capacity() - buf.len() < 4096 {
-            buf.reserve(8192);
+        if buf.capacity() - buf.len() < 1024 {
+            buf.reserve(READ_CHUNK);
         }
         self.0.read_buf(buf).await
     }
@@ -138,7 +171,7 @@ pub(crate) async fn serve(listener: TcpListener, tls: Option<Arc<ServerConfig>>,
                         Err(_) => tracing::debug!(%peer, "MQTT TLS handshake timed out"),
                     }
                 }
-                None => drive(hub, StreamTransport(tcp), peer).await,
+                None => drive(hub, TcpTransport(tcp), peer).await,
             }
         });
     }
@@ -147,6 +180,9 @@ pub(crate) async fn serve(listener: TcpListener, tls: Option<Arc<ServerConfig>>,
 async fn wait_true(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
+
+/// Telemetry submitted to the log, each resolving to its id and whether it became durable.
+type Durables = FuturesUnordered<BoxFuture<'static, (TelemetryId, bool)>>;
 
 /// What the driver knows about its connection once it is authenticated.
 struct Authenticated {
@@ -172,9 +208,11 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
     let config = SessionConfig::default();
     let max_packet = config.max_packet_size;
     let mut session = Session::new(Instant::now(), config);
-    let mut inbuf = BytesMut::with_capacity(4096);
-    let mut outbuf = BytesMut::with_capacity(256);
-    let (acks_tx, mut acks_rx) = mpsc::unbounded_channel::<(TelemetryId, bool)>();
+    // Both buffers are released whenever they are empty: idle connections hold neither.
+    let mut inbuf = BytesMut::new();
+    let mut outbuf = BytesMut::new();
+    // Telemetry waiting to be durable, in the order it was submitted.
+    let mut durables: Durables = FuturesUnordered::new();
     let mut auth: Option<Authenticated> = None;
     let mut shutdown = hub.shutdown_signal();
     let _counted = ConnectionCount::new(&hub);
@@ -199,6 +237,9 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
                 }
             }
         }
+        if inbuf.is_empty() && inbuf.capacity() > 0 {
+            inbuf = BytesMut::new();
+        }
         // Carry out what the session asks until it has nothing more.
         loop {
             let mut busy = false;
@@ -210,7 +251,7 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
             }
             if !outbuf.is_empty() {
                 let result = transport.write(&outbuf).await;
-                outbuf.clear();
+                outbuf = BytesMut::new();
                 if result.is_err() {
                     session.close(CloseReason::ServerClose("the connection broke".into()));
                 }
@@ -221,7 +262,7 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
                     &hub,
                     &mut session,
                     &mut auth,
-                    &acks_tx,
+                    &mut durables,
                     peer,
                     event,
                     &mut bucket,
@@ -271,11 +312,16 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
             reason = revoked => {
                 session.close(CloseReason::ServerClose(reason));
             }
-            Some((id, durable)) = acks_rx.recv() => {
-                if durable {
-                    session.handle_telemetry_durable(Instant::now(), id);
-                } else {
-                    session.handle_telemetry_failed(id);
+            Some(first) = durables.next(), if !durables.is_empty() => {
+                // Every acknowledgement that is ready leaves in one write.
+                let mut ready = Some(first);
+                while let Some((id, durable)) = ready {
+                    if durable {
+                        session.handle_telemetry_durable(Instant::now(), id);
+                    } else {
+                        session.handle_telemetry_failed(id);
+                    }
+                    ready = durables.next().now_or_never().flatten();
                 }
             }
             () = c2d_ready => pump = true,
@@ -347,7 +393,7 @@ async fn handle_event(
     hub: &Arc<Hub>,
     session: &mut Session,
     auth: &mut Option<Authenticated>,
-    acks: &mpsc::UnboundedSender<(TelemetryId, bool)>,
+    durables: &mut Durables,
     peer: SocketAddr,
     event: SessionEvent,
     bucket: &mut TokenBucket,
@@ -442,11 +488,7 @@ async fn handle_event(
             }
             match hub.submit(&a.origin, vec![msg]) {
                 Ok(durable) => {
-                    let acks = acks.clone();
-                    tokio::spawn(async move {
-                        let ok = durable.await.is_ok();
-                        let _ = acks.send((id, ok));
-                    });
+                    durables.push(Box::pin(async move { (id, durable.await.is_ok()) }));
                 }
                 Err(e) => {
                     tracing::info!(%peer, error = %e.message, "telemetry refused");
@@ -541,6 +583,10 @@ async fn restore(
     client_id: &str,
     clean_session: bool,
 ) -> (bool, Vec<(ferrohub_mqtt::TopicFilter, ferrohub_mqtt::QoS)>) {
+    // Most connections have no stored session: nothing to load or to forget.
+    if !hub.sessions.has(client_id) {
+        return (false, Vec::new());
+    }
     let store = hub.sessions.clone();
     let cid = client_id.to_owned();
     let result = tokio::task::spawn_blocking(move || {

@@ -3,10 +3,13 @@
 //! subscribes again after a reconnect; azure-contract §4.5).
 //!
 //! SQLite in `<data_dir>/sessions.db`; writes are rare (a device subscribes once), so one
-//! connection behind a mutex, used from blocking tasks, is enough.
+//! connection behind a mutex, used from blocking tasks, is enough. The client ids that have a
+//! session are also kept in memory, so the common CONNECT (no stored session) needs no database
+//! access at all.
 
+use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Mutex, PoisonError};
 
 use ferrohub_mqtt::{QoS, TopicFilter};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -25,6 +28,8 @@ impl From<rusqlite::Error> for SessionStoreError {
 /// The stored sessions.
 pub(crate) struct SessionStore {
     conn: Mutex<Connection>,
+    /// The client ids that have a stored session; changed only while `conn` is held.
+    known: Mutex<BTreeSet<String>>,
 }
 
 /// The key of an identity's session: its MQTT client id.
@@ -47,9 +52,24 @@ impl SessionStore {
                 subscriptions TEXT NOT NULL
             )",
         )?;
+        let known = conn
+            .prepare("SELECT client_id FROM sessions")?
+            .query_map([], |row| row.get::<_, String>(0))?
+            .collect::<Result<BTreeSet<_>, _>>()?;
         Ok(SessionStore {
             conn: Mutex::new(conn),
+            known: Mutex::new(known),
         })
+    }
+
+    fn known(&self) -> std::sync::MutexGuard<'_, BTreeSet<String>> {
+        // The set is consistent after every statement that changes it.
+        self.known.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether `client_id` has a stored session (without touching the database).
+    pub(crate) fn has(&self, client_id: &str) -> bool {
+        self.known().contains(client_id)
     }
 
     fn conn(&self) -> Result<std::sync::MutexGuard<'_, Connection>, SessionStoreError> {
@@ -94,30 +114,45 @@ impl SessionStore {
             .map(|(f, q)| (f.as_str(), *q as u8))
             .collect();
         let text = serde_json::to_string(&raw).map_err(|e| SessionStoreError(e.to_string()))?;
-        self.conn()?.execute(
+        let conn = self.conn()?;
+        conn.execute(
             "INSERT INTO sessions (client_id, subscriptions) VALUES (?1, ?2)
              ON CONFLICT(client_id) DO UPDATE SET subscriptions = excluded.subscriptions",
             params![client_id, text],
         )?;
+        self.known().insert(client_id.to_owned());
         Ok(())
     }
 
     /// Forgets the session of `client_id`.
     pub(crate) fn delete(&self, client_id: &str) -> Result<(), SessionStoreError> {
-        self.conn()?.execute(
+        let conn = self.conn()?;
+        conn.execute(
             "DELETE FROM sessions WHERE client_id = ?1",
             params![client_id],
         )?;
+        self.known().remove(client_id);
         Ok(())
     }
 
     /// Forgets the sessions of `device` and of all its modules.
     pub(crate) fn delete_device(&self, device: &str) -> Result<(), SessionStoreError> {
         let prefix = format!("{device}/");
-        self.conn()?.execute(
+        let conn = self.conn()?;
+        conn.execute(
             "DELETE FROM sessions WHERE client_id = ?1 OR substr(client_id, 1, length(?2)) = ?2",
             params![device, prefix],
         )?;
+        let mut known = self.known();
+        known.remove(device);
+        let modules: Vec<String> = known
+            .range(prefix.clone()..)
+            .take_while(|cid| cid.starts_with(&prefix))
+            .cloned()
+            .collect();
+        for cid in modules {
+            known.remove(&cid);
+        }
         Ok(())
     }
 }
@@ -132,6 +167,7 @@ mod tests {
         let path = dir.path().join("s.db");
         let store = SessionStore::open(&path).expect("open");
         assert_eq!(store.load("d1").expect("load"), None);
+        assert!(!store.has("d1"));
         let subs = vec![(
             TopicFilter::new("devices/d1/messages/devicebound/#").expect("filter"),
             QoS::AtLeastOnce,
@@ -141,14 +177,21 @@ mod tests {
         store.save("d10", &[]).expect("save");
         drop(store);
         let store = SessionStore::open(&path).expect("reopen");
+        assert!(store.has("d1") && store.has("d1/m1") && store.has("d10"));
         assert_eq!(store.load("d1").expect("load"), Some(subs));
         store.delete_device("d1").expect("delete");
         assert_eq!(store.load("d1").expect("load"), None);
         assert_eq!(store.load("d1/m1").expect("load"), None);
+        assert!(!store.has("d1") && !store.has("d1/m1"));
         assert_eq!(
             store.load("d10").expect("load"),
             Some(vec![]),
             "other device kept"
         );
+        assert!(store.has("d10"));
+        store.delete("d10").expect("delete");
+        assert!(!store.has("d10"));
+        let store = SessionStore::open(&path).expect("reopen");
+        assert!(!store.has("d10") && !store.has("d1"));
     }
 }

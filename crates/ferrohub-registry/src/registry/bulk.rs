@@ -112,12 +112,17 @@ impl<S: RegistryStore> Registry<S> {
         now: DateTime<Utc>,
     ) -> Result<Option<Vec<BulkError>>, RegistryError> {
         let mut state = State::default();
+        // Every device of the request in one read.
+        let mut ids: Vec<DeviceId> = indices
+            .iter()
+            .map(|&i| records[i].device_id.clone())
+            .collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let found = self.store.devices_by_id(&ids).await?;
+        state.devices.extend(ids.into_iter().zip(found));
         for &i in indices {
             let r = &records[i];
-            if !state.devices.contains_key(&r.device_id) {
-                let d = self.store.device(&r.device_id).await?;
-                state.devices.insert(r.device_id.clone(), d);
-            }
             if let Some(m) = &r.module_id {
                 let module = self.store.module(&r.device_id, m).await?;
                 state

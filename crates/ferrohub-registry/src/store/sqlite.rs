@@ -273,6 +273,27 @@ impl RegistryStore for SqliteStore {
         })
     }
 
+    fn devices_by_id(
+        &self,
+        ids: &[DeviceId],
+    ) -> impl Future<Output = Result<Vec<Option<Device>>, StoreError>> + Send {
+        let ids: Vec<String> = ids.iter().map(|id| id.as_str().to_owned()).collect();
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT doc FROM devices WHERE device_id = ?1")
+                .map_err(sql_error)?;
+            ids.iter()
+                .map(|id| {
+                    let doc: Option<String> = stmt
+                        .query_row([id], |r| r.get(0))
+                        .optional()
+                        .map_err(sql_error)?;
+                    doc.map(|d| decode::<Device>(&d)).transpose()
+                })
+                .collect()
+        })
+    }
+
     fn devices(
         &self,
         limit: usize,

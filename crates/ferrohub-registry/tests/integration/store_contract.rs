@@ -257,6 +257,26 @@ mod cases {
             .collect();
         assert_eq!(modules, ["M", "a", "m", "z"]);
         assert!(s.modules(&did("nope")).await.expect("list").is_empty());
+
+        // Lookups by id keep the order asked for, with None for the unknown.
+        let asked = [did("b"), did("nope"), did("A"), did("b")];
+        let found: Vec<Option<String>> = s
+            .devices_by_id(&asked)
+            .await
+            .expect("lookup")
+            .into_iter()
+            .map(|d| d.map(|d| d.device_id.to_string()))
+            .collect();
+        assert_eq!(
+            found,
+            [
+                Some("b".to_owned()),
+                None,
+                Some("A".to_owned()),
+                Some("b".to_owned())
+            ]
+        );
+        assert!(s.devices_by_id(&[]).await.expect("lookup").is_empty());
     }
 
     pub(crate) async fn statistics_count_by_status<S: RegistryStore>(s: &S) {
