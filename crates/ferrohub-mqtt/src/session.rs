@@ -368,6 +368,17 @@ impl Session {
         self.out.events.pop_front()
     }
 
+    /// Gives back the memory of the output queues while they are empty, so that an idle
+    /// connection holds none. For the driver to call before it waits.
+    pub fn release_idle_memory(&mut self) {
+        if self.out.transmit.is_empty() {
+            self.out.transmit = VecDeque::new();
+        }
+        if self.out.events.is_empty() {
+            self.out.events = VecDeque::new();
+        }
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) should be called next: the CONNECT
     /// deadline, or the keep-alive deadline once connected. `None` while authenticating, while
     /// reading is paused for backpressure, and once closed.

@@ -28,7 +28,7 @@ use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
 use futures_util::{FutureExt, StreamExt};
 use rustls::ServerConfig;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -53,42 +53,83 @@ pub(crate) trait Transport: Send {
 }
 
 /// A plain TCP stream. Reads wait for readiness before taking buffer space, so an idle
-/// connection holds no input buffer.
-pub(crate) struct TcpTransport(pub(crate) TcpStream);
+/// connection holds no input buffer, and the space taken per read follows what the reads
+/// bring: small for a CONNECT or a lone packet, larger for a busy connection.
+pub(crate) struct TcpTransport {
+    stream: TcpStream,
+    chunk: usize,
+}
+
+impl TcpTransport {
+    pub(crate) fn new(stream: TcpStream) -> Self {
+        TcpTransport {
+            stream,
+            chunk: MIN_READ_CHUNK,
+        }
+    }
+}
+
+/// Least and most input buffer space taken for one read of a plain TCP connection.
+const MIN_READ_CHUNK: usize = 1024;
+const MAX_READ_CHUNK: usize = 64 * 1024;
+
+/// The read size after a read that got `got` bytes into `room` bytes of space: doubled when the
+/// read filled the space, halved when it used less than a quarter of it.
+fn next_chunk(chunk: usize, got: usize, room: usize) -> usize {
+    if got >= room {
+        (chunk * 2).min(MAX_READ_CHUNK)
+    } else if got < room / 4 {
+        (chunk / 2).max(MIN_READ_CHUNK)
+    } else {
+        chunk
+    }
+}
 
 impl Transport for TcpTransport {
     async fn read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
         loop {
-            self.0.readable().await?;
-            if buf.capacity() - buf.len() < 1024 {
-                buf.reserve(READ_CHUNK);
+            self.stream.readable().await?;
+            if buf.capacity() - buf.len() < self.chunk {
+                buf.reserve(self.chunk);
             }
-            match self.0.try_read_buf(buf) {
+            let room = buf.capacity() - buf.len();
+            match self.stream.try_read_buf(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                result => return result,
+                Ok(got) => {
+                    self.chunk = next_chunk(self.chunk, got, room);
+                    return Ok(got);
+                }
+                Err(e) => return Err(e),
             }
         }
     }
 
     async fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
-        self.0.write_all(bytes).await
+        self.stream.write_all(bytes).await
     }
 
     async fn shutdown(&mut self) {
-        let _ = self.0.shutdown().await;
+        let _ = self.stream.shutdown().await;
     }
 }
 
-/// Input buffer space taken for a read, when less than 1 KiB is free.
-const READ_CHUNK: usize = 4096;
+/// A TLS stream over TCP. Like [`TcpTransport`], a read takes buffer space only once TLS has
+/// decrypted data waiting or the socket has bytes.
+pub(crate) struct TlsTransport(pub(crate) tokio_rustls::server::TlsStream<TcpStream>);
 
-/// A TLS stream.
-pub(crate) struct StreamTransport<S>(pub(crate) S);
-
-impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for StreamTransport<S> {
+impl Transport for TlsTransport {
     async fn read(&mut self, buf: &mut BytesMut) -> io::Result<usize> {
-        if buf.capacity() - buf.len() < 1024 {
-            buf.reserve(READ_CHUNK);
+        let (tcp, tls) = self.0.get_mut();
+        let waiting = match tls.process_new_packets() {
+            Ok(state) => state.plaintext_bytes_to_read() > 0 || state.peer_has_closed(),
+            // The read below reports it.
+            Err(_) => true,
+        };
+        if !waiting {
+            tcp.readable().await?;
+        }
+        if buf.capacity() - buf.len() < MIN_READ_CHUNK {
+            buf.reserve(4 * MIN_READ_CHUNK);
         }
         self.0.read_buf(buf).await
     }
@@ -159,21 +200,23 @@ pub(crate) async fn serve(listener: TcpListener, tls: Option<Arc<ServerConfig>>,
         };
         let _ = tcp.set_nodelay(true);
         let hub = hub.clone();
-        let acceptor = acceptor.clone();
-        tokio::spawn(async move {
-            match acceptor {
-                Some(acceptor) => {
+        // One task type per transport: a plain connection's task holds no TLS state.
+        match acceptor.clone() {
+            Some(acceptor) => {
+                tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
-                        Ok(Ok(stream)) => drive(hub, StreamTransport(stream), peer).await,
+                        Ok(Ok(stream)) => drive(hub, TlsTransport(stream), peer).await,
                         Ok(Err(e)) => {
                             tracing::debug!(%peer, error = %e, "MQTT TLS handshake failed")
                         }
                         Err(_) => tracing::debug!(%peer, "MQTT TLS handshake timed out"),
                     }
-                }
-                None => drive(hub, TcpTransport(tcp), peer).await,
+                });
             }
-        });
+            None => {
+                tokio::spawn(drive(hub, TcpTransport::new(tcp), peer));
+            }
+        }
     }
 }
 
@@ -284,6 +327,7 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
         if session.is_closed() {
             break;
         }
+        session.release_idle_memory();
 
         let timeout = session.poll_timeout();
         let token_deadline = auth.as_ref().and_then(|a| a.token_deadline);
@@ -352,10 +396,13 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
         hub.connections
             .unregister(&a.identity, a.registration.id, hub.now());
         // Messages the device never acknowledged go back to its queue for the next connection.
-        for lock in a.c2d_inflight.values() {
-            let _ = hub.c2d.release(&a.origin.device_id, lock, hub.now()).await;
-        }
         if !a.c2d_inflight.is_empty() {
+            let release: BoxFuture<'_, ()> = Box::pin(async {
+                for lock in a.c2d_inflight.values() {
+                    let _ = hub.c2d.release(&a.origin.device_id, lock, hub.now()).await;
+                }
+            });
+            release.await;
             // A newer connection may already be waiting for them.
             hub.connections.notify_c2d(&a.origin.device_id);
         }
@@ -417,20 +464,21 @@ async fn handle_event(
                 );
                 return;
             }
-            match authenticate(
+            match Box::pin(authenticate(
                 hub,
                 &device_id,
                 module_id.as_deref(),
                 username.as_deref(),
                 password,
-            )
+            ))
             .await
             {
                 Ok((origin, token_deadline)) => {
                     let cid = client_id(&device_id, module_id.as_deref());
                     let identity: Identity = (origin.device_id.clone(), origin.module_id.clone());
                     let registration = hub.connections.register(identity.clone(), hub.now());
-                    let (session_present, subscriptions) = restore(hub, &cid, clean_session).await;
+                    let (session_present, subscriptions) =
+                        Box::pin(restore(hub, &cid, clean_session)).await;
                     tracing::info!(%peer, client_id = %cid, clean_session, "MQTT client connected");
                     *auth = Some(Authenticated {
                         origin,
@@ -682,7 +730,18 @@ fn complete_delivered(hub: &Arc<Hub>, a: &mut Authenticated) {
 }
 
 /// Sends queued cloud-to-device messages to a subscribed device, up to [`MAX_C2D_INFLIGHT`].
-async fn pump_c2d(hub: &Arc<Hub>, session: &mut Session, auth: &mut Option<Authenticated>) {
+///
+/// Boxed, like the other rare, large steps of a connection (authentication, session restore),
+/// so that the connection's own future, which every idle connection keeps, stays small.
+fn pump_c2d<'a>(
+    hub: &'a Arc<Hub>,
+    session: &'a mut Session,
+    auth: &'a mut Option<Authenticated>,
+) -> BoxFuture<'a, ()> {
+    Box::pin(pump_c2d_now(hub, session, auth))
+}
+
+async fn pump_c2d_now(hub: &Arc<Hub>, session: &mut Session, auth: &mut Option<Authenticated>) {
     let Some(a) = auth.as_mut() else {
         return;
     };
@@ -798,6 +857,18 @@ fn dotnet_round_trip(t: chrono::DateTime<chrono::Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn read_size_follows_the_reads() {
+        // A full read doubles, up to the most.
+        assert_eq!(next_chunk(1024, 1024, 1024), 2048);
+        assert_eq!(next_chunk(MAX_READ_CHUNK, 70_000, 70_000), MAX_READ_CHUNK);
+        // A read using under a quarter halves, down to the least.
+        assert_eq!(next_chunk(8192, 1000, 8192), 4096);
+        assert_eq!(next_chunk(MIN_READ_CHUNK, 10, 1024), MIN_READ_CHUNK);
+        // Anything between keeps the size.
+        assert_eq!(next_chunk(4096, 3000, 4096), 4096);
+    }
 
     #[test]
     fn expiry_has_seven_fractional_digits() {
