@@ -83,17 +83,34 @@ pub(crate) fn prepare(
             (chain, key, Some(dir.join("ca.pem")))
         }
     };
-    let mut server_config = ServerConfig::builder_with_protocol_versions(&[
-        &rustls::version::TLS13,
-        &rustls::version::TLS12,
-    ])
-    .with_no_client_auth()
-    .with_single_cert(chain, key)?;
+    let mut server_config = ServerConfig::builder_with_provider(Arc::new(provider()))
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_no_client_auth()
+        .with_single_cert(chain, key)?;
+    // The server's order decides: AES-128-GCM with SHA-256 first, the cheapest key schedule
+    // for a device handshake (every suite offered is a current AEAD suite).
+    server_config.ignore_client_order = true;
     server_config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(TlsMaterial {
         server_config: Arc::new(server_config),
         ca_path,
     })
+}
+
+/// aws-lc-rs with its cipher suites in the hub's preference order: the SHA-256 suites before
+/// the SHA-384 one, for TLS 1.3 and 1.2 alike.
+fn provider() -> rustls::crypto::CryptoProvider {
+    let mut provider = rustls::crypto::aws_lc_rs::default_provider();
+    provider.cipher_suites.sort_by_key(|suite| {
+        use rustls::CipherSuite::*;
+        matches!(
+            suite.suite(),
+            TLS13_AES_256_GCM_SHA384
+                | TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384
+                | TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384
+        )
+    });
+    provider
 }
 
 fn load_pem(
@@ -208,6 +225,29 @@ fn server_names(names: &[String]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sha256_suites_are_preferred() {
+        let suites: Vec<rustls::CipherSuite> =
+            provider().cipher_suites.iter().map(|s| s.suite()).collect();
+        assert_eq!(suites[0], rustls::CipherSuite::TLS13_AES_128_GCM_SHA256);
+        let first_384 = suites
+            .iter()
+            .position(|s| format!("{s:?}").ends_with("SHA384"))
+            .expect("a SHA-384 suite is still offered");
+        assert!(
+            suites[first_384..]
+                .iter()
+                .all(|s| format!("{s:?}").ends_with("SHA384")),
+            "{suites:?}"
+        );
+        assert_eq!(
+            suites.len(),
+            rustls::crypto::aws_lc_rs::default_provider()
+                .cipher_suites
+                .len()
+        );
+    }
 
     #[test]
     fn generates_once_and_reissues_for_new_names() {
