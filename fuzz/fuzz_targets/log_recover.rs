@@ -99,7 +99,7 @@ fn damaged_tail(dir: &Path, input: &[u8]) {
     let unsynced_n = usize::from(next() % 12);
     let make = |i: usize, size: u8| RecordIn {
         enqueued_ms: i as i64,
-        system_properties: vec![("i".into(), i.to_string())],
+        system_properties: vec![("i".into(), i.to_string().into())],
         application_properties: Vec::new(),
         body: vec![size; usize::from(size)],
     };
@@ -149,9 +149,11 @@ fn damaged_tail(dir: &Path, input: &[u8]) {
         let want = flushed.get(i).or_else(|| unsynced.get(i - flushed.len()));
         let want = want.expect("no record beyond what was appended");
         assert_eq!(r.sequence_number, i as u64);
-        assert_eq!(
-            (&r.system_properties, &r.body),
-            (&want.system_properties, &want.body)
-        );
+        let want_system: Vec<(String, String)> = want
+            .system_properties
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert_eq!((&r.system_properties, &r.body), (&want_system, &want.body));
     }
 }

@@ -35,17 +35,29 @@ pub(crate) struct FrameMeta {
 /// The framed size of `record`. Saturates instead of overflowing, so a huge record is simply
 /// too large.
 pub(crate) fn framed_len(record: &RecordIn) -> usize {
-    let props = |list: &[(String, String)]| {
+    fn props<K: AsRef<str>, V: AsRef<str>>(list: &[(K, V)]) -> usize {
         list.iter().fold(0usize, |acc, (k, v)| {
             acc.saturating_add(8)
-                .saturating_add(k.len())
-                .saturating_add(v.len())
+                .saturating_add(k.as_ref().len())
+                .saturating_add(v.as_ref().len())
         })
-    };
+    }
     MIN_FRAME_BYTES
         .saturating_add(props(&record.system_properties))
         .saturating_add(props(&record.application_properties))
         .saturating_add(record.body.len())
+}
+
+/// Appends a property list: its length, then each name and value with their lengths.
+fn put_props<K: AsRef<str>, V: AsRef<str>>(buf: &mut Vec<u8>, list: &[(K, V)]) {
+    put_u32(buf, list.len());
+    for (k, v) in list {
+        let (k, v) = (k.as_ref(), v.as_ref());
+        put_u32(buf, k.len());
+        buf.extend_from_slice(k.as_bytes());
+        put_u32(buf, v.len());
+        buf.extend_from_slice(v.as_bytes());
+    }
 }
 
 /// Append the frame of `record` with sequence number `seq` to `buf`.
@@ -59,15 +71,8 @@ pub(crate) fn encode(buf: &mut Vec<u8>, seq: u64, record: &RecordIn) {
     buf.extend_from_slice(&[0u8; HEADER_BYTES]);
     buf.extend_from_slice(&seq.to_le_bytes());
     buf.extend_from_slice(&record.enqueued_ms.to_le_bytes());
-    for list in [&record.system_properties, &record.application_properties] {
-        put_u32(buf, list.len());
-        for (k, v) in list {
-            put_u32(buf, k.len());
-            buf.extend_from_slice(k.as_bytes());
-            put_u32(buf, v.len());
-            buf.extend_from_slice(v.as_bytes());
-        }
-    }
+    put_props(buf, &record.system_properties);
+    put_props(buf, &record.application_properties);
     buf.extend_from_slice(&record.body);
     let rest_len = buf.len() - start - HEADER_BYTES;
     let len_bytes = u32::try_from(rest_len).unwrap_or(u32::MAX).to_le_bytes();

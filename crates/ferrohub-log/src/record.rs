@@ -1,6 +1,8 @@
 //! The values that go into and come out of the log: [`RecordIn`], [`Record`], [`Position`],
 //! [`StartPosition`], [`PartitionInfo`] and [`DurablePosition`].
 
+use std::borrow::Cow;
+
 /// A record to append. The log adds the sequence number and offset.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RecordIn {
@@ -8,8 +10,9 @@ pub struct RecordIn {
     /// the clock; the log never does. Times need not increase (see
     /// [`StartPosition::EnqueuedTime`]).
     pub enqueued_ms: i64,
-    /// System properties (`message-id`, `iothub-connection-device-id`, …), in order.
-    pub system_properties: Vec<(String, String)>,
+    /// System properties (`message-id`, `iothub-connection-device-id`, …), in order. Borrowed
+    /// where the caller has a constant (the names, fixed values), to spare an allocation each.
+    pub system_properties: Vec<(Cow<'static, str>, Cow<'static, str>)>,
     /// Application properties, in order. Names may repeat; the log keeps the list as given.
     pub application_properties: Vec<(String, String)>,
     /// The event body.

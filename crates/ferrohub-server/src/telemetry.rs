@@ -5,6 +5,8 @@
 //! enqueued) and never takes them from the device; a device only sets the properties Azure lets
 //! devices set (message id, correlation id, content type, …).
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use ferrohub_log::{Position, RecordIn};
@@ -85,37 +87,41 @@ impl DeviceMessage {
 /// Builds the log record for `msg`, stamping the hub's properties.
 pub fn record(origin: &Origin, msg: DeviceMessage, now: DateTime<Utc>) -> RecordIn {
     let enqueued_ms = now.timestamp_millis();
-    let mut system: Vec<(String, String)> = msg
-        .system
-        .into_iter()
-        .filter(|(k, _)| DEVICE_SYSTEM_PROPERTIES.contains(&k.as_str()))
-        .collect();
+    let mut system: Vec<(Cow<'static, str>, Cow<'static, str>)> =
+        Vec::with_capacity(msg.system.len() + 7);
+    system.extend(
+        msg.system
+            .into_iter()
+            .filter(|(k, _)| DEVICE_SYSTEM_PROPERTIES.contains(&k.as_str()))
+            .map(|(k, v)| (Cow::Owned(k), Cow::Owned(v))),
+    );
     system.push((
         "iothub-connection-device-id".into(),
-        origin.device_id.to_string(),
+        origin.device_id.to_string().into(),
     ));
     if let Some(m) = &origin.module_id {
-        system.push(("iothub-connection-module-id".into(), m.to_string()));
+        system.push(("iothub-connection-module-id".into(), m.to_string().into()));
     }
     system.push((
         "iothub-connection-auth-generation-id".into(),
-        origin.generation_id.clone(),
+        origin.generation_id.clone().into(),
     ));
-    let scope = match origin.auth_scope {
-        AuthScope::Device => "device",
-        AuthScope::Module => "module",
-        AuthScope::Hub => "hub",
+    let auth_method = match origin.auth_scope {
+        AuthScope::Device => {
+            r#"{"scope":"device","type":"sas","issuer":"iothub","acceptingIpFilterRule":null}"#
+        }
+        AuthScope::Module => {
+            r#"{"scope":"module","type":"sas","issuer":"iothub","acceptingIpFilterRule":null}"#
+        }
+        AuthScope::Hub => {
+            r#"{"scope":"hub","type":"sas","issuer":"iothub","acceptingIpFilterRule":null}"#
+        }
     };
-    system.push((
-        "iothub-connection-auth-method".into(),
-        format!(
-            r#"{{"scope":"{scope}","type":"sas","issuer":"iothub","acceptingIpFilterRule":null}}"#
-        ),
-    ));
-    system.push(("iothub-enqueuedtime".into(), enqueued_ms.to_string()));
+    system.push(("iothub-connection-auth-method".into(), auth_method.into()));
+    system.push(("iothub-enqueuedtime".into(), enqueued_ms.to_string().into()));
     system.push(("iothub-message-source".into(), "Telemetry".into()));
     if let Some(model) = &origin.model_id {
-        system.push(("dt-dataschema".into(), model.clone()));
+        system.push(("dt-dataschema".into(), model.clone().into()));
     }
     RecordIn {
         enqueued_ms,
@@ -201,7 +207,7 @@ mod tests {
             r.system_properties
                 .iter()
                 .filter(|(n, _)| n == k)
-                .map(|(_, v)| v.as_str())
+                .map(|(_, v)| v.as_ref())
                 .collect::<Vec<_>>()
         };
         assert_eq!(get("iothub-connection-device-id"), vec!["d1"]);

@@ -48,7 +48,7 @@ fn device_record(device: usize, i: usize, body_max: usize) -> RecordIn {
         enqueued_ms: (i * 1000 + device) as i64,
         system_properties: vec![(
             "iothub-connection-device-id".into(),
-            format!("dev-{device}"),
+            format!("dev-{device}").into(),
         )],
         application_properties: vec![("i".into(), i.to_string())],
         body: (0..len).map(|b| (b * 7 + device + i) as u8).collect(),

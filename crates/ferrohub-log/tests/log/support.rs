@@ -19,7 +19,7 @@ pub(crate) fn record(n: u64, enqueued_ms: i64) -> RecordIn {
     let len = (n * 37 % 200) as usize;
     RecordIn {
         enqueued_ms,
-        system_properties: vec![("message-id".into(), format!("m-{n}"))],
+        system_properties: vec![("message-id".into(), format!("m-{n}").into())],
         application_properties: if n.is_multiple_of(3) {
             vec![]
         } else {
@@ -40,7 +40,11 @@ pub(crate) fn read_all(log: &Log, p: u32) -> Vec<Record> {
 /// Whether `r` carries exactly the content of `input`.
 pub(crate) fn same_content(r: &Record, input: &RecordIn) -> bool {
     r.enqueued_ms == input.enqueued_ms
-        && r.system_properties == input.system_properties
+        && r.system_properties.len() == input.system_properties.len()
+        && r.system_properties
+            .iter()
+            .zip(&input.system_properties)
+            .all(|((k, v), (ik, iv))| k == ik && v == iv)
         && r.application_properties == input.application_properties
         && r.body == input.body
 }
