@@ -27,7 +27,6 @@
 
 pub mod config;
 pub mod error;
-mod locks;
 pub mod model;
 pub mod queues;
 pub mod store;

@@ -46,12 +46,12 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, TimeDelta, Utc};
+use ferrohub_storage::key_locks::KeyLocks;
 use ferrohub_types::DeviceId;
 use futures_channel::oneshot;
 
 use crate::config::C2dConfig;
 use crate::error::{C2dError, StoreError};
-use crate::locks::KeyLocks;
 use crate::model::{FeedbackBatch, FeedbackRecord, FeedbackStatus, OutgoingMessage, QueuedMessage};
 use crate::store::{
     DeviceQueue, FeedbackState, MessageHead, MessageState, QueueChange, QueueStore, StoredFeedback,
@@ -86,7 +86,9 @@ pub struct C2dQueues<S> {
     store: S,
     config: C2dConfig,
     timing: Timing,
+    /// Held from reading a device's queue until the store acknowledged the change.
     devices: KeyLocks<DeviceId>,
+    /// The hub-wide lock of the feedback operations.
     feedback: KeyLocks<()>,
     /// Sends and completions waiting for their device's lock, per device, oldest first.
     pending: Mutex<HashMap<DeviceId, Vec<Pending>>>,

@@ -18,12 +18,12 @@
 
 mod bulk;
 mod cache;
-mod locks;
 
 use std::fmt;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use ferrohub_storage::key_locks::KeyLocks;
 use ferrohub_types::{DeviceId, ModuleId};
 
 use crate::error::{RegistryError, StoreError};
@@ -34,7 +34,6 @@ use crate::model::{
 use crate::rules;
 use crate::store::{Change, Expect, RegistryStore};
 use cache::{CacheOp, Effects, IdentityCache, Listeners};
-use locks::KeyLocks;
 
 /// Most records one bulk request may carry.
 pub const MAX_BULK_RECORDS: usize = 100;
@@ -51,7 +50,8 @@ pub struct Registry<S> {
     store: S,
     cache: IdentityCache,
     listeners: Listeners,
-    locks: KeyLocks,
+    /// Per-device write locks, held until the cache reflects the stored result.
+    locks: KeyLocks<DeviceId>,
 }
 
 impl<S> fmt::Debug for Registry<S> {

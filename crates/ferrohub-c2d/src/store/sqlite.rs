@@ -2,19 +2,13 @@
 //!
 //! # Design
 //!
-//! * WAL journal, `synchronous=FULL`: an `apply` is acknowledged only after its commit is on disk.
-//!   A transaction holding only `apply_relaxed` changes commits with `synchronous=NORMAL`: no
-//!   fsync; the WAL is written in order, so the next synced commit makes it durable too.
-//! * One writer thread owns the only writing connection. It takes every `apply` submitted while
-//!   it was busy and commits them together in one transaction (group commit), so concurrent
-//!   writers share one fsync. Each `apply` runs inside its own `SAVEPOINT`: one whose guard
-//!   fails is rolled back alone and the others still commit.
-//! * A small pool of reader threads, each with its own connection, serves reads. WAL lets them run
-//!   beside the writer; each read sees every commit acknowledged before it started.
-//! * Results travel back on `futures_channel::oneshot`, so callers on any async runtime await
-//!   without blocking a runtime thread.
-//! * An `apply` is handed to the writer when it is called, not when its future is first polled:
-//!   dropping the future does not withdraw it.
+//! The database runs on [`ferrohub_storage::sqlite::Database`]: WAL journal, one writer thread
+//! committing concurrent `apply` calls together (group commit), each in its own `SAVEPOINT` so
+//! one whose guard fails is rolled back alone, and a pool of reader threads. An `apply` is
+//! acknowledged only after its commit is on disk (`synchronous=FULL`); a transaction holding
+//! only `apply_relaxed` changes commits with `synchronous=NORMAL`: no fsync, made durable by the
+//! next synced commit. An `apply` is handed to the writer when it is called, not when its future
+//! is first polled: dropping the future does not withdraw it.
 //!
 //! # Sharing the registry's database
 //!
@@ -44,16 +38,14 @@
 //! Times are `INTEGER` microseconds since the Unix epoch.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures_channel::oneshot;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
+use ferrohub_storage::sqlite::{self, Database, Names, WriteError};
 use ferrohub_types::DeviceId;
+
+pub use ferrohub_storage::sqlite::WriteStats;
 
 use super::{
     DeviceQueue, Expect, FeedbackState, MessageHead, MessageState, QueueChange, QueueStore,
@@ -120,12 +112,11 @@ const DEVICES_TRIGGER: &str = "CREATE TRIGGER IF NOT EXISTS c2d_forget_deleted_d
 /// How many reader threads [`SqliteQueueStore::open`] starts.
 pub const DEFAULT_READERS: usize = 2;
 
-/// The most `apply` calls one transaction takes, to bound a commit's size and latency.
-const MAX_BATCH: usize = 512;
-
-/// How long a connection waits for a lock held by another connection (the registry's writer,
-/// another process) before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How the database names its threads and itself in logs.
+const NAMES: Names = Names {
+    threads: "ferrohub-c2d",
+    database: "cloud-to-device",
+};
 
 const MESSAGE_COLUMNS: &str = "seq, enqueued_time, expiry_time, delivery_count, deliveries, \
      lock_token, locked_until, generation_id, message_id, ack";
@@ -139,35 +130,8 @@ const FEEDBACK_COLUMNS: &str = "id, device_id, generation_id, original_message_i
 /// the database.
 pub struct SqliteQueueStore {
     path: PathBuf,
-    writer: Option<mpsc::Sender<WriteJob>>,
-    readers: Option<mpsc::Sender<ReadJob>>,
-    threads: Vec<JoinHandle<()>>,
-    stats: Arc<Counters>,
+    db: Database<Op>,
 }
-
-/// Counters of the writer thread, for metrics and to observe group commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct WriteStats {
-    /// Transactions committed (or attempted).
-    pub transactions: u64,
-    /// `apply` calls processed; more than `transactions` when commits were shared.
-    pub applies: u64,
-}
-
-#[derive(Default)]
-struct Counters {
-    transactions: AtomicU64,
-    applies: AtomicU64,
-}
-
-struct WriteJob {
-    ops: Vec<Op>,
-    /// Whether the commit must reach the disk before the reply (`apply`, not `apply_relaxed`).
-    sync: bool,
-    reply: oneshot::Sender<Result<(), StoreError>>,
-}
-
-type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
 /// A guard in SQL form.
 struct Guard {
@@ -252,36 +216,13 @@ impl SqliteQueueStore {
     /// least one).
     pub fn open_with_readers(path: impl AsRef<Path>, readers: usize) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
-        let writer_conn = open_writer(&path)?;
-        let mut reader_conns = Vec::new();
-        for _ in 0..readers.max(1) {
-            reader_conns.push(open_reader(&path).map_err(|e| unavailable(&path, e))?);
-        }
-
-        let stats = Arc::new(Counters::default());
-        let mut threads = Vec::new();
-        let (write_tx, write_rx) = mpsc::channel::<WriteJob>();
-        let writer_stats = Arc::clone(&stats);
-        threads.push(spawn("ferrohub-c2d-writer", move || {
-            run_writer(writer_conn, write_rx, &writer_stats)
-        })?);
-
-        let (read_tx, read_rx) = mpsc::channel::<ReadJob>();
-        let read_rx = Arc::new(Mutex::new(read_rx));
-        for (i, conn) in reader_conns.into_iter().enumerate() {
-            let rx = Arc::clone(&read_rx);
-            threads.push(spawn(&format!("ferrohub-c2d-reader-{i}"), move || {
-                run_reader(conn, &rx)
-            })?);
-        }
+        let writer = open_writer(&path)?;
+        let readers =
+            sqlite::open_readers(&path, readers.max(1)).map_err(|e| unavailable(&path, e))?;
+        let db = Database::start(NAMES, writer, readers, run_op)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         tracing::debug!(path = %path.display(), "cloud-to-device database open");
-        Ok(SqliteQueueStore {
-            path,
-            writer: Some(write_tx),
-            readers: Some(read_tx),
-            threads,
-            stats,
-        })
+        Ok(SqliteQueueStore { path, db })
     }
 
     /// The database file.
@@ -291,29 +232,22 @@ impl SqliteQueueStore {
 
     /// The writer's counters so far.
     pub fn write_stats(&self) -> WriteStats {
-        WriteStats {
-            transactions: self.stats.transactions.load(Ordering::Relaxed),
-            applies: self.stats.applies.load(Ordering::Relaxed),
-        }
+        self.db.write_stats()
     }
 
-    /// Encodes `changes` and hands them to the writer now.
+    /// Encodes `changes` and hands them to the writer now; `sync` for `apply`, not for
+    /// `apply_relaxed`.
     fn submit(
         &self,
         changes: Vec<QueueChange>,
         sync: bool,
-    ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
-        let ops = changes
+    ) -> impl Future<Output = Result<(), StoreError>> + Send + use<> {
+        let written = changes
             .into_iter()
             .map(encode)
-            .collect::<Result<Vec<_>, _>>()?;
-        let (reply, rx) = oneshot::channel();
-        self.writer
-            .as_ref()
-            .ok_or_else(stopped)?
-            .send(WriteJob { ops, sync, reply })
-            .map_err(|_| stopped())?;
-        Ok(rx)
+            .collect::<Result<Vec<_>, _>>()
+            .map(|ops| self.db.write(ops, sync));
+        async move { written?.await.map_err(write_error) }
     }
 
     /// Runs `f` on a reader connection.
@@ -322,34 +256,8 @@ impl SqliteQueueStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        let job: ReadJob = Box::new(move |conn| {
-            // The caller may have gone; then nobody wants the answer.
-            let _ = tx.send(f(conn));
-        });
-        let sent = match &self.readers {
-            Some(readers) => readers.send(job).is_ok(),
-            None => false,
-        };
-        async move {
-            if !sent {
-                return Err(stopped());
-            }
-            rx.await.unwrap_or_else(|_| Err(stopped()))
-        }
-    }
-}
-
-impl Drop for SqliteQueueStore {
-    fn drop(&mut self) {
-        // Closing the channels lets each thread finish what is queued and return.
-        self.writer.take();
-        self.readers.take();
-        for t in self.threads.drain(..) {
-            if t.join().is_err() {
-                tracing::error!("a cloud-to-device database thread panicked");
-            }
-        }
+        let read = self.db.read(f);
+        async move { read.await.unwrap_or_else(|_| Err(stopped())) }
     }
 }
 
@@ -367,26 +275,14 @@ impl QueueStore for SqliteQueueStore {
         &self,
         changes: Vec<QueueChange>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        let submitted = self.submit(changes, true);
-        async move {
-            match submitted {
-                Ok(rx) => rx.await.unwrap_or_else(|_| Err(stopped())),
-                Err(e) => Err(e),
-            }
-        }
+        self.submit(changes, true)
     }
 
     fn apply_relaxed(
         &self,
         changes: Vec<QueueChange>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
-        let submitted = self.submit(changes, false);
-        async move {
-            match submitted {
-                Ok(rx) => rx.await.unwrap_or_else(|_| Err(stopped())),
-                Err(e) => Err(e),
-            }
-        }
+        self.submit(changes, false)
     }
 
     fn queue(
@@ -727,23 +623,10 @@ fn feedback_list(
         .collect()
 }
 
-// === Connections and threads ===
+// === Connections and schema ===
 
 fn open_writer(path: &Path) -> Result<Connection, StoreError> {
-    let setup = || -> rusqlite::Result<Connection> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            tracing::warn!(
-                mode,
-                "SQLite refused WAL mode for the cloud-to-device database"
-            );
-        }
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        Ok(conn)
-    };
-    let mut conn = setup().map_err(|e| unavailable(path, e))?;
+    let mut conn = sqlite::open_writer(path, NAMES.database).map_err(|e| unavailable(path, e))?;
     match migrate(&mut conn) {
         Ok(Ok(())) => Ok(conn),
         Ok(Err(found)) => Err(StoreError::Incompatible(format!(
@@ -755,33 +638,12 @@ fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     }
 }
 
-fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    conn.pragma_update(None, "query_only", true)?;
-    Ok(conn)
-}
-
 /// Brings the schema to the newest version and creates the `devices` trigger where it can, in
 /// one transaction. `Ok(Err(version))` when the database's schema is newer than this build's.
 fn migrate(conn: &mut Connection) -> rusqlite::Result<Result<(), usize>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    tx.execute_batch("CREATE TABLE IF NOT EXISTS c2d_schema_version (version INTEGER NOT NULL)")?;
-    let current: Option<i64> =
-        tx.query_row("SELECT max(version) FROM c2d_schema_version", [], |r| {
-            r.get(0)
-        })?;
-    let current = usize::try_from(current.unwrap_or(0)).unwrap_or(usize::MAX);
-    if current > MIGRATIONS.len() {
-        return Ok(Err(current));
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
-        tx.execute_batch(sql)?;
-        tx.execute(
-            "INSERT INTO c2d_schema_version (version) VALUES (?1)",
-            [i64::try_from(i + 1).unwrap_or(i64::MAX)],
-        )?;
-        tracing::info!(version = i + 1, "cloud-to-device database schema migrated");
+    if let Err(found) = sqlite::migrate(&tx, "c2d_schema_version", MIGRATIONS, NAMES.database)? {
+        return Ok(Err(found));
     }
     let has_devices: bool = tx.query_row(
         "SELECT EXISTS (SELECT 1 FROM pragma_table_info('devices') WHERE name = 'device_id')",
@@ -794,110 +656,7 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<Result<(), usize>> {
     tx.commit().map(Ok)
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StoreError> {
-    std::thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(f)
-        .map_err(|e| StoreError::Unavailable(format!("cannot start thread {name}: {e}")))
-}
-
-fn run_reader(conn: Connection, jobs: &Mutex<mpsc::Receiver<ReadJob>>) {
-    loop {
-        // Hold the lock only to take a job, so the other readers can take the next one.
-        let job = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
-        match job {
-            Ok(job) => job(&conn),
-            Err(_) => return,
-        }
-    }
-}
-
-fn run_writer(mut conn: Connection, jobs: mpsc::Receiver<WriteJob>, stats: &Counters) {
-    // The connection was opened with synchronous=FULL.
-    let mut synced = true;
-    // Everything that queued up during the previous commit becomes the next batch.
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let sync = batch.iter().any(|job| job.sync);
-        if sync != synced {
-            let mode = if sync { "FULL" } else { "NORMAL" };
-            match conn.pragma_update(None, "synchronous", mode) {
-                Ok(()) => synced = sync,
-                // Still FULL (or NORMAL with nothing that needs more): safe either way, except
-                // NORMAL for a synced batch, which is what this error leaves in force.
-                Err(e) => {
-                    tracing::error!(error = %e, mode, "changing SQLite's synchronous mode failed");
-                }
-            }
-        }
-        let results = if sync && !synced {
-            let e = StoreError::Unavailable("cannot make the commit durable".into());
-            batch.iter().map(|_| Err(e.clone())).collect()
-        } else {
-            match write_batch(&mut conn, &batch) {
-                Ok(results) => results,
-                Err(e) => {
-                    tracing::error!(error = %e, jobs = batch.len(), "cloud-to-device commit failed");
-                    let e = StoreError::Unavailable(e.to_string());
-                    batch.iter().map(|_| Err(e.clone())).collect()
-                }
-            }
-        };
-        stats.transactions.fetch_add(1, Ordering::Relaxed);
-        stats
-            .applies
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        for (job, result) in batch.into_iter().zip(results) {
-            // A caller that stopped waiting still had its change applied; see the module doc.
-            let _ = job.reply.send(result);
-        }
-    }
-}
-
-/// Commits `batch` in one transaction, each job in its own savepoint. An `Err` means the whole
-/// transaction failed and nothing was stored.
-fn write_batch(
-    conn: &mut Connection,
-    batch: &[WriteJob],
-) -> rusqlite::Result<Vec<Result<(), StoreError>>> {
-    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut results = Vec::with_capacity(batch.len());
-    for job in batch {
-        let sp = tx.savepoint()?;
-        match run_ops(&sp, &job.ops) {
-            Ok(None) => {
-                sp.commit()?;
-                results.push(Ok(()));
-            }
-            Ok(Some(index)) => {
-                sp.finish()?;
-                results.push(Err(StoreError::Conflict { index }));
-            }
-            Err(e) => {
-                sp.finish()?;
-                results.push(Err(sql_error(e)));
-            }
-        }
-    }
-    tx.commit()?;
-    Ok(results)
-}
-
-/// Runs the ops in order; `Some(index)` is the first whose guard failed.
-fn run_ops(conn: &Connection, ops: &[Op]) -> rusqlite::Result<Option<usize>> {
-    for (index, op) in ops.iter().enumerate() {
-        if !run_op(conn, op)? {
-            return Ok(Some(index));
-        }
-    }
-    Ok(None)
-}
+// === Writes ===
 
 /// Runs one op; `false` when its guard failed (then it changed nothing).
 fn run_op(conn: &Connection, op: &Op) -> rusqlite::Result<bool> {
@@ -1176,4 +935,12 @@ fn unavailable(path: &Path, e: rusqlite::Error) -> StoreError {
 
 fn stopped() -> StoreError {
     StoreError::Unavailable("the cloud-to-device database is closed".to_owned())
+}
+
+fn write_error(e: WriteError) -> StoreError {
+    match e {
+        WriteError::Conflict { index } => StoreError::Conflict { index },
+        WriteError::Unavailable(e) => StoreError::Unavailable(e),
+        WriteError::Closed => stopped(),
+    }
 }

@@ -2,17 +2,12 @@
 //!
 //! # Design
 //!
-//! * WAL journal, `synchronous=FULL`: an `apply` is acknowledged only after its commit is on disk.
-//! * One writer thread owns the only writing connection. It takes every `apply` submitted while
-//!   it was busy and commits them together in one transaction (group commit), so concurrent
-//!   writers share one fsync. Each `apply` runs inside its own `SAVEPOINT`: one whose
-//!   [`Expect`] fails is rolled back alone and the others still commit.
-//! * A small pool of reader threads, each with its own connection, serves reads. WAL lets them run
-//!   beside the writer; each read sees every commit acknowledged before it started.
-//! * Results travel back on `futures_channel::oneshot`, so callers on any async runtime await
-//!   without blocking a runtime thread.
-//! * An `apply` is handed to the writer when it is called, not when its future is first polled:
-//!   dropping the future does not withdraw it.
+//! The database runs on [`ferrohub_storage::sqlite::Database`]: WAL journal, one writer thread
+//! committing concurrent `apply` calls together (group commit), each in its own `SAVEPOINT` so
+//! one whose [`Expect`] fails is rolled back alone, and a pool of reader threads. An `apply` is
+//! acknowledged only after its commit is on disk (`synchronous=FULL`). It is handed to the
+//! writer when it is called, not when its future is first polled: dropping the future does not
+//! withdraw it.
 //!
 //! # Schema
 //!
@@ -23,16 +18,14 @@
 //! refused rather than misread.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, mpsc};
-use std::thread::JoinHandle;
-use std::time::Duration;
 
-use futures_channel::oneshot;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde::Deserialize;
 
+use ferrohub_storage::sqlite::{self, Database, Names, WriteError};
 use ferrohub_types::{DeviceId, ModuleId};
+
+pub use ferrohub_storage::sqlite::WriteStats;
 
 use super::{Change, Expect, RegistryStore, StoreError};
 use crate::model::{
@@ -61,11 +54,11 @@ const MIGRATIONS: &[&str] = &[
 /// How many reader threads [`SqliteStore::open`] starts.
 pub const DEFAULT_READERS: usize = 2;
 
-/// The most `apply` calls one transaction takes, to bound a commit's size and latency.
-const MAX_BATCH: usize = 512;
-
-/// How long a connection waits for a lock held by another process before giving up.
-const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+/// How the database names its threads and itself in logs.
+const NAMES: Names = Names {
+    threads: "ferrohub-registry",
+    database: "registry",
+};
 
 /// A [`RegistryStore`] in one SQLite database file.
 ///
@@ -73,33 +66,8 @@ const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// the database.
 pub struct SqliteStore {
     path: PathBuf,
-    writer: Option<mpsc::Sender<WriteJob>>,
-    readers: Option<mpsc::Sender<ReadJob>>,
-    threads: Vec<JoinHandle<()>>,
-    stats: Arc<Counters>,
+    db: Database<Op>,
 }
-
-/// Counters of the writer thread, for metrics and to observe group commit.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct WriteStats {
-    /// Transactions committed (or attempted).
-    pub transactions: u64,
-    /// `apply` calls processed; more than `transactions` when commits were shared.
-    pub applies: u64,
-}
-
-#[derive(Default)]
-struct Counters {
-    transactions: AtomicU64,
-    applies: AtomicU64,
-}
-
-struct WriteJob {
-    ops: Vec<Op>,
-    reply: oneshot::Sender<Result<(), StoreError>>,
-}
-
-type ReadJob = Box<dyn FnOnce(&Connection) + Send>;
 
 /// A [`Change`] encoded for SQL; `expect: None` means absent.
 enum Op {
@@ -138,37 +106,13 @@ impl SqliteStore {
     /// least one).
     pub fn open_with_readers(path: impl AsRef<Path>, readers: usize) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
-        let writer_conn = open_writer(&path)?;
-        let mut reader_conns = Vec::new();
-        for _ in 0..readers.max(1) {
-            reader_conns.push(open_reader(&path).map_err(|e| unavailable(&path, e))?);
-        }
-
-        let stats = Arc::new(Counters::default());
-        let mut threads = Vec::new();
-        let (write_tx, write_rx) = mpsc::channel::<WriteJob>();
-        let writer_stats = Arc::clone(&stats);
-        threads.push(spawn("ferrohub-registry-writer", move || {
-            run_writer(writer_conn, write_rx, &writer_stats)
-        })?);
-
-        let (read_tx, read_rx) = mpsc::channel::<ReadJob>();
-        let read_rx = Arc::new(Mutex::new(read_rx));
-        for (i, conn) in reader_conns.into_iter().enumerate() {
-            let rx = Arc::clone(&read_rx);
-            threads.push(spawn(
-                &format!("ferrohub-registry-reader-{i}"),
-                move || run_reader(conn, &rx),
-            )?);
-        }
+        let writer = open_writer(&path)?;
+        let readers =
+            sqlite::open_readers(&path, readers.max(1)).map_err(|e| unavailable(&path, e))?;
+        let db = Database::start(NAMES, writer, readers, run_op)
+            .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         tracing::debug!(path = %path.display(), "registry database open");
-        Ok(SqliteStore {
-            path,
-            writer: Some(write_tx),
-            readers: Some(read_tx),
-            threads,
-            stats,
-        })
+        Ok(SqliteStore { path, db })
     }
 
     /// The database file.
@@ -178,28 +122,7 @@ impl SqliteStore {
 
     /// The writer's counters so far.
     pub fn write_stats(&self) -> WriteStats {
-        WriteStats {
-            transactions: self.stats.transactions.load(Ordering::Relaxed),
-            applies: self.stats.applies.load(Ordering::Relaxed),
-        }
-    }
-
-    /// Encodes `changes` and hands them to the writer now.
-    fn submit(
-        &self,
-        changes: Vec<Change>,
-    ) -> Result<oneshot::Receiver<Result<(), StoreError>>, StoreError> {
-        let ops = changes
-            .into_iter()
-            .map(encode)
-            .collect::<Result<Vec<_>, _>>()?;
-        let (reply, rx) = oneshot::channel();
-        self.writer
-            .as_ref()
-            .ok_or_else(stopped)?
-            .send(WriteJob { ops, reply })
-            .map_err(|_| stopped())?;
-        Ok(rx)
+        self.db.write_stats()
     }
 
     /// Runs `f` on a reader connection.
@@ -208,34 +131,8 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let (tx, rx) = oneshot::channel();
-        let job: ReadJob = Box::new(move |conn| {
-            // The caller may have gone; then nobody wants the answer.
-            let _ = tx.send(f(conn));
-        });
-        let sent = match &self.readers {
-            Some(readers) => readers.send(job).is_ok(),
-            None => false,
-        };
-        async move {
-            if !sent {
-                return Err(stopped());
-            }
-            rx.await.unwrap_or_else(|_| Err(stopped()))
-        }
-    }
-}
-
-impl Drop for SqliteStore {
-    fn drop(&mut self) {
-        // Closing the channels lets each thread finish what is queued and return.
-        self.writer.take();
-        self.readers.take();
-        for t in self.threads.drain(..) {
-            if t.join().is_err() {
-                tracing::error!("a registry database thread panicked");
-            }
-        }
+        let read = self.db.read(f);
+        async move { read.await.unwrap_or_else(|_| Err(stopped())) }
     }
 }
 
@@ -250,13 +147,13 @@ impl std::fmt::Debug for SqliteStore {
 
 impl RegistryStore for SqliteStore {
     fn apply(&self, changes: Vec<Change>) -> impl Future<Output = Result<(), StoreError>> + Send {
-        let submitted = self.submit(changes);
-        async move {
-            match submitted {
-                Ok(rx) => rx.await.unwrap_or_else(|_| Err(stopped())),
-                Err(e) => Err(e),
-            }
-        }
+        // Encoded and handed to the writer now, not at the first poll.
+        let written = changes
+            .into_iter()
+            .map(encode)
+            .collect::<Result<Vec<_>, _>>()
+            .map(|ops| self.db.write(ops, true));
+        async move { written?.await.map_err(write_error) }
     }
 
     fn device(
@@ -430,20 +327,10 @@ fn read_identities(
     Ok(out)
 }
 
-// === Connections and threads ===
+// === Connections and schema ===
 
 fn open_writer(path: &Path) -> Result<Connection, StoreError> {
-    let setup = || -> rusqlite::Result<Connection> {
-        let conn = Connection::open(path)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        let mode: String = conn.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
-        if !mode.eq_ignore_ascii_case("wal") {
-            tracing::warn!(mode, "SQLite refused WAL mode for the registry database");
-        }
-        conn.pragma_update(None, "synchronous", "FULL")?;
-        Ok(conn)
-    };
-    let mut conn = setup().map_err(|e| unavailable(path, e))?;
+    let mut conn = sqlite::open_writer(path, NAMES.database).map_err(|e| unavailable(path, e))?;
     match migrate(&mut conn) {
         Ok(Ok(())) => Ok(conn),
         Ok(Err(found)) => Err(StoreError::Incompatible(format!(
@@ -455,120 +342,17 @@ fn open_writer(path: &Path) -> Result<Connection, StoreError> {
     }
 }
 
-fn open_reader(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
-    conn.busy_timeout(BUSY_TIMEOUT)?;
-    conn.pragma_update(None, "query_only", true)?;
-    Ok(conn)
-}
-
 /// Brings the schema to the newest version, in one transaction. `Ok(Err(version))` when the
 /// database's schema is newer than this build's.
 fn migrate(conn: &mut Connection) -> rusqlite::Result<Result<(), usize>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    tx.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
-    let current: Option<i64> =
-        tx.query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))?;
-    let current = usize::try_from(current.unwrap_or(0)).unwrap_or(usize::MAX);
-    if current > MIGRATIONS.len() {
-        return Ok(Err(current));
-    }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current) {
-        tx.execute_batch(sql)?;
-        tx.execute(
-            "INSERT INTO schema_version (version) VALUES (?1)",
-            [i64::try_from(i + 1).unwrap_or(i64::MAX)],
-        )?;
-        tracing::info!(version = i + 1, "registry database schema migrated");
+    if let Err(found) = sqlite::migrate(&tx, "schema_version", MIGRATIONS, NAMES.database)? {
+        return Ok(Err(found));
     }
     tx.commit().map(Ok)
 }
 
-fn spawn(name: &str, f: impl FnOnce() + Send + 'static) -> Result<JoinHandle<()>, StoreError> {
-    std::thread::Builder::new()
-        .name(name.to_owned())
-        .spawn(f)
-        .map_err(|e| StoreError::Unavailable(format!("cannot start thread {name}: {e}")))
-}
-
-fn run_reader(conn: Connection, jobs: &Mutex<mpsc::Receiver<ReadJob>>) {
-    loop {
-        // Hold the lock only to take a job, so the other readers can take the next one.
-        let job = jobs.lock().unwrap_or_else(PoisonError::into_inner).recv();
-        match job {
-            Ok(job) => job(&conn),
-            Err(_) => return,
-        }
-    }
-}
-
-fn run_writer(mut conn: Connection, jobs: mpsc::Receiver<WriteJob>, stats: &Counters) {
-    // Everything that queued up during the previous commit becomes the next batch.
-    while let Ok(first) = jobs.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
-        }
-        let results = match write_batch(&mut conn, &batch) {
-            Ok(results) => results,
-            Err(e) => {
-                tracing::error!(error = %e, jobs = batch.len(), "registry commit failed");
-                let e = StoreError::Unavailable(e.to_string());
-                batch.iter().map(|_| Err(e.clone())).collect()
-            }
-        };
-        stats.transactions.fetch_add(1, Ordering::Relaxed);
-        stats
-            .applies
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        for (job, result) in batch.into_iter().zip(results) {
-            // A caller that stopped waiting still had its change applied; see the module doc.
-            let _ = job.reply.send(result);
-        }
-    }
-}
-
-/// Commits `batch` in one transaction, each job in its own savepoint. An `Err` means the whole
-/// transaction failed and nothing was stored.
-fn write_batch(
-    conn: &mut Connection,
-    batch: &[WriteJob],
-) -> rusqlite::Result<Vec<Result<(), StoreError>>> {
-    let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut results = Vec::with_capacity(batch.len());
-    for job in batch {
-        let sp = tx.savepoint()?;
-        match run_ops(&sp, &job.ops) {
-            Ok(None) => {
-                sp.commit()?;
-                results.push(Ok(()));
-            }
-            Ok(Some(index)) => {
-                sp.finish()?;
-                results.push(Err(StoreError::Conflict { index }));
-            }
-            Err(e) => {
-                sp.finish()?;
-                results.push(Err(sql_error(e)));
-            }
-        }
-    }
-    tx.commit()?;
-    Ok(results)
-}
-
-/// Runs the ops in order; `Some(index)` is the first whose expectation failed.
-fn run_ops(conn: &Connection, ops: &[Op]) -> rusqlite::Result<Option<usize>> {
-    for (index, op) in ops.iter().enumerate() {
-        if !run_op(conn, op)? {
-            return Ok(Some(index));
-        }
-    }
-    Ok(None)
-}
+// === Writes ===
 
 /// Runs one op; `false` when its expectation failed (then it changed nothing).
 fn run_op(conn: &Connection, op: &Op) -> rusqlite::Result<bool> {
@@ -744,4 +528,12 @@ fn unavailable(path: &Path, e: rusqlite::Error) -> StoreError {
 
 fn stopped() -> StoreError {
     StoreError::Unavailable("the registry database is closed".to_owned())
+}
+
+fn write_error(e: WriteError) -> StoreError {
+    match e {
+        WriteError::Conflict { index } => StoreError::Conflict { index },
+        WriteError::Unavailable(e) => StoreError::Unavailable(e),
+        WriteError::Closed => stopped(),
+    }
 }

@@ -1,9 +1,8 @@
 //! Keyed async locks, runtime-agnostic: one async mutex per key, created on demand.
 //!
-//! The queues hold a device's lock from reading its queue until the store acknowledged the
-//! change, so operations on one device's queue run one at a time (two receives can never hand
-//! out the same message). Operations on different devices do not wait for each other and can
-//! still share a commit in the store. Waiters are served first come, first served.
+//! A store's caller holds a key's lock across a read-modify-write, so the operations on one key
+//! run one at a time while operations on different keys proceed concurrently (and can still
+//! share a commit in the store). Waiters are served first come, first served.
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
@@ -11,7 +10,8 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use futures_channel::oneshot;
 
-pub(crate) struct KeyLocks<K> {
+/// Async mutexes keyed by `K`. A key takes no memory while nobody holds or awaits it.
+pub struct KeyLocks<K> {
     /// Held keys, each with the queue of tasks waiting for it.
     held: Mutex<HashMap<K, VecDeque<oneshot::Sender<()>>>>,
 }
@@ -24,8 +24,20 @@ impl<K> Default for KeyLocks<K> {
     }
 }
 
+impl<K> std::fmt::Debug for KeyLocks<K> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let held = self
+            .held
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len();
+        f.debug_struct("KeyLocks").field("held", &held).finish()
+    }
+}
+
 /// Locks held until dropped.
-pub(crate) struct KeyGuard<'a, K: Eq + Hash + Clone + Ord> {
+#[must_use = "the locks are released when the guard is dropped"]
+pub struct KeyGuard<'a, K: Eq + Hash + Clone + Ord> {
     locks: &'a KeyLocks<K>,
     keys: Vec<K>,
 }
@@ -36,13 +48,14 @@ impl<K: Eq + Hash + Clone + Ord> KeyLocks<K> {
         self.held.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Locks one device.
-    pub(crate) async fn lock(&self, key: &K) -> KeyGuard<'_, K> {
+    /// Locks one key.
+    pub async fn lock(&self, key: &K) -> KeyGuard<'_, K> {
         self.lock_all(vec![key.clone()]).await
     }
 
-    /// Locks several devices, in sorted order so that two callers cannot deadlock.
-    pub(crate) async fn lock_all(&self, mut keys: Vec<K>) -> KeyGuard<'_, K> {
+    /// Locks several keys (duplicates count once), in sorted order so that two callers cannot
+    /// deadlock.
+    pub async fn lock_all(&self, mut keys: Vec<K>) -> KeyGuard<'_, K> {
         keys.sort();
         keys.dedup();
         let mut guard = KeyGuard {
@@ -136,16 +149,19 @@ impl<K: Eq + Hash + Clone + Ord> Drop for Waiter<'_, K> {
 #[cfg(test)]
 mod tests {
     use std::future::Future;
-    use std::pin::pin;
+    use std::pin::{Pin, pin};
+    use std::sync::Arc;
     use std::task::{Context, Poll, Waker};
+    use std::thread;
 
     use super::*;
+    use crate::test_support::block_on;
 
     fn id(s: &str) -> String {
         s.to_owned()
     }
 
-    fn poll<F: Future>(f: std::pin::Pin<&mut F>) -> Poll<F::Output> {
+    fn poll<F: Future>(f: Pin<&mut F>) -> Poll<F::Output> {
         f.poll(&mut Context::from_waker(Waker::noop()))
     }
 
@@ -188,6 +204,93 @@ mod tests {
             panic!("w3 must get the lock")
         };
         drop(g3);
+        assert!(locks.map().is_empty());
+    }
+
+    #[test]
+    fn waiters_are_served_in_arrival_order() {
+        let locks = KeyLocks::<String>::default();
+        let a = id("a");
+        let Poll::Ready(g1) = poll(pin!(locks.lock(&a))) else {
+            panic!("free")
+        };
+        let mut w2 = pin!(locks.lock(&a));
+        let mut w3 = pin!(locks.lock(&a));
+        let mut w4 = pin!(locks.lock(&a));
+        assert!(poll(w2.as_mut()).is_pending());
+        assert!(poll(w3.as_mut()).is_pending());
+        assert!(poll(w4.as_mut()).is_pending());
+
+        drop(g1);
+        // Only the oldest waiter has it; polling the younger ones first changes nothing.
+        assert!(poll(w4.as_mut()).is_pending());
+        assert!(poll(w3.as_mut()).is_pending());
+        let Poll::Ready(g2) = poll(w2.as_mut()) else {
+            panic!("w2 came first")
+        };
+        drop(g2);
+        assert!(poll(w4.as_mut()).is_pending());
+        let Poll::Ready(g3) = poll(w3.as_mut()) else {
+            panic!("w3 came second")
+        };
+        drop(g3);
+        let Poll::Ready(g4) = poll(w4.as_mut()) else {
+            panic!("w4 came last")
+        };
+        drop(g4);
+        assert!(locks.map().is_empty());
+    }
+
+    #[test]
+    fn lock_all_takes_keys_in_sorted_order() {
+        let locks = KeyLocks::<String>::default();
+        let Poll::Ready(holds_b) = poll(pin!(locks.lock(&id("b")))) else {
+            panic!("free")
+        };
+        // Asked for (b, a), it takes a first and then waits for b, holding a.
+        let mut both = pin!(locks.lock_all(vec![id("b"), id("a"), id("b")]));
+        assert!(poll(both.as_mut()).is_pending());
+        let mut only_a = pin!(locks.lock_all(vec![id("a")]));
+        assert!(poll(only_a.as_mut()).is_pending());
+
+        drop(holds_b);
+        let Poll::Ready(g) = poll(both.as_mut()) else {
+            panic!("a and b are both free for it now")
+        };
+        assert_eq!(g.keys, [id("a"), id("b")]);
+        assert!(poll(only_a.as_mut()).is_pending());
+        drop(g);
+        assert!(poll(only_a.as_mut()).is_ready());
+        assert!(locks.map().is_empty());
+    }
+
+    #[test]
+    fn crossing_lock_all_calls_do_not_deadlock() {
+        const ROUNDS: usize = 2000;
+        let locks = Arc::new(KeyLocks::<String>::default());
+        // Each key's count, changed only by a holder of the key (the std mutex is never
+        // contended when the key locks work; `try_lock` proves it).
+        let counts = Arc::new([Mutex::new(0usize), Mutex::new(0usize)]);
+        let threads: Vec<_> = [vec![id("a"), id("b")], vec![id("b"), id("a")]]
+            .into_iter()
+            .map(|keys| {
+                let (locks, counts) = (Arc::clone(&locks), Arc::clone(&counts));
+                thread::spawn(move || {
+                    for _ in 0..ROUNDS {
+                        let _guard = block_on(locks.lock_all(keys.clone()));
+                        for count in counts.iter() {
+                            *count.try_lock().expect("the key lock is exclusive") += 1;
+                        }
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("no panic");
+        }
+        for count in counts.iter() {
+            assert_eq!(*count.lock().expect("not poisoned"), 2 * ROUNDS);
+        }
         assert!(locks.map().is_empty());
     }
 }
