@@ -36,6 +36,9 @@ pub const MAX_BATCH: usize = 512;
 /// the same file, another process) before giving up.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long commits gather before the checkpointer folds the WAL into the database file.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(250);
+
 /// How a [`Database`] names its threads and itself in logs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Names {
@@ -132,10 +135,43 @@ impl<Op: Send + 'static> Database<Op> {
     {
         let stats = Arc::new(Counters::default());
         let mut threads = Vec::new();
+        // Checkpoints run on a connection of their own, so that the writer never stops to copy
+        // the WAL into the database file (SQLite's automatic checkpoint would do that inside
+        // the commit that crosses its threshold, holding up every write queued behind it).
+        let checkpointer = match writer.path().filter(|p| !p.is_empty()) {
+            Some(path) => match open_checkpointer(Path::new(path)) {
+                Ok(conn) => Some(conn),
+                Err(e) => {
+                    tracing::warn!(error = %e, "no checkpoint connection for the {} database; the writer checkpoints", names.database);
+                    None
+                }
+            },
+            None => None,
+        };
+        let commits = match checkpointer {
+            Some(conn) => {
+                if let Err(e) = writer.pragma_update(None, "wal_autocheckpoint", 0) {
+                    tracing::warn!(error = %e, "cannot hand checkpoints of the {} database to their own thread", names.database);
+                }
+                let (tx, rx) = mpsc::sync_channel::<()>(1);
+                threads.push(spawn(format!("{}-checkpoint", names.threads), move || {
+                    run_checkpointer(&conn, &rx, names.database)
+                })?);
+                Some(tx)
+            }
+            None => None,
+        };
         let (write_tx, write_rx) = mpsc::channel::<WriteJob<Op>>();
         let writer_stats = Arc::clone(&stats);
         threads.push(spawn(format!("{}-writer", names.threads), move || {
-            run_writer(writer, write_rx, &run_op, &writer_stats, names.database)
+            run_writer(
+                writer,
+                write_rx,
+                &run_op,
+                &writer_stats,
+                names.database,
+                commits,
+            )
         })?);
 
         let (read_tx, read_rx) = mpsc::channel::<ReadJob>();
@@ -246,6 +282,14 @@ pub fn open_writer(path: &Path, database: &str) -> rusqlite::Result<Connection> 
     Ok(conn)
 }
 
+/// Opens the connection that checkpoints: `synchronous=FULL`, [`BUSY_TIMEOUT`].
+fn open_checkpointer(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    Ok(conn)
+}
+
 /// Opens `count` reading connections: `query_only`, [`BUSY_TIMEOUT`].
 pub fn open_readers(path: &Path, count: usize) -> rusqlite::Result<Vec<Connection>> {
     (0..count)
@@ -313,12 +357,39 @@ fn run_reader(conn: Connection, jobs: &Mutex<mpsc::Receiver<ReadJob>>) {
     }
 }
 
+/// Waits for commits, lets them gather for [`CHECKPOINT_INTERVAL`], then runs a passive
+/// checkpoint (it copies committed WAL frames into the database file and never blocks the
+/// writer); once more when the writer has stopped.
+fn run_checkpointer(conn: &Connection, commits: &mpsc::Receiver<()>, database: &str) {
+    let checkpoint = || {
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "checkpointing the {database} database failed");
+        }
+    };
+    while commits.recv().is_ok() {
+        let due = std::time::Instant::now() + CHECKPOINT_INTERVAL;
+        loop {
+            let left = due.saturating_duration_since(std::time::Instant::now());
+            match commits.recv_timeout(left) {
+                Ok(()) => {}
+                Err(mpsc::RecvTimeoutError::Timeout) => break,
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    checkpoint();
+                    return;
+                }
+            }
+        }
+        checkpoint();
+    }
+}
+
 fn run_writer<Op, R>(
     mut conn: Connection,
     jobs: mpsc::Receiver<WriteJob<Op>>,
     run_op: &R,
     stats: &Counters,
     database: &str,
+    commits: Option<mpsc::SyncSender<()>>,
 ) where
     R: Fn(&Connection, &Op) -> rusqlite::Result<bool>,
 {
@@ -362,6 +433,10 @@ fn run_writer<Op, R>(
         stats
             .applies
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        if let Some(commits) = &commits {
+            // Full means a wake-up is already pending.
+            let _ = commits.try_send(());
+        }
         for (job, result) in batch.into_iter().zip(results) {
             // A caller that stopped waiting still had its change applied; see the module doc.
             let _ = job.reply.send(result);
@@ -514,6 +589,26 @@ mod tests {
         }))
         .expect("open")
         .expect("query")
+    }
+
+    #[test]
+    fn the_wal_reaches_the_database_file_without_the_writer() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = db_path(&dir);
+        let db = open(&path);
+        let before = std::fs::metadata(&path).expect("database file").len();
+        for chunk in 0..20 {
+            let ops = (0..500).map(|i| Op::Insert(chunk * 500 + i)).collect();
+            block_on(db.write(ops, true)).expect("committed");
+        }
+        // The writer never checkpoints (its automatic checkpoint is off); only the checkpoint
+        // thread can make the database file grow. Bounded wait: it runs every 250 ms.
+        let grown = (0..200).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            std::fs::metadata(&path).expect("database file").len() > before
+        });
+        assert!(grown, "the database file stayed at {before} bytes");
+        assert_eq!(ids(&db).len(), 10_000);
     }
 
     #[test]
