@@ -1007,15 +1007,7 @@ pub async fn run(
     let mut from_due = stats::histogram();
     let (mut received, mut received_warmup, mut duplicates, mut redelivered, mut stale) =
         (0, 0, 0, 0, 0);
-    let mut connection_errors: BTreeMap<String, u64> = BTreeMap::new();
-    while let Some(joined) = devices.join_next().await {
-        let r = match joined {
-            Ok(r) => r,
-            Err(_) => {
-                *connection_errors.entry("task panicked".into()).or_default() += 1;
-                continue;
-            }
-        };
+    let connection_errors = stats::join_reports(&mut devices, |r| {
         stats::merge(&mut latency, &r.latency);
         stats::merge(&mut from_due, &r.from_due);
         received += r.received;
@@ -1023,10 +1015,9 @@ pub async fn run(
         duplicates += r.duplicates;
         redelivered += r.redelivered;
         stale += r.stale;
-        if let Some(e) = r.error {
-            *connection_errors.entry(e).or_default() += 1;
-        }
-    }
+        r.error
+    })
+    .await;
     progress.abort();
     let cpu = cpu_task.await.ok();
     let server_rss_kib = cfg.server_pid.and_then(|p| procfs::rss_kib(p).ok());

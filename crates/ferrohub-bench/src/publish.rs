@@ -591,15 +591,7 @@ pub async fn run(
     let mut rtt = stats::histogram();
     let mut from_due = stats::histogram();
     let (mut sent, mut acked, mut unacked, mut unsent, mut stray) = (0, 0, 0, 0, 0);
-    let mut connection_errors: BTreeMap<String, u64> = BTreeMap::new();
-    while let Some(joined) = tasks.join_next().await {
-        let r = match joined {
-            Ok(r) => r,
-            Err(_) => {
-                *connection_errors.entry("task panicked".into()).or_default() += 1;
-                continue;
-            }
-        };
+    let connection_errors = stats::join_reports(&mut tasks, |r| {
         stats::merge(&mut rtt, &r.rtt);
         stats::merge(&mut from_due, &r.from_due);
         sent += r.sent;
@@ -607,10 +599,9 @@ pub async fn run(
         unacked += r.unacked;
         unsent += r.unsent;
         stray += r.stray_acks;
-        if let Some(e) = r.error {
-            *connection_errors.entry(e).or_default() += 1;
-        }
-    }
+        r.error
+    })
+    .await;
     progress.abort();
     let cpu = cpu_task.await.ok();
     let server_rss_kib = cfg.server_pid.and_then(|p| procfs::rss_kib(p).ok());

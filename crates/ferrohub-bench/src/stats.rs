@@ -1,5 +1,7 @@
-//! Latency histograms (HdrHistogram, microseconds) and their summaries.
+//! Latency histograms (HdrHistogram, microseconds) and their summaries, and the joining of
+//! per-connection reports.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
@@ -10,6 +12,26 @@ pub const MAX_LATENCY_US: u64 = 3_600_000_000;
 
 /// A latency histogram: 1 µs to one hour at three significant digits.
 pub type Latencies = Histogram<u64>;
+
+/// Joins every task of `tasks`, handing each one's report to `each`, which adds it up and
+/// returns the report's error if it had one. Returns the errors counted by text, a panicked
+/// task counting as `task panicked`.
+pub async fn join_reports<T: 'static>(
+    tasks: &mut tokio::task::JoinSet<T>,
+    mut each: impl FnMut(T) -> Option<String>,
+) -> BTreeMap<String, u64> {
+    let mut errors = BTreeMap::new();
+    while let Some(joined) = tasks.join_next().await {
+        let error = match joined {
+            Ok(report) => each(report),
+            Err(_) => Some("task panicked".to_owned()),
+        };
+        if let Some(e) = error {
+            *errors.entry(e).or_default() += 1;
+        }
+    }
+    errors
+}
 
 /// A new, empty latency histogram.
 pub fn histogram() -> Latencies {
@@ -93,6 +115,25 @@ pub fn round1(x: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn reports_are_added_up_and_errors_counted() {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (n, error) in [(1u64, None), (2, Some("refused")), (4, Some("refused"))] {
+            tasks.spawn(async move { (n, error.map(str::to_owned)) });
+        }
+        tasks.spawn(async { panic!("a connection task failed") });
+        let mut total = 0;
+        let errors = join_reports(&mut tasks, |(n, error)| {
+            total += n;
+            error
+        })
+        .await;
+        assert_eq!(total, 7);
+        assert_eq!(errors.get("refused"), Some(&2));
+        assert_eq!(errors.get("task panicked"), Some(&1));
+        assert_eq!(errors.len(), 2);
+    }
 
     #[test]
     fn empty_histogram_has_no_summary() {
