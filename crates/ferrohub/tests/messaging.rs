@@ -1,44 +1,11 @@
 //! End-to-end tests of `ferrohub monitor`, `partitions` and `c2d` against a real hub.
 
-use std::process::Output;
-
 use ferrohub_auth::{SymmetricKey, mint};
 use ferrohub_test_support::{TestHub, now_secs};
 use serde_json::Value;
 
-async fn run(hub: &TestHub, args: &[&str]) -> Output {
-    let cwd = tempfile::tempdir().expect("tempdir");
-    let owner = hub.owner_connection_string();
-    let ca = hub.ca_path();
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend([
-        "--connection-string",
-        &owner,
-        "--ca",
-        ca.to_str().expect("utf-8"),
-    ]);
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferrohub"));
-    cmd.args(&all).current_dir(cwd.path());
-    for name in [
-        "FERROHUB_CONNECTION_STRING",
-        "IOTHUB_CONNECTION_STRING",
-        "FERROHUB_DATA_DIR",
-        "FERROHUB_CA",
-    ] {
-        cmd.env_remove(name);
-    }
-    cmd.output().await.expect("the binary runs")
-}
-
-fn ok(o: &Output) -> String {
-    assert!(
-        o.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
+mod common;
+use common::*;
 
 /// Creates `id` and returns a SAS token signed with its key.
 async fn device(hub: &TestHub, id: &str) -> String {

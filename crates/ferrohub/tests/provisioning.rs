@@ -1,43 +1,10 @@
 //! End-to-end tests of `ferrohub devices import|export` and `ferrohub jobs`.
 
-use std::process::Output;
-
 use ferrohub_test_support::TestHub;
 use serde_json::Value;
 
-async fn run(hub: &TestHub, args: &[&str]) -> Output {
-    let cwd = tempfile::tempdir().expect("tempdir");
-    let owner = hub.owner_connection_string();
-    let ca = hub.ca_path();
-    let mut all: Vec<&str> = args.to_vec();
-    all.extend([
-        "--connection-string",
-        &owner,
-        "--ca",
-        ca.to_str().expect("utf-8"),
-    ]);
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferrohub"));
-    cmd.args(&all).current_dir(cwd.path());
-    for name in [
-        "FERROHUB_CONNECTION_STRING",
-        "IOTHUB_CONNECTION_STRING",
-        "FERROHUB_DATA_DIR",
-        "FERROHUB_CA",
-    ] {
-        cmd.env_remove(name);
-    }
-    cmd.output().await.expect("the binary runs")
-}
-
-fn ok_json(o: &Output) -> Value {
-    assert!(
-        o.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    );
-    serde_json::from_slice(&o.stdout).expect("json output")
-}
+mod common;
+use common::*;
 
 #[tokio::test]
 async fn import_export_round_trip_between_hubs() {
