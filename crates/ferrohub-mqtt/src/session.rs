@@ -526,3 +526,36 @@ fn quoted(s: &str) -> String {
         None => format!("{s:?}"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn drained_output_queues_give_their_memory_back() {
+        let now = Instant::now();
+        let mut session = Session::new(now, SessionConfig::default());
+        session.handle_packet(
+            now,
+            Packet::Connect(Connect {
+                clean_session: true,
+                keep_alive: 60,
+                client_id: "d1".into(),
+                username: Some("hub.example/d1/?api-version=2021-04-12".into()),
+                password: Some(Bytes::from_static(b"SharedAccessSignature sr=x")),
+                will: None,
+            }),
+        );
+        // Queued, not yet taken: released memory must not lose it.
+        session.release_idle_memory();
+        let event = session.poll_event();
+        assert!(
+            matches!(event, Some(SessionEvent::Authenticate { .. })),
+            "{event:?}"
+        );
+        assert!(session.out.events.capacity() > 0);
+        session.release_idle_memory();
+        assert_eq!(session.out.events.capacity(), 0);
+        assert_eq!(session.out.transmit.capacity(), 0);
+    }
+}
