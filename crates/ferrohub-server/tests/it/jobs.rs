@@ -14,7 +14,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::sync::watch;
 
-use super::{create_device, expect_error, send};
+use super::{create_device, expect_error, openapi, send};
 use ferrohub_test_support::TestHub;
 
 /// `file://` URI of a directory.
@@ -327,22 +327,36 @@ async fn import_reports_failed_records_and_completes() {
     assert_eq!(status, StatusCode::NOT_FOUND, "the later delete applied");
 }
 
-#[tokio::test]
-async fn one_job_at_a_time_and_cancel() {
-    let hub = TestHub::start().await;
+/// Starts an import of one device, `device`, from a blob server that holds its input back (the
+/// container at `container`), and waits until the job is running. Keep the blob server and the
+/// output folder alive as long as the job should stay running.
+async fn running_import(
+    hub: &TestHub,
+    device: &str,
+    container: &str,
+) -> (BlobServer, tempfile::TempDir, String) {
     let blobs = BlobServer::start(false).await;
-    blobs.put("c/devices.txt", b"{\"id\":\"late\"}\n".to_vec());
+    blobs.put(
+        "c/devices.txt",
+        format!("{{\"id\":\"{device}\"}}\n").into_bytes(),
+    );
     let out = tempfile::tempdir().unwrap();
-
-    // The input blob is held back, so the job stays running.
-    let first = create_job(
-        &hub,
-        &json!({"type": "import", "inputBlobContainerUri": blobs.url("c?sig=s3cret"),
+    let job = create_job(
+        hub,
+        &json!({"type": "import", "inputBlobContainerUri": blobs.url(container),
                 "outputBlobContainerUri": file_uri(out.path())}),
     )
     .await;
-    let first_id = first["jobId"].as_str().unwrap().to_owned();
-    wait_status(&hub, &first_id, "running").await;
+    let id = job["jobId"].as_str().unwrap().to_owned();
+    wait_status(hub, &id, "running").await;
+    (blobs, out, id)
+}
+
+#[tokio::test]
+async fn one_job_at_a_time_and_cancel() {
+    let hub = TestHub::start().await;
+    // The input blob is held back, so the job stays running.
+    let (blobs, out, first_id) = running_import(&hub, "late", "c?sig=s3cret").await;
 
     let resp = post_job(
         &hub,
@@ -502,15 +516,7 @@ async fn unknown_jobs_permissions_and_bad_requests() {
 #[tokio::test]
 async fn jobs_are_documented() {
     let hub = TestHub::start().await;
-    let doc: Value = hub
-        .http()
-        .get(format!("{}/openapi.json", hub.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = openapi(&hub).await;
     assert!(doc["paths"]["/jobs/create"]["post"].is_object());
     assert!(doc["paths"]["/jobs"]["get"].is_object());
     assert!(doc["paths"]["/jobs/{id}"]["get"].is_object());
@@ -580,17 +586,7 @@ async fn http_containers_export_and_import() {
 async fn a_job_interrupted_by_a_restart_is_failed() {
     // Stopped while the job waits for its input blob.
     let hub = TestHub::start().await;
-    let blobs = BlobServer::start(false).await;
-    blobs.put("c/devices.txt", b"{\"id\":\"x\"}\n".to_vec());
-    let out = tempfile::tempdir().unwrap();
-    let job = create_job(
-        &hub,
-        &json!({"type": "import", "inputBlobContainerUri": blobs.url("c?sig=s"),
-                "outputBlobContainerUri": file_uri(out.path())}),
-    )
-    .await;
-    let id = job["jobId"].as_str().unwrap().to_owned();
-    wait_status(&hub, &id, "running").await;
+    let (blobs, out, id) = running_import(&hub, "x", "c?sig=s").await;
     let data_dir = hub.data_dir().to_owned();
     let dir = hub.stop().await;
     // The stopped hub's job task lets go of the hub's stores as soon as it sees the shutdown.

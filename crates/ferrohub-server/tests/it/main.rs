@@ -97,6 +97,18 @@ async fn device_ids(hub: &TestHub) -> Vec<String> {
 }
 
 /// Every event in the log, partition by partition, via the read API.
+/// The hub's OpenAPI document.
+async fn openapi(hub: &TestHub) -> Value {
+    hub.http()
+        .get(format!("{}/openapi.json", hub.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 async fn all_events(hub: &TestHub) -> Vec<Value> {
     let info: Value = send(
         hub,

@@ -3,7 +3,7 @@
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use super::{create_device, send};
+use super::{create_device, openapi, send};
 use ferrohub_test_support::TestHub;
 
 #[tokio::test]
@@ -41,15 +41,7 @@ async fn statistics_count_devices() {
 async fn openapi_and_metrics() {
     let hub = TestHub::start().await;
     create_device(&hub, "m1").await;
-    let doc: Value = hub
-        .http()
-        .get(format!("{}/openapi.json", hub.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = openapi(&hub).await;
     for path in [
         "/devices",
         "/devices/{id}",
