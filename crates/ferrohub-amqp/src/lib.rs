@@ -1,0 +1,1 @@
+//! Sans-IO AMQP 1.0 for the hub side of a connection.
