@@ -38,4 +38,4 @@ pub use model::{
     AckMode, FeedbackBatch, FeedbackRecord, FeedbackStatus, OutgoingMessage, QueuedMessage,
 };
 pub use queues::C2dQueues;
-pub use store::{MemoryQueueStore, QueueStore, SqliteQueueStore};
+pub use store::{AnyQueueStore, MemoryQueueStore, QueueStore, SqliteQueueStore};

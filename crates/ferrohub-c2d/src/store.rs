@@ -20,6 +20,7 @@
 //!
 //! Every implementation must pass the contract suite in `tests/integration/contract.rs`.
 
+mod any;
 pub mod memory;
 pub mod sqlite;
 
@@ -31,6 +32,7 @@ use ferrohub_types::DeviceId;
 
 pub use crate::error::StoreError;
 use crate::model::{AckMode, FeedbackRecord, QueuedMessage};
+pub use any::AnyQueueStore;
 pub use memory::MemoryQueueStore;
 pub use sqlite::{SqliteQueueStore, WriteStats};
 

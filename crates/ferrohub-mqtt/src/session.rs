@@ -297,6 +297,18 @@ impl Session {
         }
     }
 
+    /// Reports that the server refused the telemetry message `id` (`why` says what happened:
+    /// too large, over the device's budget, …). For a QoS 1 message still waiting, the
+    /// connection closes ([`CloseReason::TelemetryRefused`]) without its PUBACK; for QoS 0 or an
+    /// unknown id, nothing happens.
+    pub fn handle_telemetry_refused(&mut self, id: TelemetryId, why: String) {
+        if let State::Connected(connected) = &self.state
+            && connected.is_pending(id)
+        {
+            self.close_with(CloseReason::TelemetryRefused(why));
+        }
+    }
+
     /// Closes on the deadline [`poll_timeout`](Self::poll_timeout) named, if `now` has reached
     /// it: no CONNECT in time ([`CloseReason::ConnectTimeout`]), or a connected client silent
     /// for its idle timeout ([`CloseReason::KeepAliveTimeout`], exactly at the deadline, not

@@ -37,4 +37,4 @@ pub use model::{
 };
 pub use registry::{MAX_BULK_RECORDS, MAX_LIST_DEVICES, Registry};
 pub use rules::{GENERATED_KEY_BYTES, MAX_KEY_BYTES, MAX_STATUS_REASON_CHARS, MIN_KEY_BYTES};
-pub use store::{Change, Expect, MemoryStore, RegistryStore, SqliteStore, WriteStats};
+pub use store::{AnyStore, Change, Expect, MemoryStore, RegistryStore, SqliteStore, WriteStats};

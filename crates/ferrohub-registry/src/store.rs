@@ -6,6 +6,7 @@
 //!
 //! Every implementation must pass the contract suite in `tests/integration/store_contract.rs`.
 
+mod any;
 pub mod memory;
 pub mod sqlite;
 
@@ -15,6 +16,7 @@ use ferrohub_types::{DeviceId, ModuleId};
 
 pub use crate::error::StoreError;
 use crate::model::{Device, IdentityAuth, Module, RegistryStatistics};
+pub use any::AnyStore;
 pub use memory::MemoryStore;
 pub use sqlite::{SqliteStore, WriteStats};
 

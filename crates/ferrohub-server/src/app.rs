@@ -11,7 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use ferrohub_registry::{Registry, SqliteStore};
+use ferrohub_c2d::AnyQueueStore;
+use ferrohub_registry::{AnyStore, Registry, SqliteStore};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Serialize;
 use tokio::net::TcpListener;
@@ -91,10 +92,61 @@ pub struct Listeners {
     pub mqtt_plain: Option<SocketAddr>,
 }
 
+/// The engines that hold the hub's state.
+///
+/// The embedded mode ([`Backends::embedded`]) keeps everything in the data directory: SQLite
+/// for the registry and the queues, `ferrohub-log` for the events. A cluster node is given
+/// shared engines instead (PostgreSQL, NATS JetStream) through [`App::build_with`]; the rest
+/// of the hub does not know which it has.
+pub struct Backends {
+    /// The identity registry's store.
+    pub registry: AnyStore,
+    /// The cloud-to-device queues' store.
+    pub queues: AnyQueueStore,
+    /// The device-to-cloud event log.
+    pub events: Arc<dyn EventLog>,
+}
+
+impl Backends {
+    /// The embedded engines in `data_dir`, as `config` sets them up.
+    pub async fn embedded(data_dir: &Path, config: &Config) -> Result<Backends, BuildError> {
+        let store = SqliteStore::open(data_dir.join("registry.db"))
+            .map_err(ferrohub_registry::RegistryError::from)?;
+        // The queue store shares the registry's database file, opened after it, so deleting a
+        // device purges its queue in the same transaction (a trigger on `devices`).
+        let queue_store = SqliteQueueStore::open(data_dir.join("registry.db"))
+            .map_err(|e| BuildError::C2d(e.to_string()))?;
+        let settings = EmbeddedLogSettings {
+            partitions: config.eventlog_partitions,
+            retention: {
+                let mut r = Retention::unlimited();
+                r.max_age_ms = config
+                    .eventlog_retention
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                r.max_bytes = config.eventlog_max_bytes;
+                r
+            },
+            max_commit_wait: config.eventlog_max_commit_wait,
+        };
+        let log_dir = data_dir.join("eventlog");
+        let log = tokio::task::spawn_blocking(move || EmbeddedLog::open(&log_dir, &settings))
+            .await
+            .map_err(|e| BuildError::DataDir {
+                path: data_dir.join("eventlog"),
+                source: std::io::Error::other(e.to_string()),
+            })??;
+        Ok(Backends {
+            registry: AnyStore::new(store),
+            queues: AnyQueueStore::new(queue_store),
+            events: Arc::new(log),
+        })
+    }
+}
+
 /// A hub ready to run: stores open, listeners bound.
 pub struct App {
     hub: Arc<Hub>,
-    log: Arc<EmbeddedLog>,
+    log: Arc<dyn EventLog>,
     https: TcpListener,
     mqtt: TcpListener,
     mqtt_plain: Option<TcpListener>,
@@ -130,6 +182,16 @@ impl App {
         config: Config,
         clock: Arc<dyn Clock>,
     ) -> Result<App, BuildError> {
+        Self::build_with(config, clock, None).await
+    }
+
+    /// [`App::build`] with a given clock and, for a cluster node, the shared engines (`None`:
+    /// the embedded ones in the data directory).
+    pub async fn build_with(
+        config: Config,
+        clock: Arc<dyn Clock>,
+        backends: Option<Backends>,
+    ) -> Result<App, BuildError> {
         let data_dir = config.data_dir.clone();
         let dir_err = |path: &Path| {
             let path = path.to_owned();
@@ -146,38 +208,15 @@ impl App {
         let tls = tls::prepare(&data_dir, config.tls.as_ref(), &names)?;
         let policies = Policies::prepare(&data_dir, &config.policies)?;
 
-        let store = SqliteStore::open(data_dir.join("registry.db"))
-            .map_err(ferrohub_registry::RegistryError::from)?;
-        let registry = Registry::open(store).await?;
-        // The queue store shares the registry's database file, opened after it, so deleting a
-        // device purges its queue in the same transaction (a trigger on `devices`).
-        let queue_store = SqliteQueueStore::open(data_dir.join("registry.db"))
-            .map_err(|e| BuildError::C2d(e.to_string()))?;
-        let c2d = C2dQueues::open(queue_store, config.c2d.clone())
+        let backends = match backends {
+            Some(b) => b,
+            None => Backends::embedded(&data_dir, &config).await?,
+        };
+        let registry = Registry::open(backends.registry).await?;
+        let c2d = C2dQueues::open(backends.queues, config.c2d.clone())
             .await
             .map_err(|e| BuildError::C2d(e.to_string()))?;
-
-        let settings = EmbeddedLogSettings {
-            partitions: config.eventlog_partitions,
-            retention: {
-                let mut r = Retention::unlimited();
-                r.max_age_ms = config
-                    .eventlog_retention
-                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-                r.max_bytes = config.eventlog_max_bytes;
-                r
-            },
-            max_commit_wait: config.eventlog_max_commit_wait,
-        };
-        let log_dir = data_dir.join("eventlog");
-        let log = Arc::new(
-            tokio::task::spawn_blocking(move || EmbeddedLog::open(&log_dir, &settings))
-                .await
-                .map_err(|e| BuildError::DataDir {
-                    path: data_dir.join("eventlog"),
-                    source: std::io::Error::other(e.to_string()),
-                })??,
-        );
+        let log = backends.events;
         let groups = ConsumerGroups::open(data_dir.join("consumer-groups.json"), clock.now())?;
         let sessions = Arc::new(
             SessionStore::open(&data_dir.join("sessions.db"))
@@ -246,6 +285,8 @@ impl App {
             limits: HubLimits {
                 max_connections: config.max_connections,
                 device_messages_per_second: config.device_messages_per_second,
+                device_connects_per_second: config.device_connects_per_second,
+                hub_connects_per_second: config.hub_connects_per_second,
                 max_throttle_backlog: config.max_throttle_backlog,
             },
         }));
@@ -321,7 +362,7 @@ impl App {
 
 /// Removes event-log segments past retention and dead-letters expired cloud-to-device
 /// messages (with their feedback), once a minute.
-async fn enforce_retention(hub: Arc<Hub>, log: Arc<EmbeddedLog>) {
+async fn enforce_retention(hub: Arc<Hub>, log: Arc<dyn EventLog>) {
     let mut tick = tokio::time::interval(Duration::from_secs(60));
     loop {
         tick.tick().await;
@@ -329,11 +370,8 @@ async fn enforce_retention(hub: Arc<Hub>, log: Arc<EmbeddedLog>) {
             tracing::warn!(error = %e, "expiring cloud-to-device messages failed");
         }
         let now_ms = hub.now().timestamp_millis();
-        let log = log.clone();
-        match tokio::task::spawn_blocking(move || log.enforce_retention(now_ms)).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "event log retention failed"),
-            Err(e) => tracing::warn!(error = %e, "event log retention task failed"),
+        if let Err(e) = log.enforce_retention(now_ms).await {
+            tracing::warn!(error = %e, "event log retention failed");
         }
     }
 }

@@ -133,6 +133,9 @@ pub struct EventLogToml {
     pub max_commit_wait_ms: Option<u64>,
 }
 
+/// The size cap of a partition when none is configured: 10 GiB.
+pub const DEFAULT_MAX_BYTES_PER_PARTITION: u64 = 10 << 30;
+
 /// `[limits]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -143,6 +146,10 @@ pub struct LimitsToml {
     pub device_messages_per_second: Option<u32>,
     /// `limits.max_throttle_backlog`.
     pub max_throttle_backlog: Option<String>,
+    /// `limits.device_connects_per_second`.
+    pub device_connects_per_second: Option<u32>,
+    /// `limits.hub_connects_per_second`.
+    pub hub_connects_per_second: Option<u32>,
 }
 
 /// `[c2d]`.
@@ -260,8 +267,12 @@ pub struct Config {
     pub c2d: ferrohub_c2d::C2dConfig,
     /// Most live MQTT connections.
     pub max_connections: usize,
-    /// Telemetry messages a second one device may send.
+    /// Telemetry a second one device may send, in 4 KB message units.
     pub device_messages_per_second: u32,
+    /// New connections a second one identity may open (bursts of ten).
+    pub device_connects_per_second: u32,
+    /// New connections a second the hub accepts in all.
+    pub hub_connects_per_second: u32,
     /// How far behind its rate a device may fall before it is disconnected.
     pub max_throttle_backlog: std::time::Duration,
     /// Partitions of a new event log.
@@ -460,7 +471,23 @@ impl Config {
             max_connections,
             device_messages_per_second,
             max_throttle_backlog,
+            device_connects_per_second,
+            hub_connects_per_second,
         } = limits;
+        let device_connects_per_second = device_connects_per_second.unwrap_or(1);
+        if device_connects_per_second == 0 {
+            return Err(invalid(
+                "limits.device_connects_per_second",
+                "must be at least 1",
+            ));
+        }
+        let hub_connects_per_second = hub_connects_per_second.unwrap_or(10_000);
+        if hub_connects_per_second == 0 {
+            return Err(invalid(
+                "limits.hub_connects_per_second",
+                "must be at least 1",
+            ));
+        }
         let max_connections = max_connections.unwrap_or(1_000_000);
         if max_connections == 0 {
             return Err(invalid("limits.max_connections", "must be at least 1"));
@@ -567,10 +594,14 @@ impl Config {
             c2d,
             max_connections,
             device_messages_per_second,
+            device_connects_per_second,
+            hub_connects_per_second,
             max_throttle_backlog,
             eventlog_partitions,
             eventlog_retention,
-            eventlog_max_bytes: max_bytes_per_partition,
+            eventlog_max_bytes: Some(
+                max_bytes_per_partition.unwrap_or(DEFAULT_MAX_BYTES_PER_PARTITION),
+            ),
             eventlog_max_commit_wait: std::time::Duration::from_millis(commit_wait),
             policies: policy_keys,
             log_level,

@@ -48,6 +48,12 @@ pub trait EventLog: Send + Sync + 'static {
     fn info(&self, partition: u32) -> Result<PartitionInfo, LogError>;
     /// A receiver that changes whenever new records become durable (for long polls and streams).
     fn watch(&self) -> watch::Receiver<u64>;
+    /// Removes what is past the retention limits; `now_ms` is milliseconds since the epoch.
+    /// Logs that expire by themselves (a replicated engine's own limits) need not do anything.
+    fn enforce_retention(&self, now_ms: i64) -> BoxFuture<'static, Result<(), LogError>> {
+        let _ = now_ms;
+        Box::pin(async { Ok(()) })
+    }
 }
 
 /// Settings of the embedded log.
@@ -88,13 +94,6 @@ impl EmbeddedLog {
             log,
             notify,
         })
-    }
-
-    /// Removes segments past retention; `now_ms` is milliseconds since the epoch.
-    pub fn enforce_retention(&self, now_ms: i64) -> Result<(), LogError> {
-        let report = self.log.enforce_retention(now_ms)?;
-        tracing::debug!(?report, "event log retention");
-        Ok(())
     }
 }
 
@@ -143,5 +142,16 @@ impl EventLog for EmbeddedLog {
 
     fn watch(&self) -> watch::Receiver<u64> {
         self.notify.subscribe()
+    }
+
+    fn enforce_retention(&self, now_ms: i64) -> BoxFuture<'static, Result<(), LogError>> {
+        let log = self.log.clone();
+        Box::pin(async move {
+            let report = tokio::task::spawn_blocking(move || log.enforce_retention(now_ms))
+                .await
+                .unwrap_or(Err(LogError::WriterClosed))?;
+            tracing::debug!(?report, "event log retention");
+            Ok(())
+        })
     }
 }

@@ -1,12 +1,24 @@
 //! The `Hub` handle: the state every endpoint shares (registry, policies, names, clock) and the
-//! decisions they all make the same way, such as who a request's token speaks for.
+//! operations every protocol calls the same way: who a token speaks for, submitting telemetry,
+//! sending and delivering cloud-to-device messages, admitting a device under its limits.
+//!
+//! The hub is transport-neutral: its operations take and return domain types and fail with
+//! [`HubError`]; the REST API, MQTT and AMQP drivers each render those in their own protocol.
+
+mod budgets;
+mod c2d;
+mod error;
+
+pub(crate) use budgets::{Budgets, Metered};
+pub(crate) use c2d::C2dDelivery;
+pub use error::HubError;
 
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, header};
 use chrono::{DateTime, Utc};
 use ferrohub_auth::{AuthError, DeviceAuthMethod, KeyPair, SymmetricKey};
-use ferrohub_registry::{IdentityAuth, Registry, SqliteStore};
+use ferrohub_registry::{AnyStore, IdentityAuth, Registry};
 use ferrohub_types::{DeviceId, ErrorCode, ModuleId, Permission, PolicyName};
 
 use crate::connections::Connections;
@@ -14,10 +26,9 @@ use crate::consumer_groups::ConsumerGroups;
 use crate::eventlog::EventLog;
 use crate::jobs::Jobs;
 use crate::policies::Policies;
-use crate::rest::error::ApiError;
 use crate::sessions::SessionStore;
 use crate::telemetry::{AuthScope, Origin};
-use ferrohub_c2d::{C2dQueues, SqliteQueueStore};
+use ferrohub_c2d::{AnyQueueStore, C2dQueues};
 use tokio::sync::watch;
 
 /// A source of the current time, so time-dependent behaviour can be tested without sleeping.
@@ -38,19 +49,18 @@ impl Clock for SystemClock {
 
 /// The hub's shared state.
 pub struct Hub {
-    pub(crate) registry: Registry<SqliteStore>,
+    pub(crate) registry: Registry<AnyStore>,
     pub(crate) policies: Policies,
     pub(crate) events: Arc<dyn EventLog>,
     pub(crate) groups: ConsumerGroups,
     pub(crate) connections: Connections,
-    pub(crate) c2d: C2dQueues<SqliteQueueStore>,
+    pub(crate) c2d: C2dQueues<AnyQueueStore>,
     pub(crate) sessions: Arc<SessionStore>,
     pub(crate) limits: HubLimits,
     /// Live MQTT connections (accepted sockets, authenticated or not).
     pub(crate) mqtt_connections: std::sync::atomic::AtomicUsize,
-    /// Per-device message rate of the HTTPS device API.
-    pub(crate) https_rates:
-        std::sync::Mutex<std::collections::HashMap<DeviceId, crate::limits::TokenBucket>>,
+    /// Every identity's message and connect budgets, kept across reconnects.
+    pub(crate) budgets: Budgets,
     pub(crate) jobs: Jobs,
     shutdown: watch::Sender<bool>,
     host_names: Vec<String>,
@@ -62,20 +72,24 @@ pub struct Hub {
 pub(crate) struct HubLimits {
     /// Most live MQTT connections.
     pub(crate) max_connections: usize,
-    /// Telemetry messages a second one device may send.
+    /// Telemetry a second one device may send, in Azure's 4 KB message units.
     pub(crate) device_messages_per_second: u32,
+    /// New connections a second one identity may open (after a burst of the same size).
+    pub(crate) device_connects_per_second: u32,
+    /// New connections a second the hub accepts from all identities together.
+    pub(crate) hub_connects_per_second: u32,
     /// How far behind its rate a device may fall before it is disconnected.
     pub(crate) max_throttle_backlog: std::time::Duration,
 }
 
 /// The stores and settings a [`Hub`] is built from.
 pub(crate) struct HubParts {
-    pub(crate) registry: Registry<SqliteStore>,
+    pub(crate) registry: Registry<AnyStore>,
     pub(crate) policies: Policies,
     pub(crate) events: Arc<dyn EventLog>,
     pub(crate) groups: ConsumerGroups,
     pub(crate) sessions: Arc<SessionStore>,
-    pub(crate) c2d: C2dQueues<SqliteQueueStore>,
+    pub(crate) c2d: C2dQueues<AnyQueueStore>,
     pub(crate) jobs: Jobs,
     pub(crate) host_names: Vec<String>,
     pub(crate) clock: Arc<dyn Clock>,
@@ -96,6 +110,7 @@ impl Hub {
             clock,
             limits,
         } = parts;
+        let budgets = Budgets::new(&limits, std::time::Instant::now());
         Hub {
             registry,
             policies,
@@ -108,37 +123,38 @@ impl Hub {
             shutdown: watch::channel(false).0,
             limits,
             mqtt_connections: std::sync::atomic::AtomicUsize::new(0),
-            https_rates: std::sync::Mutex::new(std::collections::HashMap::new()),
+            budgets,
             host_names,
             clock,
         }
     }
 
-    /// Admits `count` HTTPS messages of `device` under its message rate, or answers 429 with the
-    /// seconds to wait. HTTPS has no connection to slow down, so a device over its rate is told
-    /// to retry later (Azure's 429001 ThrottlingException).
-    pub(crate) fn admit_https(&self, device: &DeviceId, count: usize) -> Result<(), ApiError> {
+    /// Admits HTTPS telemetry `messages` of `origin` under the identity's budget (shared with
+    /// its connections), or answers 429 with the time to wait: HTTPS has no connection to slow
+    /// down, so a device over its rate is told to retry later (Azure's 429001
+    /// ThrottlingException).
+    pub(crate) fn admit_https(
+        &self,
+        origin: &Origin,
+        messages: &[crate::telemetry::DeviceMessage],
+    ) -> Result<(), HubError> {
+        let identity = (origin.device_id.clone(), origin.module_id.clone());
+        let bytes = messages
+            .iter()
+            .map(crate::telemetry::DeviceMessage::size)
+            .sum();
         let now = std::time::Instant::now();
-        let Ok(mut rates) = self.https_rates.lock() else {
-            return Ok(());
-        };
-        if rates.len() > 100_000 {
-            // Buckets of devices that went quiet are full again; forget them.
-            rates.clear();
+        match self
+            .budgets
+            .messages(&identity, now)
+            .try_admit(bytes, messages.len(), now)
+        {
+            None => Ok(()),
+            Some(wait) => Err(HubError::throttled(
+                wait,
+                "The device is sending faster than its message rate; retry later.",
+            )),
         }
-        let bucket = rates.entry(device.clone()).or_insert_with(|| {
-            crate::limits::TokenBucket::new(
-                self.limits.device_messages_per_second,
-                std::time::Duration::ZERO,
-                now,
-            )
-        });
-        for _ in 0..count.max(1) {
-            if let Some(wait) = bucket.try_take(now) {
-                return Err(ApiError::throttled(wait));
-            }
-        }
-        Ok(())
     }
 
     /// A receiver that turns true when the hub shuts down.
@@ -174,7 +190,7 @@ impl Hub {
         token: &str,
         device: &DeviceId,
         module: Option<&ModuleId>,
-    ) -> Result<Origin, ApiError> {
+    ) -> Result<Origin, HubError> {
         let hosts: Vec<&str> = self.host_names.iter().map(String::as_str).collect();
         let identity = self.registry.identity(device, module);
         let method = ferrohub_auth::authorize_device(
@@ -190,14 +206,8 @@ impl Hub {
             // Reached only with a policy token: the signature was good, the identity is not
             // there.
             return Err(match module {
-                Some(m) => ApiError::new(
-                    ErrorCode::ModuleNotFound,
-                    format!("The module '{m}' of device '{device}' could not be found."),
-                ),
-                None => ApiError::new(
-                    ErrorCode::DeviceNotFound,
-                    format!("The device with ID '{device}' could not be found."),
-                ),
+                Some(m) => HubError::module_not_found(device, m),
+                None => HubError::device_not_found(device),
             });
         };
         let device_enabled = match module {
@@ -208,7 +218,7 @@ impl Hub {
                 .is_some_and(|d| d.enabled),
         };
         if !device_enabled {
-            return Err(ApiError::new(
+            return Err(HubError::new(
                 ErrorCode::IotHubUnauthorizedAccess,
                 format!("The device '{device}' is disabled."),
             ));
@@ -234,21 +244,33 @@ impl Hub {
         headers: &HeaderMap,
         path: &str,
         permissions: &[Permission],
-    ) -> Result<PolicyName, ApiError> {
+    ) -> Result<PolicyName, HubError> {
         let token = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
             .ok_or_else(|| {
-                ApiError::new(
+                HubError::new(
                     ErrorCode::IotHubUnauthorizedAccess,
                     "Unauthorized: the request carries no SharedAccessSignature.",
                 )
             })?;
+        self.authorize_service_token(token, path, permissions)
+    }
+
+    /// Checks a service `token` for `resource` (a path under the hub, such as
+    /// `/messages/devicebound`): a SAS token of a shared access policy, in scope for the
+    /// resource, holding one of `permissions`.
+    pub fn authorize_service_token(
+        &self,
+        token: &str,
+        resource: &str,
+        permissions: &[Permission],
+    ) -> Result<PolicyName, HubError> {
         let hosts: Vec<&str> = self.host_names.iter().map(String::as_str).collect();
         let now = self.now_secs();
         let mut last = None;
         for &perm in permissions {
-            match ferrohub_auth::authorize_service(token, now, &hosts, path, perm, |name| {
+            match ferrohub_auth::authorize_service(token, now, &hosts, resource, perm, |name| {
                 self.policies.get(name).cloned()
             }) {
                 Ok(name) => return Ok(name),
@@ -257,8 +279,8 @@ impl Hub {
             }
         }
         Err(last
-            .map(ApiError::from)
-            .unwrap_or_else(|| ApiError::new(ErrorCode::IotHubUnauthorizedAccess, "Unauthorized")))
+            .map(HubError::from)
+            .unwrap_or_else(|| HubError::new(ErrorCode::IotHubUnauthorizedAccess, "Unauthorized")))
     }
 }
 

@@ -24,7 +24,7 @@ mod tls;
 
 pub use app::{App, BuildError, Listeners, SHUTDOWN_GRACE};
 pub use config::{Config, ConfigError, DEFAULT_CONFIG_TOML, LogFormat, Overrides};
-pub use hub::{Clock, Hub, SystemClock};
+pub use hub::{Clock, Hub, HubError, SystemClock};
 
 /// `n` random bytes as lower-case hex (tracking ids, certificate tags).
 pub(crate) fn random_hex(n: usize) -> String {

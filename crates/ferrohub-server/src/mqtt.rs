@@ -34,8 +34,8 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::connections::{Identity, Registration};
-use crate::hub::Hub;
-use crate::limits::{Admission, TokenBucket};
+use crate::hub::{C2dDelivery, Hub, HubError, Metered};
+use crate::limits::Admission;
 use crate::sessions::client_id;
 use crate::telemetry::{DeviceMessage, Origin};
 
@@ -224,8 +224,8 @@ async fn wait_true(rx: &mut watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
 
-/// Telemetry submitted to the log, each resolving to its id and whether it became durable.
-type Durables = FuturesUnordered<BoxFuture<'static, (TelemetryId, bool)>>;
+/// Telemetry submitted to the log, each resolving to its id and the outcome of its append.
+type Durables = FuturesUnordered<BoxFuture<'static, (TelemetryId, Result<(), HubError>)>>;
 
 /// What the driver knows about its connection once it is authenticated.
 struct Authenticated {
@@ -237,45 +237,57 @@ struct Authenticated {
     registration: Registration,
     /// When the token stops being valid (its expiry plus the 5-minute skew).
     token_deadline: Option<tokio::time::Instant>,
+    /// The identity's telemetry budget, kept by the hub across reconnects.
+    budget: Metered,
+    /// Cloud-to-device delivery (devices only).
+    c2d: C2dDelivery,
     /// Cloud-to-device messages sent and not yet acknowledged: packet id → lock token.
-    c2d_inflight: HashMap<u16, String>,
-    /// Lock tokens of cloud-to-device messages the device acknowledged, to complete together.
-    c2d_delivered: Vec<String>,
+    c2d_packets: HashMap<u16, String>,
 }
 
 /// Most cloud-to-device messages in flight to one device at a time.
 const MAX_C2D_INFLIGHT: usize = 8;
 
+/// One MQTT connection's driver: the session, the socket's buffers aside, and what the hub
+/// knows of the connection.
+struct Driver {
+    hub: Arc<Hub>,
+    peer: SocketAddr,
+    session: Session,
+    /// Telemetry waiting to be durable, in the order it was submitted.
+    durables: Durables,
+    auth: Option<Authenticated>,
+    /// While shaping a device that sends too fast, nothing is read from it until then.
+    throttled_until: Option<Instant>,
+}
+
 /// Drives one MQTT connection to its end.
 pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: SocketAddr) {
     let config = SessionConfig::default();
     let max_packet = config.max_packet_size;
-    let mut session = Session::new(Instant::now(), config);
+    let mut shutdown = hub.shutdown_signal();
+    let _counted = ConnectionCount::new(hub.clone());
+    let mut d = Driver {
+        session: Session::new(Instant::now(), config),
+        hub,
+        peer,
+        durables: FuturesUnordered::new(),
+        auth: None,
+        throttled_until: None,
+    };
     // Both buffers are released whenever they are empty: idle connections hold neither.
     let mut inbuf = BytesMut::new();
     let mut outbuf = BytesMut::new();
-    // Telemetry waiting to be durable, in the order it was submitted.
-    let mut durables: Durables = FuturesUnordered::new();
-    let mut auth: Option<Authenticated> = None;
-    let mut shutdown = hub.shutdown_signal();
-    let _counted = ConnectionCount::new(&hub);
-    let mut bucket = TokenBucket::new(
-        hub.limits.device_messages_per_second,
-        hub.limits.max_throttle_backlog,
-        Instant::now(),
-    );
-    // While shaping a device that sends too fast, nothing is read from it until then.
-    let mut throttled_until: Option<Instant> = None;
 
     loop {
         // Decode what is buffered, as far as the session wants to read.
-        while session.wants_read() && throttled_until.is_none() && !inbuf.is_empty() {
+        while d.session.wants_read() && d.throttled_until.is_none() && !inbuf.is_empty() {
             match ferrohub_mqtt::decode(&mut inbuf, max_packet) {
-                Ok(Some(packet)) => session.handle_packet(Instant::now(), packet),
+                Ok(Some(packet)) => d.session.handle_packet(Instant::now(), packet),
                 Ok(None) => break,
                 Err(e) => {
-                    tracing::debug!(%peer, error = %e, "malformed MQTT input");
-                    session.handle_decode_error(Instant::now(), &e);
+                    tracing::debug!(peer = %d.peer, error = %e, "malformed MQTT input");
+                    d.session.handle_decode_error(Instant::now(), &e);
                     break;
                 }
             }
@@ -286,54 +298,45 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
         // Carry out what the session asks until it has nothing more.
         loop {
             let mut busy = false;
-            while let Some(packet) = session.poll_transmit() {
+            while let Some(packet) = d.session.poll_transmit() {
                 busy = true;
                 if let Err(e) = ferrohub_mqtt::encode(&packet, &mut outbuf) {
-                    tracing::error!(%peer, error = %e, "encoding an MQTT packet failed");
+                    tracing::error!(peer = %d.peer, error = %e, "encoding an MQTT packet failed");
                 }
             }
             if !outbuf.is_empty() {
                 let result = transport.write(&outbuf).await;
                 outbuf = BytesMut::new();
                 if result.is_err() {
-                    session.close(CloseReason::ServerClose("the connection broke".into()));
+                    d.session
+                        .close(CloseReason::ServerClose("the connection broke".into()));
                 }
             }
-            while let Some(event) = session.poll_event() {
+            while let Some(event) = d.session.poll_event() {
                 busy = true;
-                handle_event(
-                    &hub,
-                    &mut session,
-                    &mut auth,
-                    &mut durables,
-                    peer,
-                    event,
-                    &mut bucket,
-                    &mut throttled_until,
-                )
-                .await;
+                d.handle_event(event).await;
             }
-            if let Some(a) = auth.as_mut()
-                && !a.c2d_delivered.is_empty()
+            if let Some(a) = d.auth.as_mut()
+                && a.c2d.has_completions()
             {
                 busy = true;
-                complete_delivered(&hub, a);
-                pump_c2d(&hub, &mut session, &mut auth).await;
+                a.c2d.flush(&d.hub);
+                d.pump_c2d().await;
             }
             if !busy {
                 break;
             }
         }
-        if session.is_closed() {
+        if d.session.is_closed() {
             break;
         }
-        session.release_idle_memory();
+        d.session.release_idle_memory();
 
-        let timeout = session.poll_timeout();
-        let token_deadline = auth.as_ref().and_then(|a| a.token_deadline);
-        let c2d_notify = auth.as_ref().map(|a| a.registration.c2d.clone());
+        let timeout = d.session.poll_timeout();
+        let token_deadline = d.auth.as_ref().and_then(|a| a.token_deadline);
+        let c2d_notify = d.auth.as_ref().map(|a| a.registration.c2d.clone());
         let revoked = async {
-            match auth.as_mut() {
+            match d.auth.as_mut() {
                 Some(a) => match (&mut a.registration.closed).await {
                     Ok(reason) => reason,
                     Err(_) => std::future::pending().await,
@@ -351,77 +354,69 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
         tokio::select! {
             biased;
             _ = wait_true(&mut shutdown) => {
-                session.close(CloseReason::ServerClose("the hub is shutting down".into()));
+                d.session.close(CloseReason::ServerClose("the hub is shutting down".into()));
             }
             reason = revoked => {
-                session.close(CloseReason::ServerClose(reason));
+                d.session.close(CloseReason::ServerClose(reason));
             }
-            Some(first) = durables.next(), if !durables.is_empty() => {
+            Some(first) = d.durables.next(), if !d.durables.is_empty() => {
                 // Every acknowledgement that is ready leaves in one write.
                 let mut ready = Some(first);
-                while let Some((id, durable)) = ready {
-                    if durable {
-                        session.handle_telemetry_durable(Instant::now(), id);
-                    } else {
-                        session.handle_telemetry_failed(id);
+                while let Some((id, outcome)) = ready {
+                    match outcome {
+                        Ok(()) => d.session.handle_telemetry_durable(Instant::now(), id),
+                        Err(e) => {
+                            tracing::warn!(peer = %d.peer, error = %e, "telemetry could not be stored");
+                            d.session.handle_telemetry_failed(id);
+                        }
                     }
-                    ready = durables.next().now_or_never().flatten();
+                    ready = d.durables.next().now_or_never().flatten();
                 }
             }
             () = c2d_ready => pump = true,
             _ = sleep_until(token_deadline) => {
-                session.close(CloseReason::Unauthorized("the SAS token expired".into()));
+                d.session.close(CloseReason::Unauthorized("the SAS token expired".into()));
             }
             _ = sleep_until(timeout.map(tokio::time::Instant::from_std)) => {
-                session.handle_timeout(Instant::now());
+                d.session.handle_timeout(Instant::now());
             }
-            _ = sleep_until(throttled_until.map(tokio::time::Instant::from_std)) => {
-                throttled_until = None;
+            _ = sleep_until(d.throttled_until.map(tokio::time::Instant::from_std)) => {
+                d.throttled_until = None;
             }
-            read = transport.read(&mut inbuf), if session.wants_read() && throttled_until.is_none() => match read {
-                Ok(0) => session.close(CloseReason::ServerClose("the client closed the connection".into())),
+            read = transport.read(&mut inbuf), if d.session.wants_read() && d.throttled_until.is_none() => match read {
+                Ok(0) => d.session.close(CloseReason::ServerClose("the client closed the connection".into())),
                 Ok(_) => {}
-                Err(e) => session.close(CloseReason::ServerClose(format!("the connection broke: {e}"))),
+                Err(e) => d.session.close(CloseReason::ServerClose(format!("the connection broke: {e}"))),
             },
         }
         if pump {
-            pump_c2d(&hub, &mut session, &mut auth).await;
+            d.pump_c2d().await;
         }
     }
 
-    if let Some(mut a) = auth {
-        if !a.c2d_delivered.is_empty() {
-            complete_delivered(&hub, &mut a);
-        }
-        hub.connections
-            .unregister(&a.identity, a.registration.id, hub.now());
+    if let Some(a) = d.auth.take() {
+        d.hub
+            .connections
+            .unregister(&a.identity, a.registration.id, d.hub.now());
         // Messages the device never acknowledged go back to its queue for the next connection.
-        if !a.c2d_inflight.is_empty() {
-            let release: BoxFuture<'_, ()> = Box::pin(async {
-                for lock in a.c2d_inflight.values() {
-                    let _ = hub.c2d.release(&a.origin.device_id, lock, hub.now()).await;
-                }
-            });
-            release.await;
-            // A newer connection may already be waiting for them.
-            hub.connections.notify_c2d(&a.origin.device_id);
-        }
+        let finish: BoxFuture<'_, ()> = Box::pin(a.c2d.finish(&d.hub));
+        finish.await;
     }
     transport.shutdown().await;
 }
 
 /// Counts a live connection for as long as it lives.
-struct ConnectionCount<'a>(&'a Hub);
+struct ConnectionCount(Arc<Hub>);
 
-impl<'a> ConnectionCount<'a> {
-    fn new(hub: &'a Hub) -> Self {
+impl ConnectionCount {
+    fn new(hub: Arc<Hub>) -> Self {
         hub.mqtt_connections.fetch_add(1, Ordering::Relaxed);
         metrics::gauge!("ferrohub_mqtt_connections").increment(1.0);
         ConnectionCount(hub)
     }
 }
 
-impl Drop for ConnectionCount<'_> {
+impl Drop for ConnectionCount {
     fn drop(&mut self) {
         self.0.mqtt_connections.fetch_sub(1, Ordering::Relaxed);
         metrics::gauge!("ferrohub_mqtt_connections").decrement(1.0);
@@ -435,184 +430,346 @@ async fn sleep_until(deadline: Option<tokio::time::Instant>) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn handle_event(
-    hub: &Arc<Hub>,
-    session: &mut Session,
-    auth: &mut Option<Authenticated>,
-    durables: &mut Durables,
-    peer: SocketAddr,
-    event: SessionEvent,
-    bucket: &mut TokenBucket,
-    throttled_until: &mut Option<Instant>,
-) {
-    match event {
-        SessionEvent::Authenticate {
-            device_id,
-            module_id,
-            username,
-            password,
-            clean_session,
-            will,
-            ..
-        } => {
-            if hub.mqtt_connections.load(Ordering::Relaxed) > hub.limits.max_connections {
-                tracing::warn!(%peer, "connection limit reached; refusing with CONNACK 3");
-                session.handle_auth_result(
-                    Instant::now(),
-                    AuthDecision::Refused(ConnectReturnCode::ServerUnavailable),
-                );
-                return;
-            }
-            match Box::pin(authenticate(
-                hub,
-                &device_id,
-                module_id.as_deref(),
-                username.as_deref(),
+impl Driver {
+    /// Carries out one event of the session.
+    async fn handle_event(&mut self, event: SessionEvent) {
+        match event {
+            SessionEvent::Authenticate {
+                device_id,
+                module_id,
+                username,
                 password,
-            ))
-            .await
-            {
-                Ok((origin, token_deadline)) => {
-                    let cid = client_id(&device_id, module_id.as_deref());
-                    let identity: Identity = (origin.device_id.clone(), origin.module_id.clone());
-                    let registration = hub.connections.register(identity.clone(), hub.now());
-                    let (session_present, subscriptions) =
-                        Box::pin(restore(hub, &cid, clean_session)).await;
-                    tracing::info!(%peer, client_id = %cid, clean_session, "MQTT client connected");
-                    *auth = Some(Authenticated {
-                        origin,
-                        identity,
-                        client_id: cid,
-                        clean_session,
-                        will,
-                        registration,
-                        token_deadline,
-                        c2d_inflight: HashMap::new(),
-                        c2d_delivered: Vec::new(),
-                    });
-                    session.handle_auth_result(
-                        Instant::now(),
-                        AuthDecision::Accepted {
-                            session_present,
-                            subscriptions,
-                        },
-                    );
-                    pump_c2d(hub, session, auth).await;
-                }
-                Err(code) => {
-                    tracing::info!(%peer, client_id = %client_id(&device_id, module_id.as_deref()), code = code as u8, "MQTT connection refused");
-                    session.handle_auth_result(Instant::now(), AuthDecision::Refused(code));
+                clean_session,
+                will,
+                ..
+            } => {
+                let request = ConnectRequest {
+                    device_id,
+                    module_id,
+                    username,
+                    password,
+                    clean_session,
+                    will,
+                };
+                Box::pin(self.authenticate(request)).await;
+            }
+            SessionEvent::Telemetry {
+                id,
+                retain,
+                properties,
+                payload,
+                ..
+            } => self.telemetry(id, retain, &properties, payload),
+            // Completed together with the other acknowledgements of this read, and the freed
+            // slots refilled, once every event of the read is handled (see `drive`).
+            SessionEvent::Delivered { pkid } => {
+                if let Some(a) = self.auth.as_mut()
+                    && let Some(lock) = a.c2d_packets.remove(&pkid)
+                {
+                    a.c2d.acknowledged(&lock);
+                    self.hub.connections.touch(&a.identity, self.hub.now());
                 }
             }
+            SessionEvent::SubscriptionsChanged { subscriptions } => {
+                self.pump_c2d().await;
+                if let Some(a) = self.auth.as_ref()
+                    && !a.clean_session
+                {
+                    let store = self.hub.sessions.clone();
+                    let cid = a.client_id.clone();
+                    let result =
+                        tokio::task::spawn_blocking(move || store.save(&cid, &subscriptions)).await;
+                    if !matches!(result, Ok(Ok(()))) {
+                        tracing::error!(client_id = %a.client_id, "storing MQTT subscriptions failed");
+                    }
+                }
+            }
+            SessionEvent::Closed {
+                reason,
+                publish_will,
+            } => {
+                if let Some(a) = self.auth.as_ref() {
+                    tracing::info!(peer = %self.peer, client_id = %a.client_id, %reason, "MQTT connection closed");
+                    if publish_will && let Some(will) = &a.will {
+                        publish_will_message(&self.hub, &a.origin, will);
+                    }
+                } else {
+                    tracing::info!(peer = %self.peer, %reason, "MQTT connection closed before it was accepted");
+                }
+            }
+            _ => {}
         }
-        SessionEvent::Telemetry {
-            id,
-            retain,
-            properties,
-            payload,
-            ..
-        } => {
-            let Some(a) = auth.as_ref() else {
-                session.handle_telemetry_failed(id);
+    }
+
+    /// Answers a CONNECT: the connection and connect-rate limits, then the credentials.
+    async fn authenticate(&mut self, req: ConnectRequest) {
+        let hub = &self.hub;
+        let cid = client_id(&req.device_id, req.module_id.as_deref());
+        let refuse = |session: &mut Session,
+                      code: ConnectReturnCode,
+                      why: &dyn std::fmt::Display| {
+            tracing::info!(peer = %self.peer, client_id = %cid, code = code as u8, reason = %why, "MQTT connection refused");
+            session.handle_auth_result(Instant::now(), AuthDecision::Refused(code));
+        };
+        if hub.mqtt_connections.load(Ordering::Relaxed) > hub.limits.max_connections {
+            refuse(
+                &mut self.session,
+                ConnectReturnCode::ServerUnavailable,
+                &"the hub's connection limit is reached",
+            );
+            return;
+        }
+        let origin = match check_credentials(hub, &req) {
+            Ok(origin) => origin,
+            Err((code, e)) => {
+                refuse(&mut self.session, code, &e);
                 return;
-            };
-            match bucket.admit(Instant::now()) {
-                Admission::Now => {}
-                Admission::After(t) => *throttled_until = Some(t),
-                Admission::Refuse => {
-                    tracing::warn!(%peer, client_id = %a.client_id, "device exceeded its message rate; disconnecting");
-                    metrics::counter!("ferrohub_mqtt_throttled_disconnects_total").increment(1);
-                    session.handle_telemetry_failed(id);
-                    session.close(CloseReason::ServerClose(
-                        "the device exceeded its message rate".into(),
-                    ));
-                    return;
-                }
             }
-            let mut msg = message(&properties, payload);
-            if retain {
-                msg.application.push(("mqtt-retain".into(), "true".into()));
+        };
+        let identity: Identity = (origin.device_id.clone(), origin.module_id.clone());
+        if let Err(wait) = hub.budgets.admit_connect(&identity, Instant::now()) {
+            metrics::counter!("ferrohub_connects_throttled_total").increment(1);
+            refuse(
+                &mut self.session,
+                ConnectReturnCode::ServerUnavailable,
+                &format_args!(
+                    "the identity or the hub is connecting too often; retry in {} ms",
+                    wait.as_millis()
+                ),
+            );
+            return;
+        }
+        let token_deadline = req
+            .password
+            .as_deref()
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .and_then(|t| token_deadline(hub, t));
+        let registration = hub.connections.register(identity.clone(), hub.now());
+        let (session_present, subscriptions) = restore(hub, &cid, req.clean_session).await;
+        tracing::info!(peer = %self.peer, client_id = %cid, clean_session = req.clean_session, "MQTT client connected");
+        let budget = hub.budgets.messages(&identity, Instant::now());
+        self.auth = Some(Authenticated {
+            c2d: C2dDelivery::new(origin.device_id.clone(), MAX_C2D_INFLIGHT),
+            origin,
+            identity,
+            client_id: cid,
+            clean_session: req.clean_session,
+            will: req.will,
+            registration,
+            token_deadline,
+            budget,
+            c2d_packets: HashMap::new(),
+        });
+        self.session.handle_auth_result(
+            Instant::now(),
+            AuthDecision::Accepted {
+                session_present,
+                subscriptions,
+            },
+        );
+        self.pump_c2d().await;
+    }
+
+    /// Admits a telemetry message under the device's budget and submits it to the log.
+    fn telemetry(
+        &mut self,
+        id: TelemetryId,
+        retain: bool,
+        properties: &PropertyBag,
+        payload: Bytes,
+    ) {
+        let Some(a) = self.auth.as_ref() else {
+            self.session.handle_telemetry_failed(id);
+            return;
+        };
+        let mut msg = message(properties, payload);
+        if retain {
+            msg.application.push(("mqtt-retain".into(), "true".into()));
+        }
+        match a.budget.admit(msg.size(), Instant::now()) {
+            Admission::Now => {}
+            Admission::After(t) => self.throttled_until = Some(t),
+            Admission::Refuse => {
+                tracing::warn!(peer = %self.peer, client_id = %a.client_id, "device exceeded its message rate; disconnecting");
+                metrics::counter!("ferrohub_mqtt_throttled_disconnects_total").increment(1);
+                self.session
+                    .handle_telemetry_refused(id, "the device exceeded its message rate".into());
+                return;
             }
-            match hub.submit(&a.origin, vec![msg]) {
-                Ok(durable) => {
-                    durables.push(Box::pin(async move { (id, durable.await.is_ok()) }));
-                }
+        }
+        match self.hub.submit(&a.origin, vec![msg]) {
+            Ok(durable) => {
+                self.durables
+                    .push(Box::pin(async move { (id, durable.await.map(|_| ())) }));
+            }
+            Err(e) => {
+                tracing::info!(peer = %self.peer, client_id = %a.client_id, error = %e, "telemetry refused");
+                self.session.handle_telemetry_refused(id, e.message);
+            }
+        }
+    }
+
+    /// Sends queued cloud-to-device messages to a subscribed device, up to
+    /// [`MAX_C2D_INFLIGHT`].
+    ///
+    /// Boxed, like the other rare, large steps of a connection (authentication, session
+    /// restore), so that the connection's own future, which every idle connection keeps, stays
+    /// small.
+    fn pump_c2d(&mut self) -> BoxFuture<'_, ()> {
+        Box::pin(self.pump_c2d_now())
+    }
+
+    async fn pump_c2d_now(&mut self) {
+        let Some(a) = self.auth.as_mut() else {
+            return;
+        };
+        if a.origin.module_id.is_some() || !self.session.is_connected() {
+            return;
+        }
+        let device = a.origin.device_id.clone();
+        let filter = format!("devices/{device}/messages/devicebound/#");
+        if !self
+            .session
+            .subscriptions()
+            .iter()
+            .any(|(f, _)| f.as_str() == filter)
+        {
+            return;
+        }
+        let mut unsent = Vec::new();
+        'refill: while a.c2d.room() > 0 {
+            let room = a.c2d.room();
+            let batch = match a.c2d.take(&self.hub, room).await {
+                Ok(batch) => batch,
                 Err(e) => {
-                    tracing::info!(%peer, error = %e.message, "telemetry refused");
-                    session.handle_telemetry_failed(id);
+                    tracing::error!(%device, error = %e, "reading the C2D queue failed");
+                    break;
+                }
+            };
+            let exhausted = batch.len() < room;
+            let mut batch = batch.into_iter();
+            for msg in batch.by_ref() {
+                let Some(lock) = msg.lock_token.clone() else {
+                    continue;
+                };
+                let Some(topic) = c2d_topic(&msg) else {
+                    // Cannot be expressed as a topic (should not happen for stored messages).
+                    let _ = a.c2d.reject(&self.hub, &lock).await;
+                    continue;
+                };
+                match self.session.send_publish_dup(
+                    topic,
+                    ferrohub_mqtt::QoS::AtLeastOnce,
+                    Bytes::from(msg.message.body),
+                    msg.deliveries > 1,
+                ) {
+                    Ok(Some(pkid)) => {
+                        a.c2d_packets.insert(pkid, lock);
+                    }
+                    // Subscribed at QoS 0: no acknowledgement will come; delivery is completion.
+                    Ok(None) => a.c2d.acknowledged(&lock),
+                    Err(_) => {
+                        unsent.push(lock);
+                        unsent.extend(batch.filter_map(|m| m.lock_token));
+                        break 'refill;
+                    }
                 }
             }
-        }
-        // Completed together with the other acknowledgements of this read, and the freed
-        // slots refilled, once every event of the read is handled (see `drive`).
-        SessionEvent::Delivered { pkid } => {
-            if let Some(a) = auth.as_mut()
-                && let Some(lock) = a.c2d_inflight.remove(&pkid)
-            {
-                a.c2d_delivered.push(lock);
-                hub.connections.touch(&a.identity, hub.now());
+            if exhausted {
+                break;
             }
         }
-        SessionEvent::SubscriptionsChanged { subscriptions } => {
-            pump_c2d(hub, session, auth).await;
-            if let Some(a) = auth.as_ref()
-                && !a.clean_session
-            {
-                let store = hub.sessions.clone();
-                let cid = a.client_id.clone();
-                let result =
-                    tokio::task::spawn_blocking(move || store.save(&cid, &subscriptions)).await;
-                if !matches!(result, Ok(Ok(()))) {
-                    tracing::error!(client_id = %a.client_id, "storing MQTT subscriptions failed");
-                }
-            }
+        for lock in unsent {
+            a.c2d.unsent(&self.hub, &lock).await;
         }
-        SessionEvent::Closed {
-            reason,
-            publish_will,
-        } => {
-            if let Some(a) = auth.as_ref() {
-                tracing::info!(%peer, client_id = %a.client_id, %reason, "MQTT connection closed");
-                if publish_will && let Some(will) = &a.will {
-                    publish_will_message(hub, &a.origin, will);
-                }
-            } else {
-                tracing::debug!(%peer, %reason, "MQTT connection closed before it was accepted");
-            }
-        }
-        _ => {}
+        a.c2d.flush(&self.hub);
     }
 }
 
-/// Checks a CONNECT's credentials. Refusals are CONNACK 5 (what the hub sends for a bad or
-/// expired token, an unknown or disabled identity), or 3 when the hub itself is unable.
-async fn authenticate(
-    hub: &Hub,
-    device_id: &str,
-    module_id: Option<&str>,
-    username: Option<&str>,
+/// What a CONNECT claims.
+struct ConnectRequest {
+    device_id: String,
+    module_id: Option<String>,
+    username: Option<String>,
     password: Option<Bytes>,
-) -> Result<(Origin, Option<tokio::time::Instant>), ConnectReturnCode> {
-    let device = DeviceId::new(device_id).map_err(|_| ConnectReturnCode::IdentifierRejected)?;
-    let module = module_id
+    clean_session: bool,
+    will: Option<LastWill>,
+}
+
+/// Checks a CONNECT's credentials: the user name must name one of the hub's host names and
+/// the connection's client id, and the password must be a SAS token for the identity.
+/// Refusals are CONNACK 5 (what Azure sends for a bad or expired token, an unknown or disabled
+/// identity, a user name for another hub), 2 for an identifier the registry cannot hold, or 3
+/// when the hub itself is unable; each with its cause for the log.
+fn check_credentials(
+    hub: &Hub,
+    req: &ConnectRequest,
+) -> Result<Origin, (ConnectReturnCode, HubError)> {
+    let not_authorized = |why: String| {
+        (
+            ConnectReturnCode::NotAuthorized,
+            HubError::new(ErrorCode::IotHubUnauthorizedAccess, why),
+        )
+    };
+    let device = DeviceId::new(req.device_id.as_str()).map_err(|e| {
+        (
+            ConnectReturnCode::IdentifierRejected,
+            HubError::invalid(e.to_string()),
+        )
+    })?;
+    let module = req
+        .module_id
+        .as_deref()
         .map(ModuleId::new)
         .transpose()
-        .map_err(|_| ConnectReturnCode::IdentifierRejected)?;
-    let password = password.ok_or(ConnectReturnCode::NotAuthorized)?;
-    let token = std::str::from_utf8(&password).map_err(|_| ConnectReturnCode::NotAuthorized)?;
+        .map_err(|e| {
+            (
+                ConnectReturnCode::IdentifierRejected,
+                HubError::invalid(e.to_string()),
+            )
+        })?;
+    let username = req
+        .username
+        .as_deref()
+        .ok_or_else(|| not_authorized("the CONNECT carries no user name".into()))?;
+    let parsed = Username::parse(username)
+        .map_err(|e| not_authorized(format!("the user name does not parse: {e}")))?;
+    // `HostName` may carry a port in a connection string; the user name's host is compared
+    // without it.
+    let host = parsed.host.rsplit_once(':').map_or(parsed.host, |(h, _)| h);
+    if !hub
+        .host_names()
+        .iter()
+        .any(|n| n.eq_ignore_ascii_case(host))
+    {
+        return Err(not_authorized(format!(
+            "the user name names the hub '{host}', which is not this hub"
+        )));
+    }
+    let password = req
+        .password
+        .as_deref()
+        .ok_or_else(|| not_authorized("the CONNECT carries no password (SAS token)".into()))?;
+    let token = std::str::from_utf8(password)
+        .map_err(|_| not_authorized("the password is not a SAS token".into()))?;
     let mut origin = hub
         .authenticate_device(token, &device, module.as_ref())
-        .map_err(|e| match e.code {
-            ErrorCode::ServiceUnavailable | ErrorCode::ServerError => {
+        .map_err(|e| {
+            let code = if e.is_server_error() {
                 ConnectReturnCode::ServerUnavailable
-            }
-            _ => ConnectReturnCode::NotAuthorized,
+            } else {
+                ConnectReturnCode::NotAuthorized
+            };
+            (code, e)
         })?;
-    origin.model_id = username
-        .and_then(|u| Username::parse(u).ok())
-        .and_then(|u| u.model_id().map(str::to_owned));
-    let deadline = SasToken::parse(token).ok().map(|t| {
+    origin.model_id = parsed.model_id().map(str::to_owned);
+    Ok(origin)
+}
+
+/// When a connection authenticated with `token` must close: the token's expiry plus the
+/// 5-minute skew Azure allows.
+fn token_deadline(hub: &Hub, token: &str) -> Option<tokio::time::Instant> {
+    SasToken::parse(token).ok().map(|t| {
         let valid_until = t
             .expiry()
             .saturating_add(ferrohub_auth::MAX_CLOCK_SKEW_SECS);
@@ -620,8 +777,7 @@ async fn authenticate(
         // Far-future tokens: a timer a year away is as good as none.
         let left = valid_until.saturating_sub(now).min(365 * 86_400);
         tokio::time::Instant::now() + Duration::from_secs(left)
-    });
-    Ok((origin, deadline))
+    })
 }
 
 /// The stored subscriptions of a CleanSession=0 client (and whether it had a session), or a
@@ -705,106 +861,6 @@ fn publish_will_message(hub: &Hub, origin: &Origin, will: &LastWill) {
             });
         }
         Err(e) => tracing::info!(error = %e.message, "will message refused"),
-    }
-}
-
-/// Completes the cloud-to-device messages the device acknowledged, in one store change, on a
-/// task of its own: the connection goes on meanwhile (the messages stay locked, so they are not
-/// handed out again), and a dropped connection does not cancel it.
-fn complete_delivered(hub: &Arc<Hub>, a: &mut Authenticated) {
-    let locks = std::mem::take(&mut a.c2d_delivered);
-    let hub = Arc::clone(hub);
-    let device = a.origin.device_id.clone();
-    tokio::spawn(async move {
-        match hub.c2d.complete_many(&device, &locks, hub.now()).await {
-            Ok(outcomes) => {
-                for e in outcomes.into_iter().filter_map(Result::err) {
-                    tracing::info!(%device, error = %e, "completing a delivered C2D message failed");
-                }
-            }
-            Err(e) => {
-                tracing::warn!(%device, error = %e, "completing delivered C2D messages failed");
-            }
-        }
-    });
-}
-
-/// Sends queued cloud-to-device messages to a subscribed device, up to [`MAX_C2D_INFLIGHT`].
-///
-/// Boxed, like the other rare, large steps of a connection (authentication, session restore),
-/// so that the connection's own future, which every idle connection keeps, stays small.
-fn pump_c2d<'a>(
-    hub: &'a Arc<Hub>,
-    session: &'a mut Session,
-    auth: &'a mut Option<Authenticated>,
-) -> BoxFuture<'a, ()> {
-    Box::pin(pump_c2d_now(hub, session, auth))
-}
-
-async fn pump_c2d_now(hub: &Arc<Hub>, session: &mut Session, auth: &mut Option<Authenticated>) {
-    let Some(a) = auth.as_mut() else {
-        return;
-    };
-    if a.origin.module_id.is_some() || !session.is_connected() {
-        return;
-    }
-    let device = a.origin.device_id.clone();
-    let filter = format!("devices/{device}/messages/devicebound/#");
-    if !session
-        .subscriptions()
-        .iter()
-        .any(|(f, _)| f.as_str() == filter)
-    {
-        return;
-    }
-    let mut unsent = Vec::new();
-    'refill: while a.c2d_inflight.len() < MAX_C2D_INFLIGHT {
-        let free = MAX_C2D_INFLIGHT - a.c2d_inflight.len();
-        let now = hub.now();
-        let batch = match hub.c2d.receive_many(&device, free, now).await {
-            Ok(batch) => batch,
-            Err(e) => {
-                tracing::error!(error = %e, "reading the C2D queue failed");
-                break;
-            }
-        };
-        let exhausted = batch.len() < free;
-        let mut batch = batch.into_iter();
-        for msg in batch.by_ref() {
-            let Some(lock) = msg.lock_token.clone() else {
-                continue;
-            };
-            let Some(topic) = c2d_topic(&msg) else {
-                let _ = hub.c2d.reject(&device, &lock, now).await;
-                continue;
-            };
-            match session.send_publish_dup(
-                topic,
-                ferrohub_mqtt::QoS::AtLeastOnce,
-                Bytes::from(msg.message.body),
-                msg.deliveries > 1,
-            ) {
-                Ok(Some(pkid)) => {
-                    a.c2d_inflight.insert(pkid, lock);
-                }
-                // Subscribed at QoS 0: no acknowledgement will come; delivery is completion.
-                Ok(None) => a.c2d_delivered.push(lock),
-                Err(_) => {
-                    unsent.push(lock);
-                    unsent.extend(batch.filter_map(|m| m.lock_token));
-                    break 'refill;
-                }
-            }
-        }
-        if exhausted {
-            break;
-        }
-    }
-    for lock in unsent {
-        let _ = hub.c2d.release(&device, &lock, hub.now()).await;
-    }
-    if !a.c2d_delivered.is_empty() {
-        complete_delivered(hub, a);
     }
 }
 

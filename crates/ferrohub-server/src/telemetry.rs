@@ -1,5 +1,5 @@
 //! Device-to-cloud messages on their way into the event log: the one path every endpoint
-//! (HTTPS now, MQTT and AMQP later) appends through.
+//! (MQTT, HTTPS, AMQP) appends through.
 //!
 //! The hub stamps its own system properties (who sent it, how they authenticated, when it was
 //! enqueued) and never takes them from the device; a device only sets the properties Azure lets
@@ -13,7 +13,7 @@ use ferrohub_log::{Position, RecordIn};
 use ferrohub_types::{DeviceId, ErrorCode, ModuleId};
 
 use crate::eventlog::BoxFuture;
-use crate::rest::error::ApiError;
+use crate::hub::HubError;
 
 /// Azure's limit on one device-to-cloud message: body, system property values and application
 /// property names and values together.
@@ -139,10 +139,10 @@ impl crate::hub::Hub {
         &self,
         origin: &Origin,
         messages: Vec<DeviceMessage>,
-    ) -> Result<BoxFuture<'static, Result<Vec<Position>, ApiError>>, ApiError> {
+    ) -> Result<BoxFuture<'static, Result<Vec<Position>, HubError>>, HubError> {
         let total: usize = messages.iter().map(DeviceMessage::size).sum();
         if total > MAX_MESSAGE_BYTES {
-            return Err(ApiError::new(
+            return Err(HubError::new(
                 ErrorCode::MessageTooLarge,
                 format!("The message is {total} bytes; the limit is {MAX_MESSAGE_BYTES}."),
             ));
@@ -158,13 +158,9 @@ impl crate::hub::Hub {
         self.connections
             .touch(&(origin.device_id.clone(), origin.module_id.clone()), now);
         Ok(Box::pin(async move {
-            let positions = append.await.map_err(|e| {
-                tracing::error!(error = %e, "appending to the event log failed");
-                ApiError::new(
-                    ErrorCode::ServiceUnavailable,
-                    "The event log is unavailable.",
-                )
-            })?;
+            let positions = append
+                .await
+                .map_err(|e| HubError::unavailable("Appending to the event log", &e))?;
             metrics::counter!("ferrohub_d2c_messages_total").increment(count);
             Ok(positions)
         }))
@@ -175,7 +171,7 @@ impl crate::hub::Hub {
         &self,
         origin: &Origin,
         messages: Vec<DeviceMessage>,
-    ) -> Result<Vec<Position>, ApiError> {
+    ) -> Result<Vec<Position>, HubError> {
         self.submit(origin, messages)?.await
     }
 }

@@ -220,6 +220,28 @@ impl Connected {
         });
     }
 
+    /// A twin or method request: emitted for the server, and acknowledged at once, in order
+    /// with the telemetry acknowledgements still due before it [MQTT-4.6.0-2].
+    fn handle_request(&mut self, publish: Publish, pkid: Option<u16>, out: &mut Outputs) {
+        if let Some(pkid) = pkid {
+            if self.telemetry.contains_pkid(pkid) {
+                // A redelivery while an earlier copy waits for its turn: one answer is enough.
+                return;
+            }
+            let id = TelemetryId(self.next_telemetry_id);
+            self.next_telemetry_id = self.next_telemetry_id.saturating_add(1);
+            self.telemetry.push(id, pkid);
+            self.telemetry.mark_durable(id);
+            while let Some(pkid) = self.telemetry.pop_durable() {
+                out.transmit.push_back(Packet::PubAck(PubAck { pkid }));
+            }
+        }
+        out.events.push_back(SessionEvent::Request {
+            topic: publish.topic,
+            payload: publish.payload,
+        });
+    }
+
     /// A device publishes telemetry on its own topic at QoS 0 or 1; anything else closes the
     /// connection, as Azure does (azure-contract §4.5: "MQTT terminates the connection").
     fn handle_publish(&mut self, publish: Publish, out: &mut Outputs) -> Result<(), CloseReason> {
@@ -240,8 +262,11 @@ impl Connected {
         };
         let topic = match TelemetryTopic::parse(publish.topic.as_str()) {
             Ok(topic) => topic,
+            Err(TelemetryTopicError::NotTelemetry) if is_request(publish.topic.as_str()) => {
+                self.handle_request(publish, pkid, out);
+                return Ok(());
+            }
             Err(TelemetryTopicError::NotTelemetry) => {
-                // Twin and method requests (`$iothub/…`) are not handled yet.
                 return Err(CloseReason::ProtocolViolation(format!(
                     "PUBLISH to unsupported topic {}",
                     quoted(publish.topic.as_str())
@@ -283,4 +308,27 @@ impl Connected {
         });
         Ok(())
     }
+}
+
+/// Whether `topic` is one of the requests a device sends on the hub's own topics: a twin GET, a
+/// reported-properties patch, or a direct method's response (azure-contract §4.10, §4.11).
+/// The identity is the connection's: these topics carry no device id.
+fn is_request(topic: &str) -> bool {
+    [
+        "$iothub/twin/GET/",
+        "$iothub/twin/PATCH/properties/reported/",
+    ]
+    .iter()
+    .any(|prefix| {
+        topic
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('?'))
+    }) || topic
+        .strip_prefix("$iothub/methods/res/")
+        .and_then(|rest| rest.split_once('/'))
+        .is_some_and(|(status, rest)| {
+            !status.is_empty()
+                && status.bytes().all(|b| b.is_ascii_digit() || b == b'-')
+                && rest.starts_with('?')
+        })
 }

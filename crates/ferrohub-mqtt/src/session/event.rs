@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::codec::{ConnectReturnCode, LastWill, QoS};
-use crate::topic::{PropertyBag, TopicFilter};
+use crate::topic::{PropertyBag, TopicFilter, TopicName};
 
 /// Names one telemetry message of one session, from
 /// [`SessionEvent::Telemetry`] to [`Session::handle_telemetry_durable`] or
@@ -99,6 +99,18 @@ pub enum SessionEvent {
         /// Every granted filter with its granted QoS.
         subscriptions: Vec<(TopicFilter, QoS)>,
     },
+    /// A request of the identity on the hub's own topics (azure-contract §4.10, §4.11): a twin
+    /// GET (`$iothub/twin/GET/?$rid=…`), a reported-properties patch
+    /// (`$iothub/twin/PATCH/properties/reported/?$rid=…`) or a direct method's response
+    /// (`$iothub/methods/res/{status}/?$rid=…`). A QoS 1 request is acknowledged at once, in
+    /// order with the telemetry before it: the answer travels on its own topic, which the
+    /// server sends with [`Session::send_publish`](super::Session::send_publish).
+    Request {
+        /// The topic as published, with its `?$rid=…` query.
+        topic: TopicName,
+        /// The body: JSON (a single space for a twin GET).
+        payload: Bytes,
+    },
     /// The client acknowledged (PUBACK) the QoS 1 PUBLISH sent by
     /// [`Session::send_publish`](super::Session::send_publish) under this packet id. For C2D
     /// this completes the message (azure-contract §4.8).
@@ -150,6 +162,10 @@ pub enum CloseReason {
     /// The server could not store a QoS 1 telemetry message, so it closed the connection
     /// without acknowledging it; the client sends it again after reconnecting.
     TelemetryNotStored,
+    /// The server refused a QoS 1 telemetry message for a reason of its own (too large for the
+    /// hub's limit, the device over its budget, …), so it closed the connection without
+    /// acknowledging it. The text says why.
+    TelemetryRefused(String),
     /// The server closed the session with [`Session::close`](super::Session::close):
     /// revocation, token expiry, a newer connection for the same identity (azure-contract
     /// §4.6), shutdown.
@@ -200,6 +216,7 @@ impl fmt::Display for CloseReason {
             }
             Self::Unauthorized(why) => write!(f, "unauthorized: {why}"),
             Self::TelemetryNotStored => f.write_str("telemetry could not be stored"),
+            Self::TelemetryRefused(why) => write!(f, "telemetry refused: {why}"),
             Self::ServerClose(why) => write!(f, "closed by the server: {why}"),
         }
     }

@@ -1070,8 +1070,11 @@ fn module_telemetry() {
 fn unsupported_topics_close_as_protocol_violations() {
     for topic in [
         "devices/dev1/messages/devicebound/x",
-        "$iothub/twin/GET/?$rid=1",
-        "$iothub/methods/res/200/?$rid=1",
+        "$iothub/twin/GET",
+        "$iothub/twin/PATCH/properties/desired/?$rid=1",
+        "$iothub/methods/res//?$rid=1",
+        "$iothub/methods/res/200",
+        "$iothub/methods/POST/reboot/?$rid=1",
         "dev1/telemetry",
         "devices/dev1/messages/events/a=%zz",
     ] {
@@ -1085,6 +1088,46 @@ fn unsupported_topics_close_as_protocol_violations() {
         );
         assert!(h.events().is_empty());
     }
+}
+
+#[test]
+fn twin_and_method_requests_are_emitted_and_acknowledged_in_order() {
+    let mut h = Harness::connected("dev1");
+    // Telemetry first: its PUBACK must not be overtaken by the request's.
+    h.packet(1, qos1(TELEMETRY, 1));
+    let telemetry = Harness::telemetry_ids(&h.events());
+    h.packet(2, qos1("$iothub/twin/GET/?$rid=42", 2));
+    h.packet(
+        3,
+        publish("$iothub/methods/res/200/?$rid=7", QoS::AtMostOnce, None),
+    );
+    h.packet(
+        4,
+        qos1(
+            "$iothub/twin/PATCH/properties/reported/?$rid=43&$version=2",
+            3,
+        ),
+    );
+    let events = h.events();
+    let topics: Vec<&str> = events
+        .iter()
+        .filter_map(|e| match e {
+            SessionEvent::Request { topic, .. } => Some(topic.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        topics,
+        [
+            "$iothub/twin/GET/?$rid=42",
+            "$iothub/methods/res/200/?$rid=7",
+            "$iothub/twin/PATCH/properties/reported/?$rid=43&$version=2"
+        ]
+    );
+    assert!(h.transmits().is_empty(), "held behind the telemetry");
+    h.durable(5, telemetry[0]);
+    assert_eq!(h.transmits(), [puback(1), puback(2), puback(3)]);
+    h.assert_open();
 }
 
 #[test]

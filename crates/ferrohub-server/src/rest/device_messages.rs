@@ -156,7 +156,7 @@ pub(crate) async fn send_event(
             body,
         }]
     };
-    hub.admit_https(&id, messages.len())?;
+    hub.admit_https(&origin, &messages)?;
     hub.ingest(&origin, messages).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

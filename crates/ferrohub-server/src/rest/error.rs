@@ -63,6 +63,19 @@ impl ApiError {
     }
 }
 
+impl From<crate::hub::HubError> for ApiError {
+    fn from(e: crate::hub::HubError) -> Self {
+        ApiError {
+            code: e.code,
+            message: e.message,
+            // Whole seconds, rounded up, at least one.
+            retry_after: e
+                .retry_after
+                .map(|w| (w.as_secs() + u64::from(w.subsec_nanos() > 0)).max(1)),
+        }
+    }
+}
+
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
         let code = e.error_code();

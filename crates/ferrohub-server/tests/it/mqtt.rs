@@ -535,3 +535,132 @@ async fn a_device_far_beyond_its_rate_is_disconnected() {
         "what was acknowledged is stored"
     );
 }
+
+#[tokio::test]
+async fn reconnecting_does_not_reset_a_device_budget() {
+    let hub = TestHub::start_with_config(
+        "[limits]\ndevice_messages_per_second = 1\nmax_throttle_backlog = \"1s\"\n",
+    )
+    .await;
+    let d = create_device(&hub, "loop").await;
+    // 16 KB messages cost four units each against a budget of one a second: the first is let
+    // through from the full bucket, the next owes four seconds, more than the backlog allows.
+    let body = vec![b'x'; 16 * 1024];
+    let (mut c, _) = connect(&hub, "loop", &token(&d, now_secs() + 600), true).await;
+    assert!(
+        c.publish("devices/loop/messages/events/", QoS::AtLeastOnce, &body)
+            .await
+            .is_some()
+    );
+    assert!(
+        c.publish("devices/loop/messages/events/", QoS::AtLeastOnce, &body)
+            .await
+            .is_none(),
+        "over budget"
+    );
+    assert!(c.closed_within(Duration::from_secs(5)).await);
+    // A new connection does not bring a new budget.
+    let (mut again, ack) = connect(&hub, "loop", &token(&d, now_secs() + 600), true).await;
+    assert_eq!(ack.map(|a| a.code), Some(ConnectReturnCode::Accepted));
+    assert!(
+        again
+            .publish("devices/loop/messages/events/", QoS::AtLeastOnce, &body)
+            .await
+            .is_none(),
+        "still over budget after reconnecting"
+    );
+    assert_eq!(
+        all_events(&hub).await.len(),
+        1,
+        "only the admitted one is stored"
+    );
+}
+
+#[tokio::test]
+async fn a_device_reconnecting_in_a_loop_is_held_off() {
+    let hub = TestHub::start().await;
+    let d = create_device(&hub, "flappy").await;
+    let password = token(&d, now_secs() + 600);
+    let mut refused = None;
+    for attempt in 0..30 {
+        let (mut c, ack) = connect(&hub, "flappy", &password, true).await;
+        match ack.map(|a| a.code) {
+            Some(ConnectReturnCode::Accepted) => {
+                c.send(Packet::Disconnect).await;
+            }
+            Some(code) => {
+                refused = Some((attempt, code));
+                break;
+            }
+            None => panic!("no CONNACK"),
+        }
+    }
+    let (attempt, code) = refused.expect("throttled within 30 attempts");
+    assert_eq!(
+        code,
+        ConnectReturnCode::ServerUnavailable,
+        "a retryable refusal"
+    );
+    assert!(
+        attempt >= 10,
+        "a burst of ten is allowed, refused at {attempt}"
+    );
+    // Another device is not affected.
+    let e = create_device(&hub, "steady").await;
+    let (_c, ack) = connect(&hub, "steady", &token(&e, now_secs() + 600), true).await;
+    assert_eq!(ack.map(|a| a.code), Some(ConnectReturnCode::Accepted));
+}
+
+#[tokio::test]
+async fn user_names_must_name_this_hub() {
+    let hub = TestHub::start().await;
+    let d = create_device(&hub, "u1").await;
+    let ca = hub.ca_pem();
+    let password = token(&d, now_secs() + 600);
+    for (username, want) in [
+        (
+            "otherhub.azure-devices.net/u1/?api-version=2021-04-12",
+            ConnectReturnCode::NotAuthorized,
+        ),
+        (
+            "/u1/?api-version=2021-04-12",
+            ConnectReturnCode::NotAuthorized,
+        ),
+        ("", ConnectReturnCode::NotAuthorized),
+        (
+            "LOCALHOST:8883/u1/?api-version=2021-04-12",
+            ConnectReturnCode::Accepted,
+        ),
+    ] {
+        let (_c, ack) = MqttClient::connect(
+            Transport::Tls(hub.mqtt_addr(), &ca),
+            "u1",
+            username,
+            &password,
+            true,
+            60,
+            None,
+        )
+        .await;
+        assert_eq!(ack.map(|a| a.code), Some(want), "user name {username:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_connect_with_the_reserved_flag_set_is_closed_unanswered() {
+    let hub = TestHub::start().await;
+    create_device(&hub, "r1").await;
+    let ca = hub.ca_pem();
+    let mut c = MqttClient::open(Transport::Tls(hub.mqtt_addr(), &ca)).await;
+    // CONNECT, protocol MQTT level 4, flags 0x03 (clean session + the reserved bit), client id
+    // "r1" [MQTT-3.1.2-3].
+    c.send_raw(&[
+        0x10, 0x0E, 0x00, 0x04, b'M', b'Q', b'T', b'T', 0x04, 0x03, 0x00, 0x3C, 0x00, 0x02, b'r',
+        b'1',
+    ])
+    .await;
+    assert!(
+        c.recv_within(Duration::from_secs(5)).await.is_none(),
+        "no CONNACK, the connection is closed"
+    );
+}
