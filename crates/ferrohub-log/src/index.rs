@@ -97,6 +97,11 @@ impl IndexBuilder {
         }
     }
 
+    /// A builder that goes on after the entry at `last_pos` (none: from the segment's start).
+    pub(crate) fn resume(interval: u64, last_pos: Option<u64>) -> Self {
+        IndexBuilder { interval, last_pos }
+    }
+
     /// Whether the record starting at `pos` gets an entry; remembers it if so.
     pub(crate) fn take(&mut self, pos: u64) -> bool {
         let due = match self.last_pos {

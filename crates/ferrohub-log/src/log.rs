@@ -317,6 +317,17 @@ impl Log {
             })
     }
 
+    /// The partitions a failed write or sync stopped, not recovered yet (see
+    /// [`Partition::recover`]); empty when every partition accepts writes.
+    pub fn failed_partitions(&self) -> Vec<u32> {
+        self.inner
+            .partitions
+            .iter()
+            .filter(|p| p.is_poisoned())
+            .map(Partition::id)
+            .collect()
+    }
+
     /// [`Partition::append`] on partition `p`: buffered, not durable.
     pub fn append(&self, p: u32, records: &[RecordIn]) -> Result<Vec<Position>, LogError> {
         self.partition(p)?.append(records)

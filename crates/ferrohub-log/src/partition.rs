@@ -16,7 +16,10 @@
 //!    file is created durably. So after a crash every segment but the last is whole.
 //! 3. **A failed write or sync poisons the partition** ([`LogError::Poisoned`]): the kernel may
 //!    have dropped the pages while marking them clean, so nothing written since the last good
-//!    sync can be trusted until recovery re-reads the file.
+//!    sync can be trusted. [`Partition::recover`] cuts the active segment back to the last good
+//!    sync (what was written since was never published, so never acknowledged) through a new
+//!    file descriptor, and then accepts writes again; a disk that filled up and was freed needs
+//!    no restart.
 //! 4. **Lazy roll.** A new segment is created only when a record does not fit the active one,
 //!    and never for an empty active segment; retention keeps the newest segment that holds a
 //!    record. Together: the newest durable record is always retained.
@@ -325,6 +328,50 @@ impl Partition {
             return Err(poisoned);
         }
         Ok(w)
+    }
+
+    /// Whether a failed write or sync stopped this partition ([`LogError::Poisoned`]) and
+    /// [`Partition::recover`] has not brought it back yet.
+    pub fn is_poisoned(&self) -> bool {
+        self.writer.lock().map_or(true, |w| w.poisoned)
+    }
+
+    /// Brings a poisoned partition back (invariant 3): the active segment is reopened and cut
+    /// back to its last good sync, durably, and the unpublished records and index entries are
+    /// forgotten. Readers saw none of them, and no producer was told they were durable: a
+    /// device resends them. Returns whether the partition was poisoned; fails, leaving it
+    /// poisoned, when the file cannot be cut or synced (the disk is still failing).
+    pub fn recover(&self) -> Result<bool, LogError> {
+        let mut w = self.writer.lock().unwrap_or_else(PoisonError::into_inner);
+        if !w.poisoned {
+            return Ok(false);
+        }
+        let path = w.seg.seg_path(&self.dir);
+        // A new descriptor: the old one may keep reporting the failure it saw.
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(|e| LogError::io("open", &path, e))?;
+        file.set_len(w.synced)
+            .map_err(|e| LogError::io("truncate", &path, e))?;
+        file.sync_all()
+            .map_err(|e| LogError::io("fsync", &path, e))?;
+        let v = self.read_view();
+        w.file = file;
+        w.written = w.synced;
+        w.buf.clear();
+        w.pending_index.clear();
+        w.next_seq = v.next_seq;
+        w.last = v.last;
+        w.max_time = v.max_time;
+        w.builder = IndexBuilder::resume(
+            self.settings.index_interval_bytes,
+            v.active_index.last().map(|e| e.pos),
+        );
+        drop(v);
+        w.poisoned = false;
+        Ok(true)
     }
 
     fn read_view(&self) -> RwLockReadGuard<'_, View> {

@@ -178,6 +178,7 @@ impl Drop for LogWriter {
 fn run(partition: &Partition, rx: &mpsc::Receiver<Request>, cfg: WriterConfig) {
     let mut batch: Vec<Request> = Vec::new();
     let mut results: Vec<AppendResult> = Vec::new();
+    let mut failures = FailureLog::default();
     while let Ok(first) = rx.recv() {
         let mut bytes = first.bytes;
         batch.push(first);
@@ -200,20 +201,82 @@ fn run(partition: &Partition, rx: &mpsc::Receiver<Request>, cfg: WriterConfig) {
             bytes += next.bytes;
             batch.push(next);
         }
-        commit(partition, &mut batch, &mut results);
+        commit(partition, &mut batch, &mut results, &mut failures);
     }
 }
 
-/// Append every request, sync once, answer everyone. Leaves both vectors empty.
-fn commit(partition: &Partition, batch: &mut Vec<Request>, results: &mut Vec<AppendResult>) {
+/// How often a failing partition logs, at most: a full disk fails every commit, and one line
+/// per commit would bury everything else (and fill what disk is left).
+const FAILURE_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// A writer thread's record of its failures, for rate-limited logging.
+#[derive(Default)]
+struct FailureLog {
+    last_logged: Option<Instant>,
+    /// Failures not logged since the last line.
+    suppressed: u64,
+    /// Whether the last commit failed, to say when it works again.
+    failing: bool,
+}
+
+impl FailureLog {
+    fn failed(&mut self, partition: u32, error: &LogError) {
+        let now = Instant::now();
+        self.failing = true;
+        match self.last_logged {
+            Some(t) if now.duration_since(t) < FAILURE_LOG_INTERVAL => self.suppressed += 1,
+            _ => {
+                tracing::error!(
+                    partition,
+                    error = %error,
+                    suppressed = self.suppressed,
+                    "group commit failed; retrying on the next commit"
+                );
+                self.last_logged = Some(now);
+                self.suppressed = 0;
+            }
+        }
+    }
+
+    fn succeeded(&mut self, partition: u32) {
+        if std::mem::take(&mut self.failing) {
+            tracing::warn!(partition, "the partition accepts writes again");
+            self.last_logged = None;
+            self.suppressed = 0;
+        }
+    }
+}
+
+/// Append every request, sync once, answer everyone. Leaves both vectors empty. A partition a
+/// failure poisoned is recovered first (`Partition::recover`), so writes resume by themselves
+/// once the cause (a full disk) is gone.
+fn commit(
+    partition: &Partition,
+    batch: &mut Vec<Request>,
+    results: &mut Vec<AppendResult>,
+    failures: &mut FailureLog,
+) {
+    if let Err(e) = partition.recover() {
+        failures.failed(partition.id(), &e);
+        for req in batch.drain(..) {
+            let _ = req.reply.send(Err(e.clone()));
+        }
+        return;
+    }
     results.extend(batch.iter().map(|r| partition.append(&r.records)));
+    let mut failure = results.iter().find_map(|r| r.as_ref().err().cloned());
     if results.iter().any(Result::is_ok)
         && let Err(e) = partition.flush()
     {
-        tracing::error!(partition = partition.id(), error = %e, "group commit failed");
         for r in results.iter_mut().filter(|r| r.is_ok()) {
             *r = Err(e.clone());
         }
+        failure = Some(e);
+    }
+    match &failure {
+        Some(e) if partition.is_poisoned() => failures.failed(partition.id(), e),
+        // A refused record (too large) is the producer's problem, not the partition's.
+        _ => failures.succeeded(partition.id()),
     }
     for (req, result) in batch.drain(..).zip(results.drain(..)) {
         // A dropped receiver means the producer stopped waiting; the records are still durable.

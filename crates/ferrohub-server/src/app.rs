@@ -260,16 +260,17 @@ impl App {
             .connection_string("iothubowner", &host)
             .unwrap_or_default();
 
+        // Written only when they change, and a failure only warns: on a full disk the hub must
+        // still start, to serve readers and to take writes again once there is space.
         let cs_path = data_dir.join("owner.connection-string");
-        write_durably(
+        write_if_changed(
             &cs_path,
             format!("{owner_connection_string}\n").as_bytes(),
             true,
-        )
-        .map_err(dir_err(&cs_path))?;
+        );
         let listeners_path = data_dir.join("listeners.json");
         let listeners_json = serde_json::to_vec_pretty(&listeners).unwrap_or_default();
-        write_durably(&listeners_path, &listeners_json, false).map_err(dir_err(&listeners_path))?;
+        write_if_changed(&listeners_path, &listeners_json, false);
 
         let events: Arc<dyn EventLog> = log.clone();
         let hub = Arc::new(Hub::new(HubParts {
@@ -373,6 +374,17 @@ async fn enforce_retention(hub: Arc<Hub>, log: Arc<dyn EventLog>) {
         if let Err(e) = log.enforce_retention(now_ms).await {
             tracing::warn!(error = %e, "event log retention failed");
         }
+    }
+}
+
+/// Writes `bytes` to `path` durably unless it already holds them; a failure is logged, not
+/// fatal.
+fn write_if_changed(path: &Path, bytes: &[u8], private: bool) {
+    if std::fs::read(path).is_ok_and(|old| old == bytes) {
+        return;
+    }
+    if let Err(e) = write_durably(path, bytes, private) {
+        tracing::warn!(path = %path.display(), error = %e, "could not write the file; going on");
     }
 }
 

@@ -1,6 +1,7 @@
 //! Who is connected: one live connection per identity (the newest wins), the handles that close
-//! a connection when its identity is revoked, and the presence the registry API reports
-//! (`connectionState`, `connectionStateUpdatedTime`, `lastActivityTime`).
+//! a connection when its identity is revoked or send it commands (direct method requests,
+//! desired-property notifications), what it has subscribed to, and the presence the registry
+//! API reports (`connectionState`, `connectionStateUpdatedTime`, `lastActivityTime`).
 //!
 //! Presence is kept in memory: it changes with every message, and after a restart every device
 //! is disconnected anyway. In a scale-out deployment this map becomes the presence service.
@@ -9,9 +10,45 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use ferrohub_types::{DeviceId, ModuleId};
-use tokio::sync::{Notify, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
+
+/// Commands the hub queues for a live connection, at most this many at a time.
+pub(crate) const MAX_QUEUED_COMMANDS: usize = 64;
+
+/// Something the hub asks a live connection to send its device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum DeviceCommand {
+    /// A direct method request (azure-contract §4.11): answer with
+    /// [`crate::Hub::method_response`] under `rid`.
+    Method {
+        /// The request id the device echoes.
+        rid: String,
+        /// The method's name.
+        name: String,
+        /// The request body: JSON, `null` when the caller gave none.
+        payload: Bytes,
+    },
+    /// A desired-properties patch (the body includes `$version`).
+    #[allow(dead_code, reason = "sent once twins are stored")]
+    DesiredPatch {
+        /// The new desired version.
+        version: u64,
+        /// The notification body.
+        body: Bytes,
+    },
+}
+
+/// What a live connection has subscribed to, of what the hub sends unasked.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Interests {
+    /// Direct method requests (`$iothub/methods/POST/#`, or the AMQP methods links).
+    pub(crate) methods: bool,
+    /// Desired-property notifications.
+    pub(crate) desired: bool,
+}
 
 /// A device or module identity.
 pub(crate) type Identity = (DeviceId, Option<ModuleId>);
@@ -28,11 +65,24 @@ pub(crate) struct Presence {
 }
 
 struct Entry {
-    presence: Presence,
+    /// `None` until the identity first connects.
+    presence: Option<Presence>,
     /// Woken when a cloud-to-device message is queued for the identity.
     c2d: Arc<Notify>,
-    /// The live connection: its id and the sender that closes it.
-    live: Option<(u64, oneshot::Sender<String>)>,
+    /// Woken when the live connection changes or changes its interests.
+    changed: Arc<Notify>,
+    /// The live connection.
+    live: Option<Live>,
+}
+
+/// The live connection of an identity.
+struct Live {
+    id: u64,
+    /// Closes it, with a reason.
+    close: oneshot::Sender<String>,
+    /// Sends it commands.
+    commands: mpsc::Sender<DeviceCommand>,
+    interests: Interests,
 }
 
 /// The live connections and presence of every identity.
@@ -52,6 +102,8 @@ pub(crate) struct Registration {
     pub(crate) closed: oneshot::Receiver<String>,
     /// Notified when a cloud-to-device message is queued for the identity.
     pub(crate) c2d: Arc<Notify>,
+    /// Commands for the connection to carry out.
+    pub(crate) commands: mpsc::Receiver<DeviceCommand>,
 }
 
 impl Connections {
@@ -59,35 +111,127 @@ impl Connections {
     pub(crate) fn register(&self, identity: Identity, now: DateTime<Utc>) -> Registration {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
+        let (commands_tx, commands) = mpsc::channel(MAX_QUEUED_COMMANDS);
         let Ok(mut entries) = self.entries.lock() else {
             return Registration {
                 id,
                 closed: rx,
                 c2d: Arc::new(Notify::new()),
+                commands,
             };
         };
-        let entry = entries.entry(identity).or_insert(Entry {
-            presence: Presence {
-                connected: true,
-                state_updated: now,
-                last_activity: now,
-            },
+        let entry = entries.entry(identity).or_insert_with(|| Entry {
+            presence: None,
             c2d: Arc::new(Notify::new()),
+            changed: Arc::new(Notify::new()),
             live: None,
         });
-        if let Some((_, old)) = entry.live.take() {
-            let _ = old.send("a newer connection for the same identity took over".into());
+        if let Some(old) = entry.live.take() {
+            let _ = old
+                .close
+                .send("a newer connection for the same identity took over".into());
         }
-        entry.live = Some((id, tx));
-        entry.presence = Presence {
+        entry.live = Some(Live {
+            id,
+            close: tx,
+            commands: commands_tx,
+            interests: Interests::default(),
+        });
+        entry.presence = Some(Presence {
             connected: true,
             state_updated: now,
             last_activity: now,
-        };
+        });
+        entry.changed.notify_waiters();
         Registration {
             id,
             closed: rx,
             c2d: entry.c2d.clone(),
+            commands,
+        }
+    }
+
+    /// Records what connection `id` of `identity` has subscribed to.
+    pub(crate) fn set_interests(&self, identity: &Identity, id: u64, interests: Interests) {
+        if let Ok(mut entries) = self.entries.lock()
+            && let Some(entry) = entries.get_mut(identity)
+            && let Some(live) = entry.live.as_mut()
+            && live.id == id
+        {
+            live.interests = interests;
+            entry.changed.notify_waiters();
+        }
+    }
+
+    /// Queues `command` for the live connection of `identity` if it has the interest `wants`
+    /// says; gives the command back when there is no such connection or its queue is full.
+    pub(crate) fn send_command(
+        &self,
+        identity: &Identity,
+        wants: impl Fn(Interests) -> bool,
+        command: DeviceCommand,
+    ) -> Result<(), DeviceCommand> {
+        let Ok(entries) = self.entries.lock() else {
+            return Err(command);
+        };
+        match entries.get(identity).and_then(|e| e.live.as_ref()) {
+            Some(live) if wants(live.interests) => {
+                live.commands.try_send(command).map_err(|e| match e {
+                    mpsc::error::TrySendError::Full(c) | mpsc::error::TrySendError::Closed(c) => c,
+                })
+            }
+            _ => Err(command),
+        }
+    }
+
+    /// Whether `identity` has a live connection with the interest `wants` says.
+    pub(crate) fn has_interest(
+        &self,
+        identity: &Identity,
+        wants: impl Fn(Interests) -> bool,
+    ) -> bool {
+        self.entries.lock().is_ok_and(|entries| {
+            entries
+                .get(identity)
+                .and_then(|e| e.live.as_ref())
+                .is_some_and(|live| wants(live.interests))
+        })
+    }
+
+    /// Waits until `identity` has a live connection with the interest `wants` says, or
+    /// `deadline` passes; returns whether it has one.
+    pub(crate) async fn wait_for_interest(
+        &self,
+        identity: &Identity,
+        wants: impl Fn(Interests) -> bool,
+        deadline: tokio::time::Instant,
+    ) -> bool {
+        loop {
+            let changed = {
+                let Ok(mut entries) = self.entries.lock() else {
+                    return false;
+                };
+                let entry = entries.entry(identity.clone()).or_insert_with(|| Entry {
+                    presence: None,
+                    c2d: Arc::new(Notify::new()),
+                    changed: Arc::new(Notify::new()),
+                    live: None,
+                });
+                if entry.live.as_ref().is_some_and(|l| wants(l.interests)) {
+                    return true;
+                }
+                entry.changed.clone()
+            };
+            let notified = changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            // Checked again after registering for the wake-up, so none is missed.
+            if self.has_interest(identity, &wants) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.has_interest(identity, &wants);
+            }
         }
     }
 
@@ -104,11 +248,14 @@ impl Connections {
     pub(crate) fn unregister(&self, identity: &Identity, id: u64, now: DateTime<Utc>) {
         if let Ok(mut entries) = self.entries.lock()
             && let Some(entry) = entries.get_mut(identity)
-            && entry.live.as_ref().is_some_and(|(live, _)| *live == id)
+            && entry.live.as_ref().is_some_and(|live| live.id == id)
         {
             entry.live = None;
-            entry.presence.connected = false;
-            entry.presence.state_updated = now;
+            if let Some(p) = entry.presence.as_mut() {
+                p.connected = false;
+                p.state_updated = now;
+            }
+            entry.changed.notify_waiters();
         }
     }
 
@@ -116,8 +263,9 @@ impl Connections {
     pub(crate) fn touch(&self, identity: &Identity, now: DateTime<Utc>) {
         if let Ok(mut entries) = self.entries.lock()
             && let Some(entry) = entries.get_mut(identity)
+            && let Some(p) = entry.presence.as_mut()
         {
-            entry.presence.last_activity = now;
+            p.last_activity = now;
         }
     }
 
@@ -125,9 +273,10 @@ impl Connections {
     pub(crate) fn close(&self, identity: &Identity, reason: &str) {
         if let Ok(mut entries) = self.entries.lock()
             && let Some(entry) = entries.get_mut(identity)
-            && let Some((_, tx)) = entry.live.take()
+            && let Some(live) = entry.live.take()
         {
-            let _ = tx.send(reason.to_owned());
+            let _ = live.close.send(reason.to_owned());
+            entry.changed.notify_waiters();
         }
     }
 
@@ -137,9 +286,10 @@ impl Connections {
         if let Ok(mut entries) = self.entries.lock() {
             for ((d, _), entry) in entries.iter_mut() {
                 if d == device
-                    && let Some((_, tx)) = entry.live.take()
+                    && let Some(live) = entry.live.take()
                 {
-                    let _ = tx.send(reason.to_owned());
+                    let _ = live.close.send(reason.to_owned());
+                    entry.changed.notify_waiters();
                 }
             }
             if forget {
@@ -153,7 +303,7 @@ impl Connections {
         self.entries
             .lock()
             .ok()
-            .and_then(|e| e.get(identity).map(|entry| entry.presence))
+            .and_then(|e| e.get(identity).and_then(|entry| entry.presence))
     }
 
     /// How many devices (not modules) are connected.
@@ -162,7 +312,9 @@ impl Connections {
             .lock()
             .map(|e| {
                 e.iter()
-                    .filter(|((_, m), entry)| m.is_none() && entry.presence.connected)
+                    .filter(|((_, m), entry)| {
+                        m.is_none() && entry.presence.is_some_and(|p| p.connected)
+                    })
                     .count() as u64
             })
             .unwrap_or(0)

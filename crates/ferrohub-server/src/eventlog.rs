@@ -48,6 +48,10 @@ pub trait EventLog: Send + Sync + 'static {
     fn info(&self, partition: u32) -> Result<PartitionInfo, LogError>;
     /// A receiver that changes whenever new records become durable (for long polls and streams).
     fn watch(&self) -> watch::Receiver<u64>;
+    /// Whether the log can take appends now; `Err` says why not (for `/healthz`).
+    fn health(&self) -> Result<(), String> {
+        Ok(())
+    }
     /// Removes what is past the retention limits; `now_ms` is milliseconds since the epoch.
     /// Logs that expire by themselves (a replicated engine's own limits) need not do anything.
     fn enforce_retention(&self, now_ms: i64) -> BoxFuture<'static, Result<(), LogError>> {
@@ -142,6 +146,18 @@ impl EventLog for EmbeddedLog {
 
     fn watch(&self) -> watch::Receiver<u64> {
         self.notify.subscribe()
+    }
+
+    fn health(&self) -> Result<(), String> {
+        let failed = self.log.failed_partitions();
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(format!(
+                "event log partitions {failed:?} cannot write: their last write or sync failed \
+                 (a full or failing disk); they retry with every append"
+            ))
+        }
     }
 
     fn enforce_retention(&self, now_ms: i64) -> BoxFuture<'static, Result<(), LogError>> {

@@ -8,10 +8,12 @@
 mod budgets;
 mod c2d;
 mod error;
+mod methods;
 
 pub(crate) use budgets::{Budgets, Metered};
 pub(crate) use c2d::C2dDelivery;
 pub use error::HubError;
+pub(crate) use methods::{MethodCall, MethodResult, PendingMethods};
 
 use std::sync::Arc;
 
@@ -61,6 +63,8 @@ pub struct Hub {
     pub(crate) mqtt_connections: std::sync::atomic::AtomicUsize,
     /// Every identity's message and connect budgets, kept across reconnects.
     pub(crate) budgets: Budgets,
+    /// Direct method calls waiting for the device's answer.
+    pub(crate) methods: PendingMethods,
     pub(crate) jobs: Jobs,
     shutdown: watch::Sender<bool>,
     host_names: Vec<String>,
@@ -124,6 +128,7 @@ impl Hub {
             limits,
             mqtt_connections: std::sync::atomic::AtomicUsize::new(0),
             budgets,
+            methods: PendingMethods::default(),
             host_names,
             clock,
         }
@@ -155,6 +160,11 @@ impl Hub {
                 "The device is sending faster than its message rate; retry later.",
             )),
         }
+    }
+
+    /// Whether the hub can do its work now: `Err` says what is failing.
+    pub fn health(&self) -> Result<(), String> {
+        self.events.health()
     }
 
     /// A receiver that turns true when the hub shuts down.

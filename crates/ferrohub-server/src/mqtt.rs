@@ -22,7 +22,7 @@ use ferrohub_auth::SasToken;
 use ferrohub_mqtt::codec::{ConnectReturnCode, LastWill};
 use ferrohub_mqtt::session::{AuthDecision, CloseReason, TelemetryId};
 use ferrohub_mqtt::topic::{PropertyBag, PropertyName, SystemProperty, TelemetryTopic, Username};
-use ferrohub_mqtt::{Session, SessionConfig, SessionEvent};
+use ferrohub_mqtt::{Session, SessionConfig, SessionEvent, TopicName};
 use ferrohub_types::{DeviceId, ErrorCode, ModuleId};
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
@@ -33,8 +33,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::connections::{Identity, Registration};
-use crate::hub::{C2dDelivery, Hub, HubError, Metered};
+use crate::connections::{DeviceCommand, Identity, Interests, Registration};
+use crate::hub::{C2dDelivery, Hub, HubError, Metered, MethodResult};
 use crate::limits::Admission;
 use crate::sessions::client_id;
 use crate::telemetry::{DeviceMessage, Origin};
@@ -243,6 +243,27 @@ struct Authenticated {
     c2d: C2dDelivery,
     /// Cloud-to-device messages sent and not yet acknowledged: packet id → lock token.
     c2d_packets: HashMap<u16, String>,
+    /// Direct method requests sent and not answered yet, by request id.
+    methods_out: std::collections::HashSet<String>,
+}
+
+/// The subscription that asks for direct method requests.
+const METHODS_FILTER: &str = "$iothub/methods/POST/#";
+
+/// The subscription that asks for desired-property notifications.
+const DESIRED_FILTER: &str = "$iothub/twin/PATCH/properties/desired/#";
+
+/// The value of `key` in a topic's query (`?k=v&k=v`), as written.
+fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
+    query
+        .strip_prefix('?')
+        .unwrap_or(query)
+        .split('&')
+        .find_map(|pair| {
+            pair.split_once('=')
+                .filter(|(k, _)| *k == key)
+                .map(|(_, v)| v)
+        })
 }
 
 /// Most cloud-to-device messages in flight to one device at a time.
@@ -335,12 +356,25 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
         let timeout = d.session.poll_timeout();
         let token_deadline = d.auth.as_ref().and_then(|a| a.token_deadline);
         let c2d_notify = d.auth.as_ref().map(|a| a.registration.c2d.clone());
+        let (closed, commands) = match d.auth.as_mut() {
+            Some(a) => (
+                Some(&mut a.registration.closed),
+                Some(&mut a.registration.commands),
+            ),
+            None => (None, None),
+        };
         let revoked = async {
-            match d.auth.as_mut() {
-                Some(a) => match (&mut a.registration.closed).await {
+            match closed {
+                Some(closed) => match closed.await {
                     Ok(reason) => reason,
                     Err(_) => std::future::pending().await,
                 },
+                None => std::future::pending().await,
+            }
+        };
+        let next_command = async {
+            match commands {
+                Some(commands) => commands.recv().await,
                 None => std::future::pending().await,
             }
         };
@@ -351,6 +385,7 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
             }
         };
         let mut pump = false;
+        let mut command = None;
         tokio::select! {
             biased;
             _ = wait_true(&mut shutdown) => {
@@ -359,6 +394,7 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
             reason = revoked => {
                 d.session.close(CloseReason::ServerClose(reason));
             }
+            Some(c) = next_command => command = Some(c),
             Some(first) = d.durables.next(), if !d.durables.is_empty() => {
                 // Every acknowledgement that is ready leaves in one write.
                 let mut ready = Some(first);
@@ -392,12 +428,16 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
         if pump {
             d.pump_c2d().await;
         }
+        if let Some(c) = command {
+            d.command(c);
+        }
     }
 
     if let Some(a) = d.auth.take() {
         d.hub
             .connections
             .unregister(&a.identity, a.registration.id, d.hub.now());
+        d.hub.methods_abandoned(&a.identity, a.methods_out);
         // Messages the device never acknowledged go back to its queue for the next connection.
         let finish: BoxFuture<'_, ()> = Box::pin(a.c2d.finish(&d.hub));
         finish.await;
@@ -470,7 +510,9 @@ impl Driver {
                     self.hub.connections.touch(&a.identity, self.hub.now());
                 }
             }
+            SessionEvent::Request { topic, payload } => self.request(topic.as_str(), payload),
             SessionEvent::SubscriptionsChanged { subscriptions } => {
+                self.publish_interests();
                 self.pump_c2d().await;
                 if let Some(a) = self.auth.as_ref()
                     && !a.clean_session
@@ -559,6 +601,7 @@ impl Driver {
             token_deadline,
             budget,
             c2d_packets: HashMap::new(),
+            methods_out: std::collections::HashSet::new(),
         });
         self.session.handle_auth_result(
             Instant::now(),
@@ -567,7 +610,84 @@ impl Driver {
                 subscriptions,
             },
         );
+        // Restored subscriptions count as made (Python never subscribes again).
+        self.publish_interests();
         self.pump_c2d().await;
+    }
+
+    /// Tells the hub what this connection subscribed to, of what the hub sends unasked.
+    fn publish_interests(&self) {
+        let Some(a) = self.auth.as_ref() else {
+            return;
+        };
+        let has = |f: &str| {
+            self.session
+                .subscriptions()
+                .iter()
+                .any(|(filter, _)| filter.as_str() == f)
+        };
+        let interests = Interests {
+            methods: has(METHODS_FILTER),
+            desired: has(DESIRED_FILTER),
+        };
+        self.hub
+            .connections
+            .set_interests(&a.identity, a.registration.id, interests);
+    }
+
+    /// Carries out a command of the hub: a method request or a desired-properties patch.
+    fn command(&mut self, command: DeviceCommand) {
+        let Some(a) = self.auth.as_mut() else {
+            return;
+        };
+        let (topic, payload, rid) = match command {
+            DeviceCommand::Method { rid, name, payload } => (
+                format!("$iothub/methods/POST/{name}/?$rid={rid}"),
+                payload,
+                Some(rid),
+            ),
+            DeviceCommand::DesiredPatch { version, body } => (
+                format!("$iothub/twin/PATCH/properties/desired/?$version={version}"),
+                body,
+                None,
+            ),
+        };
+        let sent = TopicName::new(topic).ok().is_some_and(|topic| {
+            self.session
+                .send_publish(topic, ferrohub_mqtt::QoS::AtMostOnce, payload)
+                .is_ok()
+        });
+        if let Some(rid) = rid {
+            if sent {
+                a.methods_out.insert(rid);
+            } else {
+                // Not subscribed after all: the call fails as not online.
+                self.hub.methods_abandoned(&a.identity, [rid]);
+            }
+        }
+    }
+
+    /// A request of the device on the hub's topics: a method's answer, or a twin request.
+    fn request(&mut self, topic: &str, payload: Bytes) {
+        let Some(a) = self.auth.as_mut() else {
+            return;
+        };
+        if let Some(rest) = topic.strip_prefix("$iothub/methods/res/") {
+            let Some((status, query)) = rest.split_once('/') else {
+                return;
+            };
+            let (Ok(status), Some(rid)) = (status.parse::<i32>(), query_param(query, "$rid"))
+            else {
+                tracing::debug!(peer = %self.peer, topic, "malformed method response dropped");
+                return;
+            };
+            if a.methods_out.remove(rid) {
+                self.hub
+                    .method_response(&a.identity, rid, MethodResult { status, payload });
+            }
+        } else {
+            tracing::debug!(peer = %self.peer, topic, "twin request not served");
+        }
     }
 
     /// Admits a telemetry message under the device's budget and submits it to the log.

@@ -12,6 +12,7 @@ pub mod error;
 pub(crate) mod events;
 pub(crate) mod extract;
 pub(crate) mod jobs;
+pub(crate) mod methods;
 pub(crate) mod modules;
 pub(crate) mod stats;
 
@@ -78,6 +79,8 @@ fn api_router() -> OpenApiRouter<Arc<Hub>> {
         .routes(routes!(jobs::create_job))
         .routes(routes!(jobs::list_jobs))
         .routes(routes!(jobs::get_job, jobs::cancel_job))
+        .routes(routes!(methods::invoke_device_method))
+        .routes(routes!(methods::invoke_module_method))
 }
 
 /// The OpenAPI document of the service API.
@@ -97,7 +100,7 @@ pub fn router(hub: Arc<Hub>, metrics: Option<PrometheusHandle>, max_body: usize)
                 async move { json(StatusCode::OK, doc.as_ref(), None) }
             }),
         )
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/$iothub/websocket", get(mqtt_websocket))
         // Node's HTTP transport writes `devicebound`, C#'s `deviceBound`.
         .route(
@@ -140,6 +143,15 @@ async fn mqtt_websocket(
     ws.protocols(["mqtt"])
         .max_message_size(ferrohub_mqtt::session::DEFAULT_MAX_PACKET_SIZE + 1024)
         .on_upgrade(move |socket| crate::mqtt::drive(hub, crate::mqtt::WsTransport(socket), peer))
+}
+
+/// Liveness and readiness: 200 `ok` while the hub can make telemetry durable, else 503 with
+/// the reason.
+async fn healthz(State(hub): State<Arc<Hub>>) -> Response {
+    match hub.health() {
+        Ok(()) => "ok".into_response(),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why).into_response(),
+    }
 }
 
 async fn not_found() -> Response {

@@ -54,6 +54,8 @@ pub enum ErrorCode {
     ServerError,
     /// 503001: a dependency (storage) is unavailable.
     ServiceUnavailable,
+    /// 504101: the device did not answer a direct method in time.
+    GatewayTimeout,
 }
 
 impl ErrorCode {
@@ -84,6 +86,7 @@ impl ErrorCode {
             ErrorCode::ThrottlingMaxActiveJobCountExceeded => 429004,
             ErrorCode::ServerError => 500001,
             ErrorCode::ServiceUnavailable => 503001,
+            ErrorCode::GatewayTimeout => 504101,
         }
     }
 
@@ -114,6 +117,7 @@ impl ErrorCode {
             ErrorCode::ThrottlingMaxActiveJobCountExceeded => "ThrottlingMaxActiveJobCountExceeded",
             ErrorCode::ServerError => "ServerError",
             ErrorCode::ServiceUnavailable => "ServiceUnavailable",
+            ErrorCode::GatewayTimeout => "GatewayTimeout",
         }
     }
 

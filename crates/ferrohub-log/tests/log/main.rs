@@ -4,6 +4,7 @@
 //! - `recovery`: torn tails, damaged indexes, damaged durable data.
 //! - `retention`: removal by age and size.
 //! - `writer`: the group-commit writer.
+//! - `disk_full`: a disk that fills up and is freed, on a small tmpfs.
 //! - `crash`: property tests that damage the unsynced tail at random points.
 //! - `kill`: a writer process killed with SIGKILL at random moments.
 
@@ -11,6 +12,7 @@
 
 mod basic;
 mod crash;
+mod disk_full;
 mod kill;
 mod recovery;
 mod retention;

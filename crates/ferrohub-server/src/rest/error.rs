@@ -50,8 +50,33 @@ impl ApiError {
     }
 
     /// The response body for this error.
+    ///
+    /// Direct-method failures (404103 DeviceNotOnline, 504101 GatewayTimeout) take the form the
+    /// real hub gives them today: the JSON error object inside `Message` (twins-methods-contract
+    /// §4.4); every other error the legacy form.
     pub fn body(&self) -> ErrorBody {
         let now = chrono::Utc::now();
+        if matches!(
+            self.code,
+            ErrorCode::DeviceNotOnline | ErrorCode::GatewayTimeout
+        ) {
+            let tracking = format!(
+                "{}-TimeStamp:{}",
+                crate::random_hex(16),
+                now.format("%m/%d/%Y %H:%M:%S")
+            );
+            let inner = serde_json::json!({
+                "errorCode": self.code.number(),
+                "trackingId": tracking,
+                "message": self.message,
+                "info": {},
+                "timestampUtc": now.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+            });
+            return ErrorBody {
+                message: inner.to_string(),
+                exception_message: String::new(),
+            };
+        }
         ErrorBody {
             message: format!("ErrorCode:{};{}", self.code.name(), self.message),
             exception_message: format!(

@@ -1,0 +1,231 @@
+//! Direct methods: the service's call reaches the device's connection and waits for its answer.
+
+use std::time::Duration;
+
+use ferrohub_auth::{SymmetricKey, mint};
+use ferrohub_mqtt::codec::ConnectReturnCode;
+use ferrohub_mqtt::{Packet, QoS};
+use ferrohub_test_support::mqtt::{MqttClient, Transport};
+use ferrohub_test_support::{TestHub, now_secs};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+use super::{create_device, send};
+
+async fn device_client(hub: &TestHub, device: &Value, module: Option<&str>) -> MqttClient {
+    let id = device["deviceId"].as_str().unwrap();
+    let (client_id, resource, key) = match module {
+        None => (
+            id.to_owned(),
+            format!("localhost/devices/{id}"),
+            device["authentication"]["symmetricKey"]["primaryKey"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        ),
+        Some(m) => {
+            let module: Value = send(
+                hub,
+                Method::PUT,
+                &format!("/devices/{id}/modules/{m}"),
+                None,
+                &[],
+                Some("{}"),
+            )
+            .await
+            .json()
+            .await
+            .unwrap();
+            (
+                format!("{id}/{m}"),
+                format!("localhost/devices/{id}/modules/{m}"),
+                module["authentication"]["symmetricKey"]["primaryKey"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        }
+    };
+    let token = mint(
+        &resource,
+        &SymmetricKey::from_base64(&key).unwrap(),
+        now_secs() + 600,
+        None,
+    );
+    let ca = hub.ca_pem();
+    let (mut c, ack) = MqttClient::connect(
+        Transport::Tls(hub.mqtt_addr(), &ca),
+        &client_id,
+        &format!("localhost/{client_id}/?api-version=2021-04-12"),
+        &token,
+        false,
+        60,
+        None,
+    )
+    .await;
+    assert_eq!(ack.map(|a| a.code), Some(ConnectReturnCode::Accepted));
+    c.subscribe(&[("$iothub/methods/POST/#", QoS::AtMostOnce)])
+        .await;
+    c
+}
+
+/// Waits for a method request; returns (name, rid, payload).
+async fn next_request(c: &mut MqttClient) -> (String, String, Vec<u8>) {
+    loop {
+        match c.recv_within(Duration::from_secs(10)).await {
+            Some(Packet::Publish(p)) => {
+                let topic = p.topic.as_str().to_owned();
+                let rest = topic
+                    .strip_prefix("$iothub/methods/POST/")
+                    .expect("a method request");
+                let (name, query) = rest.split_once("/?$rid=").expect("/?$rid=");
+                return (name.to_owned(), query.to_owned(), p.payload.to_vec());
+            }
+            Some(_) => {}
+            None => panic!("no method request"),
+        }
+    }
+}
+
+async fn invoke(hub: &TestHub, path: &str, body: &str) -> (StatusCode, Value) {
+    let resp = send(hub, Method::POST, path, None, &[], Some(body)).await;
+    let status = resp.status();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_method_reaches_the_device_and_its_answer_the_caller() {
+    let hub = TestHub::start().await;
+    let d = create_device(&hub, "meth1").await;
+    let mut device = device_client(&hub, &d, None).await;
+    let call = invoke(
+        &hub,
+        "/twins/meth1/methods",
+        r#"{"methodName":"reboot","payload":{"delay":5},"responseTimeoutInSeconds":30}"#,
+    );
+    let answer = async {
+        let (name, rid, payload) = next_request(&mut device).await;
+        assert_eq!(name, "reboot");
+        assert_eq!(payload, br#"{"delay":5}"#);
+        device
+            .publish(
+                &format!("$iothub/methods/res/201/?$rid={rid}"),
+                QoS::AtLeastOnce,
+                br#"{"done":true}"#,
+            )
+            .await
+            .expect("PUBACK");
+    };
+    let ((status, body), ()) = tokio::join!(call, answer);
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        body,
+        serde_json::json!({"status": 201, "payload": {"done": true}})
+    );
+}
+
+#[tokio::test]
+async fn a_missing_payload_reaches_the_device_as_null() {
+    let hub = TestHub::start().await;
+    let d = create_device(&hub, "meth2").await;
+    let mut device = device_client(&hub, &d, Some("mod1")).await;
+    let call = invoke(
+        &hub,
+        "/twins/meth2/modules/mod1/methods",
+        r#"{"methodName":"ping"}"#,
+    );
+    let answer = async {
+        let (_, rid, payload) = next_request(&mut device).await;
+        assert_eq!(payload, b"null", "never an empty body");
+        device
+            .publish(
+                &format!("$iothub/methods/res/200/?$rid={rid}"),
+                QoS::AtMostOnce,
+                b"",
+            )
+            .await;
+    };
+    let ((status, body), ()) = tokio::join!(call, answer);
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body, serde_json::json!({"status": 200, "payload": null}));
+}
+
+#[tokio::test]
+async fn offline_unsubscribed_and_silent_devices_get_azure_errors() {
+    let hub = TestHub::start().await;
+    let d = create_device(&hub, "meth3").await;
+
+    // Not connected: 404103 at once.
+    let started = std::time::Instant::now();
+    let (status, body) = invoke(&hub, "/twins/meth3/methods", r#"{"methodName":"m"}"#).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    let inner: Value = serde_json::from_str(body["Message"].as_str().unwrap()).unwrap();
+    assert_eq!(inner["errorCode"], 404103);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "not waiting for a timeout"
+    );
+
+    // Unknown device and module: 404001, 404010.
+    let resp = send(
+        &hub,
+        Method::POST,
+        "/twins/nobody/methods",
+        None,
+        &[],
+        Some(r#"{"methodName":"m"}"#),
+    )
+    .await;
+    assert_eq!(resp.headers()["iothub-errorcode"], "DeviceNotFound");
+    let resp = send(
+        &hub,
+        Method::POST,
+        "/twins/meth3/modules/nomod/methods",
+        None,
+        &[],
+        Some(r#"{"methodName":"m"}"#),
+    )
+    .await;
+    assert_eq!(resp.headers()["iothub-errorcode"], "ModuleNotFound");
+
+    // Connected but never answering: 504101 after the response timeout.
+    let mut device = device_client(&hub, &d, None).await;
+    let call = invoke(
+        &hub,
+        "/twins/meth3/methods",
+        r#"{"methodName":"m","responseTimeoutInSeconds":5}"#,
+    );
+    let ignore = async {
+        let _ = next_request(&mut device).await;
+    };
+    let ((status, body), ()) = tokio::join!(call, ignore);
+    assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
+    let inner: Value = serde_json::from_str(body["Message"].as_str().unwrap()).unwrap();
+    assert_eq!(inner["errorCode"], 504101);
+}
+
+#[tokio::test]
+async fn a_connect_timeout_waits_for_the_device_to_come() {
+    let hub = TestHub::start().await;
+    let d = create_device(&hub, "meth4").await;
+    let call = invoke(
+        &hub,
+        "/twins/meth4/methods",
+        r#"{"methodName":"late","connectTimeoutInSeconds":30,"responseTimeoutInSeconds":30}"#,
+    );
+    let arrive = async {
+        let mut device = device_client(&hub, &d, None).await;
+        let (_, rid, _) = next_request(&mut device).await;
+        device
+            .publish(
+                &format!("$iothub/methods/res/200/?$rid={rid}"),
+                QoS::AtMostOnce,
+                b"\"hi\"",
+            )
+            .await;
+        device
+    };
+    let ((status, body), _device) = tokio::join!(call, arrive);
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["payload"], "hi");
+}
