@@ -187,9 +187,16 @@ impl SasToken {
     }
 
     /// Whether any of `keys` produced the signature. Every key is tried, whatever the outcome.
+    ///
+    /// A key signs either as its bytes (what the IoT Hub SDKs do: they base64-decode the key
+    /// first) or as the UTF-8 bytes of its base64 text (what the Event Hubs SDKs do with a
+    /// connection string's `SharedAccessKey`; amqp-contract §0). Both need the key, so
+    /// accepting both grants nothing to someone without it.
     pub fn signed_by_any(&self, keys: &[&SymmetricKey]) -> bool {
-        keys.iter()
-            .fold(false, |found, key| self.signed_by(key) | found)
+        keys.iter().fold(false, |found, key| {
+            let as_text = SymmetricKey::from_bytes(key.to_base64().into_bytes());
+            self.signed_by(key) | self.signed_by(&as_text) | found
+        })
     }
 
     /// What the token's `sr` grants access to, if its host is one of `hub_hosts`.
@@ -270,6 +277,23 @@ mod tests {
 
     fn parse(s: &str) -> SasToken {
         SasToken::parse(s).expect("test token parses")
+    }
+
+    #[test]
+    fn event_hubs_sdks_sign_with_the_key_text() {
+        // azure-eventhub and @azure/event-hubs use the UTF-8 bytes of the base64 key string.
+        let k = key(KEY4);
+        let as_text = SymmetricKey::from_bytes(KEY4.as_bytes().to_vec());
+        let token = mint(
+            "sb://localhost/hub/consumergroups/$default",
+            &as_text,
+            12345,
+            Some("service"),
+        );
+        let t = parse(&token);
+        assert!(!t.signed_by(&k));
+        assert!(t.signed_by_any(&[&k]));
+        assert!(!t.signed_by_any(&[&key("b3RoZXI=")]));
     }
 
     #[test]
