@@ -21,6 +21,7 @@ pub mod rest;
 mod sessions;
 pub mod telemetry;
 mod tls;
+mod transport;
 
 pub use app::{App, BuildError, Listeners, SHUTDOWN_GRACE};
 pub use config::{Config, ConfigError, DEFAULT_CONFIG_TOML, LogFormat, Overrides};

@@ -142,7 +142,9 @@ async fn mqtt_websocket(
     );
     ws.protocols(["mqtt"])
         .max_message_size(ferrohub_mqtt::session::DEFAULT_MAX_PACKET_SIZE + 1024)
-        .on_upgrade(move |socket| crate::mqtt::drive(hub, crate::mqtt::WsTransport(socket), peer))
+        .on_upgrade(move |socket| {
+            crate::mqtt::drive(hub, crate::transport::WsTransport(socket), peer)
+        })
 }
 
 /// Liveness and readiness: 200 `ok` while the hub can make telemetry durable, else 503 with
