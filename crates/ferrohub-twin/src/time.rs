@@ -3,6 +3,9 @@
 
 use chrono::{DateTime, SubsecRound, Utc};
 
+/// How a twin writes a time that was never set (`statusUpdateTime`, `lastActivityTime`).
+pub(crate) const NEVER: &str = "0001-01-01T00:00:00Z";
+
 /// `t` cut to whole 100 ns ticks, so that what is kept in memory is exactly what the wire and the
 /// stored form can say.
 pub(crate) fn to_ticks(t: DateTime<Utc>) -> DateTime<Utc> {
@@ -14,6 +17,11 @@ pub(crate) fn format(t: DateTime<Utc>) -> String {
     // A leap second shows as 1_000_000_000+ ns in chrono; keep it within seven digits.
     let ticks = t.timestamp_subsec_nanos().min(999_999_999) / 100;
     format!("{}.{ticks:07}Z", t.format("%Y-%m-%dT%H:%M:%S"))
+}
+
+/// [`format`], or [`NEVER`] for `None`.
+pub(crate) fn format_optional(t: Option<DateTime<Utc>>) -> String {
+    t.map_or_else(|| NEVER.to_owned(), format)
 }
 
 /// Parses an RFC 3339 time (as [`format`] writes it), cut to ticks.
@@ -40,6 +48,7 @@ mod tests {
         assert_eq!(format(cut), format(t));
         let whole = Utc.timestamp_opt(0, 0).single().expect("valid time");
         assert_eq!(format(whole), "1970-01-01T00:00:00.0000000Z");
+        assert_eq!(format_optional(None), NEVER);
         assert_eq!(parse("yesterday"), None);
     }
 }

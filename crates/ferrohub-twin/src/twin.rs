@@ -97,6 +97,9 @@ impl Properties {
 }
 
 /// A device or module twin: tags, desired and reported properties, versions, metadata and ETag.
+///
+/// Its serde form is the compact storage form ([`crate::storage`]), not the REST rendering (that
+/// is [`Twin::rest_view`]).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Twin {
     pub(crate) etag: TwinEtag,
@@ -571,6 +574,7 @@ mod tests {
         let n = u.desired_patch.expect("notified");
         assert_eq!(n.version(), 2);
         assert!(n.patch().is_empty());
+        assert_eq!(n.to_json(), json!({"$version": 2}));
 
         let u = patch(
             &u.twin,
@@ -721,7 +725,10 @@ mod tests {
         assert!(u.twin.desired().values().is_empty());
         assert_eq!(u.twin.desired().version(), 3);
         assert_eq!(sent(&u), json!({"a": null, "b": null}));
-        assert_eq!(u.desired_patch.expect("notified").version(), 3);
+        assert_eq!(
+            u.desired_patch.expect("notified").to_json(),
+            json!({"a": null, "b": null, "$version": 3})
+        );
         assert_eq!(u.twin.desired().metadata().children().count(), 0);
         // With If-Match "*" too (the e2e variant).
         assert!(
@@ -908,6 +915,34 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn a_twin_read_with_get_can_be_sent_back() {
+        let twin = patch(
+            &Twin::new(at(0)),
+            json!({"tags": {"t": 1}, "properties": {"desired": {"x": 1}}}),
+        )
+        .twin;
+        let twin = report(&twin, json!({"r": 1})).twin;
+        let identity = crate::render::TwinIdentity {
+            device_id: "d".to_owned(),
+            ..Default::default()
+        };
+        let mut read = twin.rest_view(&identity).to_json();
+        read["properties"]["desired"]["x"] = json!(2);
+        // PATCH with the whole document: $metadata/$version ignored, reported unchanged is fine
+        // only when it holds no values; a full reported section is refused.
+        let mut as_patch = read.clone();
+        as_patch["properties"]["reported"] = json!({"$version": 2, "$metadata": {}});
+        let u = patch(&twin, as_patch);
+        assert_eq!(values(u.twin.desired()), json!({"x": 2}));
+        assert_eq!(sent(&u), json!({"x": 2}));
+        // PUT with the whole document, reported included.
+        let u = replace(&twin, read);
+        assert_eq!(values(u.twin.desired()), json!({"x": 2}));
+        assert_eq!(sent(&u), json!({"x": 2}));
+        assert_eq!(u.twin.reported(), twin.reported());
     }
 
     #[test]
