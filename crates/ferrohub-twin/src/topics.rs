@@ -1,4 +1,4 @@
-//! The MQTT topics of twins (contract §1.1, §1.3, §12.1), as string
+//! The MQTT topics of twins and direct methods (contract §1.1, §1.3, §4.1, §12.1), as string
 //! functions for the MQTT layer.
 //!
 //! Devices publish:
@@ -6,15 +6,18 @@
 //! * `$iothub/twin/GET/?$rid={rid}` — get the twin ([`parse_twin_get_topic`]);
 //! * `$iothub/twin/PATCH/properties/reported/?$rid={rid}[&$version={v}]` — patch the reported
 //!   properties, optionally only if the reported `$version` is still `v`
-//!   ([`parse_reported_patch_topic`]).
+//!   ([`parse_reported_patch_topic`]);
+//! * `$iothub/methods/res/{status}/?$rid={rid}` — answer a direct method
+//!   ([`parse_method_response_topic`]).
 //!
 //! The hub publishes:
 //!
 //! * `$iothub/twin/res/{status}/?$rid={rid}[&$version={v}]` ([`twin_response_topic`]);
-//! * `$iothub/twin/PATCH/properties/desired/?$version={v}` ([`desired_patch_topic`]).
+//! * `$iothub/twin/PATCH/properties/desired/?$version={v}` ([`desired_patch_topic`]);
+//! * `$iothub/methods/POST/{name}/?$rid={rid}` ([`method_request_topic`]).
 //!
 //! Rules the SDK parsers impose on what the hub publishes: the `/` before `?` stays (Python
-//! takes the status from the fourth `/` segment); the status is a decimal integer;
+//! takes the status or method name from the fourth `/` segment); the status is a decimal integer;
 //! **every** query item is `key=value` (Python's `_extract_properties` indexes `pair[1]` of each
 //! `&` item and fails otherwise); the `$rid` is the request's, byte for byte (both SDKs drop
 //! responses whose rid they do not know). So the rid is kept exactly as the device wrote it
@@ -26,13 +29,19 @@
 //! hub can still answer with an error status.
 
 use crate::error::TopicError;
+use crate::methods::MethodName;
 
 /// The filter a device subscribes to for twin responses.
 pub const TWIN_RESPONSE_FILTER: &str = "$iothub/twin/res/#";
 /// The filter a device subscribes to for desired-property notifications.
 pub const DESIRED_PATCH_FILTER: &str = "$iothub/twin/PATCH/properties/desired/#";
+/// The filter a device subscribes to for direct-method requests. A device without it is not
+/// reachable for methods (404103, contract §4.3).
+pub const METHOD_REQUEST_FILTER: &str = "$iothub/methods/POST/#";
+
 const TWIN_GET_PREFIX: &str = "$iothub/twin/GET/";
 const REPORTED_PATCH_PREFIX: &str = "$iothub/twin/PATCH/properties/reported/";
+const METHOD_RESPONSE_PREFIX: &str = "$iothub/methods/res/";
 
 /// A reported-properties patch request, from its topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -43,7 +52,16 @@ pub struct ReportedPatchTopic<'a> {
     pub version: Option<u64>,
 }
 
-/// Any twin request a device publishes under `$iothub/`.
+/// A device's answer to a direct method, from its topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MethodResponseTopic<'a> {
+    /// The status the device chose.
+    pub status: i32,
+    /// The request id the hub sent with the request.
+    pub rid: &'a str,
+}
+
+/// Any twin request or method response a device publishes under `$iothub/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DeviceTopic<'a> {
     /// `$iothub/twin/GET/?$rid=…`.
@@ -53,14 +71,18 @@ pub enum DeviceTopic<'a> {
     },
     /// `$iothub/twin/PATCH/properties/reported/?$rid=…[&$version=…]`.
     ReportedPatch(ReportedPatchTopic<'a>),
+    /// `$iothub/methods/res/{status}/?$rid=…`.
+    MethodResponse(MethodResponseTopic<'a>),
 }
 
-/// Reads any device-published twin topic.
+/// Reads any device-published twin or method topic.
 pub fn parse_device_topic(topic: &str) -> Result<DeviceTopic<'_>, TopicError> {
     if topic.starts_with(TWIN_GET_PREFIX) {
         parse_twin_get_topic(topic).map(|rid| DeviceTopic::TwinGet { rid })
     } else if topic.starts_with(REPORTED_PATCH_PREFIX) {
         parse_reported_patch_topic(topic).map(DeviceTopic::ReportedPatch)
+    } else if topic.starts_with(METHOD_RESPONSE_PREFIX) {
+        parse_method_response_topic(topic).map(DeviceTopic::MethodResponse)
     } else {
         Err(unrecognized(topic))
     }
@@ -95,6 +117,23 @@ pub fn parse_reported_patch_topic(topic: &str) -> Result<ReportedPatchTopic<'_>,
     })
 }
 
+/// Reads `$iothub/methods/res/{status}/?$rid={rid}`.
+pub fn parse_method_response_topic(topic: &str) -> Result<MethodResponseTopic<'_>, TopicError> {
+    let (status, query) = topic
+        .strip_prefix(METHOD_RESPONSE_PREFIX)
+        .and_then(|rest| rest.split_once('/'))
+        .and_then(|(status, rest)| Some((status, rest.strip_prefix('?')?)))
+        .ok_or_else(|| unrecognized(topic))?;
+    let rid = Query::parse(query)?.rid;
+    let status = status
+        .parse::<i32>()
+        .map_err(|_| TopicError::InvalidStatus {
+            rid: rid.to_owned(),
+            value: status.to_owned(),
+        })?;
+    Ok(MethodResponseTopic { status, rid })
+}
+
 /// `$iothub/twin/res/{status}/?$rid={rid}`, with `&$version={v}` when `version` is given (the
 /// new reported version, on the `204` answering a reported patch). `rid` is the request's, as
 /// parsed.
@@ -108,6 +147,14 @@ pub fn twin_response_topic(status: u16, rid: &str, version: Option<u64>) -> Stri
 /// `$iothub/twin/PATCH/properties/desired/?$version={version}`.
 pub fn desired_patch_topic(version: u64) -> String {
     format!("$iothub/twin/PATCH/properties/desired/?$version={version}")
+}
+
+/// `$iothub/methods/POST/{name}/?$rid={rid}`. The name goes unencoded (Node takes the segment
+/// raw, Python URL-decodes it; [`MethodName`]'s character set makes both read the same for names
+/// without `%`). `rid` is the hub's own request id: non-empty and made of characters that need no
+/// encoding (the real hub uses decimal counters), so that both SDKs echo it unchanged.
+pub fn method_request_topic(name: &MethodName, rid: &str) -> String {
+    format!("$iothub/methods/POST/{}/?$rid={rid}", name.as_str())
 }
 
 fn unrecognized(topic: &str) -> TopicError {
@@ -250,6 +297,46 @@ mod tests {
     }
 
     #[test]
+    fn method_response_topics() {
+        assert_eq!(
+            parse_method_response_topic("$iothub/methods/res/201/?$rid=1"),
+            Ok(MethodResponseTopic {
+                status: 201,
+                rid: "1"
+            })
+        );
+        assert_eq!(
+            parse_device_topic("$iothub/methods/res/-1/?$rid=abc"),
+            Ok(DeviceTopic::MethodResponse(MethodResponseTopic {
+                status: -1,
+                rid: "abc"
+            }))
+        );
+        let err = parse_method_response_topic("$iothub/methods/res/ok/?$rid=4")
+            .expect_err("not a status");
+        assert_eq!(
+            err,
+            TopicError::InvalidStatus {
+                rid: "4".to_owned(),
+                value: "ok".to_owned()
+            }
+        );
+        assert_eq!(err.request_id(), Some("4"));
+        assert!(matches!(
+            parse_method_response_topic("$iothub/methods/res/200?$rid=1"),
+            Err(TopicError::Unrecognized(_))
+        ));
+        assert_eq!(
+            parse_method_response_topic("$iothub/methods/res/200/?"),
+            Err(TopicError::MissingRequestId)
+        );
+        assert!(matches!(
+            parse_device_topic("devices/d1/messages/events/"),
+            Err(TopicError::Unrecognized(_))
+        ));
+    }
+
+    #[test]
     fn built_topics_read_back_in_python() {
         let rid = "3d091e6e-7c4b-4b1a-9d37-0c6e2b3c9a11";
         let t = twin_response_topic(204, rid, Some(5));
@@ -272,6 +359,13 @@ mod tests {
         assert_eq!(t, "$iothub/twin/PATCH/properties/desired/?$version=4");
         let (_, items) = python_reads(&t).expect("Python can read it");
         assert_eq!(items, [("version".to_owned(), "4".to_owned())]);
+
+        let name = MethodName::new("reboot").expect("valid name");
+        let t = method_request_topic(&name, "1");
+        assert_eq!(t, "$iothub/methods/POST/reboot/?$rid=1");
+        let (segment, items) = python_reads(&t).expect("Python can read it");
+        assert_eq!(segment, "reboot");
+        assert_eq!(items, [("rid".to_owned(), "1".to_owned())]);
     }
 
     #[test]
