@@ -151,7 +151,9 @@ pub enum TwinError {
     },
     /// The section would be larger than its limit after the change (sizes as contract §2.5
     /// counts them, see [`crate::limits::section_size`]).
-    #[error("The {section} would be {size} bytes; at most {max} bytes are allowed.")]
+    #[error(
+        "'{section}' would be {size} bytes by Azure's size rule; at most {max} bytes are allowed."
+    )]
     TooLarge {
         /// The section.
         section: SectionName,
