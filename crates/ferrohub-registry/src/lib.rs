@@ -12,7 +12,8 @@
 //!   connection never touches the disk, and tells listeners ([`Registry::on_change`]) when an
 //!   identity is deleted, disabled or re-keyed so live connections can be closed.
 //! * Defines the storage contract ([`RegistryStore`]) with two implementations: [`MemoryStore`]
-//!   and [`SqliteStore`] (durable, group-committing).
+//!   and [`SqliteStore`] (durable, group-committing); with the `contract-suite` feature, the
+//!   contract's cases as a suite other store crates run (`contract`).
 //!
 //! # What it doesn't
 //!
@@ -22,6 +23,8 @@
 //! * No clock: operations that record a time take `now`.
 //! * No SAS token verification (that is `ferrohub-auth`), no twins, no connection tracking.
 
+#[cfg(feature = "contract-suite")]
+pub mod contract;
 pub mod error;
 pub mod model;
 pub mod registry;

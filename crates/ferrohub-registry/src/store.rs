@@ -4,7 +4,8 @@
 //! relational database (SQLite here, PostgreSQL later) implements each [`Change`] as one guarded
 //! statement. Stores know nothing of Azure's rules: they check [`Expect`]ations and keep documents.
 //!
-//! Every implementation must pass the contract suite in `tests/integration/store_contract.rs`.
+//! Every implementation must pass the contract suite, `crate::contract` (feature
+//! `contract-suite`), as the memory and SQLite stores do in `tests/integration/store_contract.rs`.
 
 mod any;
 pub mod memory;
