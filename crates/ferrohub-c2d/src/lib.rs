@@ -13,7 +13,9 @@
 //!   them out in locked batches ([`C2dQueues::receive_feedback`]).
 //! * Defines the storage contract ([`QueueStore`], compare-and-set) with two implementations:
 //!   [`MemoryQueueStore`] and [`SqliteQueueStore`] (durable, group-committing, sharing the
-//!   registry's database file so deleting a device purges its queue atomically).
+//!   registry's database file so deleting a device purges its queue atomically); with the
+//!   `contract-suite` feature, the contract's cases as a suite other store crates run
+//!   (`contract`).
 //!
 //! # What it doesn't
 //!
@@ -26,6 +28,8 @@
 //! * No identity checks: callers check that the device exists and pass its generation id.
 
 pub mod config;
+#[cfg(feature = "contract-suite")]
+pub mod contract;
 pub mod error;
 pub mod model;
 pub mod queues;

@@ -18,7 +18,8 @@
 //!
 //! Stores keep times to the microsecond; the queue logic only hands them such times.
 //!
-//! Every implementation must pass the contract suite in `tests/integration/contract.rs`.
+//! Every implementation must pass the contract suite, `crate::contract` (feature
+//! `contract-suite`), as the memory and SQLite stores do in `tests/integration/contract.rs`.
 
 mod any;
 pub mod memory;
