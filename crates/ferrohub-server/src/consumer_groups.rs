@@ -129,6 +129,17 @@ impl ConsumerGroups {
             .unwrap_or_default()
     }
 
+    /// The group named `name` compared ASCII-case-insensitively, as Event Hubs matches them
+    /// (the JS SDK writes `$default`), in its own spelling.
+    pub fn resolve(&self, name: &str) -> Option<String> {
+        self.state.lock().ok().and_then(|s| {
+            s.groups
+                .keys()
+                .find(|g| g.eq_ignore_ascii_case(name))
+                .cloned()
+        })
+    }
+
     /// Whether group `name` exists.
     pub fn exists(&self, name: &str) -> bool {
         self.state

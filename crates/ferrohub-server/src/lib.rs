@@ -43,3 +43,27 @@ pub(crate) fn random_hex(n: usize) -> String {
     }
     buf.iter().map(|b| format!("{b:02x}")).collect()
 }
+
+/// A random (version 4) UUID in its text form, e.g. direct-method request ids: AMQP devices
+/// carry them as `uuid`-typed correlation ids.
+pub(crate) fn random_uuid() -> String {
+    let hex = random_hex(16);
+    let mut bytes: Vec<char> = hex.chars().collect();
+    // Version 4, variant 10xx.
+    bytes[12] = '4';
+    bytes[16] = match bytes[16] {
+        '0' | '4' | '8' | 'c' => '8',
+        '1' | '5' | '9' | 'd' => '9',
+        '2' | '6' | 'a' | 'e' => 'a',
+        _ => 'b',
+    };
+    let s: String = bytes.into_iter().collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &s[..8],
+        &s[8..12],
+        &s[12..16],
+        &s[16..20],
+        &s[20..]
+    )
+}

@@ -8,7 +8,6 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -41,16 +40,16 @@ pub(crate) struct MethodResult {
     pub(crate) payload: Bytes,
 }
 
-/// Calls waiting for their answer, by identity and request id.
+/// Calls waiting for their answer, by identity and request id (a random UUID: AMQP devices
+/// carry it as a `uuid`-typed correlation id).
 #[derive(Default)]
 pub(crate) struct PendingMethods {
-    next_rid: AtomicU64,
     waiting: Mutex<HashMap<(Identity, String), oneshot::Sender<MethodResult>>>,
 }
 
 impl PendingMethods {
     fn insert(&self, identity: &Identity) -> (String, oneshot::Receiver<MethodResult>) {
-        let rid = (self.next_rid.fetch_add(1, Ordering::Relaxed) + 1).to_string();
+        let rid = crate::random_uuid();
         let (tx, rx) = oneshot::channel();
         if let Ok(mut w) = self.waiting.lock() {
             w.insert((identity.clone(), rid.clone()), tx);
