@@ -1,0 +1,7 @@
+//! Integration tests of the type codec, frames, performatives, messages, the connection engine
+//! and the Azure conventions, compiled as one binary.
+
+mod amqp {
+    mod strategies;
+    mod types;
+}
