@@ -2,4 +2,6 @@
 
 pub mod condition;
 pub mod frame;
+pub mod message;
+pub mod performative;
 pub mod types;

@@ -2,6 +2,8 @@
 //! and the Azure conventions, compiled as one binary.
 
 mod amqp {
+    mod golden;
+    mod messages;
     mod strategies;
     mod types;
 }

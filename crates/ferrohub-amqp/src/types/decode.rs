@@ -47,57 +47,30 @@ impl Decoder {
     }
 
     /// Decodes the data that follows the format code `code`.
+    ///
+    /// Split in two so that the recursive path (compounds) keeps a small stack frame: the
+    /// scalar arms, with their many temporaries, live in a function of their own that never
+    /// recurses. A peer's nesting then costs a few hundred bytes of stack per level.
     fn data(&mut self, code: u8, buf: &mut Bytes, depth: usize) -> Result<Value, DecodeError> {
-        Ok(match code {
-            0x40 => Value::Null,
-            0x41 => Value::Bool(true),
-            0x42 => Value::Bool(false),
-            0x56 => match take_u8(buf)? {
-                0 => Value::Bool(false),
-                1 => Value::Bool(true),
-                other => return Err(DecodeError::InvalidBoolean(other)),
-            },
-            0x50 => Value::Ubyte(take_u8(buf)?),
-            0x60 => Value::Ushort(u16::from_be_bytes(take_array(buf)?)),
-            0x70 => Value::Uint(u32::from_be_bytes(take_array(buf)?)),
-            0x52 => Value::Uint(take_u8(buf)?.into()),
-            0x43 => Value::Uint(0),
-            0x80 => Value::Ulong(u64::from_be_bytes(take_array(buf)?)),
-            0x53 => Value::Ulong(take_u8(buf)?.into()),
-            0x44 => Value::Ulong(0),
-            0x51 => Value::Byte(i8::from_be_bytes(take_array(buf)?)),
-            0x61 => Value::Short(i16::from_be_bytes(take_array(buf)?)),
-            0x71 => Value::Int(i32::from_be_bytes(take_array(buf)?)),
-            0x54 => Value::Int(i8::from_be_bytes(take_array(buf)?).into()),
-            0x81 => Value::Long(i64::from_be_bytes(take_array(buf)?)),
-            0x55 => Value::Long(i8::from_be_bytes(take_array(buf)?).into()),
-            0x72 => Value::Float(f32::from_be_bytes(take_array(buf)?)),
-            0x82 => Value::Double(f64::from_be_bytes(take_array(buf)?)),
-            0x74 => Value::Decimal32(take_array(buf)?),
-            0x84 => Value::Decimal64(take_array(buf)?),
-            0x94 => Value::Decimal128(take_array(buf)?),
-            0x73 => {
-                let raw = u32::from_be_bytes(take_array(buf)?);
-                Value::Char(char::from_u32(raw).ok_or(DecodeError::InvalidChar(raw))?)
-            }
-            0x83 => Value::Timestamp(i64::from_be_bytes(take_array(buf)?)),
-            0x98 => Value::Uuid(take_array(buf)?),
-            0xa0 | 0xb0 => Value::Binary(take_variable(code, buf)?),
-            0xa1 | 0xb1 => Value::String(utf8(take_variable(code, buf)?)?),
-            0xa3 | 0xb3 => Value::Symbol(utf8(take_variable(code, buf)?)?.into()),
-            0x45 => Value::List(Vec::new()),
-            0xc0 | 0xd0 => {
-                let (count, mut body) = take_compound(code, buf)?;
-                let items = self.values(count, &mut body, nest(depth)?)?;
-                finish(&body)?;
-                Value::List(items)
-            }
+        match code {
+            0x45 | 0xc0 | 0xd0 | 0xc1 | 0xd1 | 0xe0 | 0xf0 => self.compound(code, buf, depth),
+            _ => scalar(code, buf),
+        }
+    }
+
+    /// Decodes a list, map or array after its format code.
+    fn compound(&mut self, code: u8, buf: &mut Bytes, depth: usize) -> Result<Value, DecodeError> {
+        if code == 0x45 {
+            return Ok(Value::List(Vec::new()));
+        }
+        let depth = nest(depth)?;
+        let (count, mut body) = take_compound(code, buf)?;
+        let value = match code {
+            0xc0 | 0xd0 => Value::List(self.values(count, &mut body, depth)?),
             0xc1 | 0xd1 => {
-                let (count, mut body) = take_compound(code, buf)?;
                 if count % 2 != 0 {
                     return Err(DecodeError::OddMapCount(count as u64));
                 }
-                let depth = nest(depth)?;
                 self.charge(count)?;
                 let mut pairs = Vec::with_capacity(count / 2);
                 for _ in 0..count / 2 {
@@ -105,17 +78,12 @@ impl Decoder {
                     let value = self.value(&mut body, depth)?;
                     pairs.push((key, value));
                 }
-                finish(&body)?;
                 Value::Map(pairs)
             }
-            0xe0 | 0xf0 => {
-                let (count, mut body) = take_compound(code, buf)?;
-                let array = self.array(count, &mut body, nest(depth)?)?;
-                finish(&body)?;
-                Value::Array(array)
-            }
-            other => return Err(DecodeError::InvalidFormatCode(other)),
-        })
+            _ => Value::Array(self.array(count, &mut body, depth)?),
+        };
+        finish(&body)?;
+        Ok(value)
     }
 
     /// Decodes `count` values, each with its own constructor, from `body`. The count has been
@@ -174,6 +142,50 @@ impl Decoder {
 }
 
 /// The depth for the content of a compound at `depth`, or `TooDeep`.
+/// Decodes a value of a type that holds no other values, after its format code.
+#[inline(never)]
+fn scalar(code: u8, buf: &mut Bytes) -> Result<Value, DecodeError> {
+    Ok(match code {
+        0x40 => Value::Null,
+        0x41 => Value::Bool(true),
+        0x42 => Value::Bool(false),
+        0x56 => match take_u8(buf)? {
+            0 => Value::Bool(false),
+            1 => Value::Bool(true),
+            other => return Err(DecodeError::InvalidBoolean(other)),
+        },
+        0x50 => Value::Ubyte(take_u8(buf)?),
+        0x60 => Value::Ushort(u16::from_be_bytes(take_array(buf)?)),
+        0x70 => Value::Uint(u32::from_be_bytes(take_array(buf)?)),
+        0x52 => Value::Uint(take_u8(buf)?.into()),
+        0x43 => Value::Uint(0),
+        0x80 => Value::Ulong(u64::from_be_bytes(take_array(buf)?)),
+        0x53 => Value::Ulong(take_u8(buf)?.into()),
+        0x44 => Value::Ulong(0),
+        0x51 => Value::Byte(i8::from_be_bytes(take_array(buf)?)),
+        0x61 => Value::Short(i16::from_be_bytes(take_array(buf)?)),
+        0x71 => Value::Int(i32::from_be_bytes(take_array(buf)?)),
+        0x54 => Value::Int(i8::from_be_bytes(take_array(buf)?).into()),
+        0x81 => Value::Long(i64::from_be_bytes(take_array(buf)?)),
+        0x55 => Value::Long(i8::from_be_bytes(take_array(buf)?).into()),
+        0x72 => Value::Float(f32::from_be_bytes(take_array(buf)?)),
+        0x82 => Value::Double(f64::from_be_bytes(take_array(buf)?)),
+        0x74 => Value::Decimal32(take_array(buf)?),
+        0x84 => Value::Decimal64(take_array(buf)?),
+        0x94 => Value::Decimal128(take_array(buf)?),
+        0x73 => {
+            let raw = u32::from_be_bytes(take_array(buf)?);
+            Value::Char(char::from_u32(raw).ok_or(DecodeError::InvalidChar(raw))?)
+        }
+        0x83 => Value::Timestamp(i64::from_be_bytes(take_array(buf)?)),
+        0x98 => Value::Uuid(take_array(buf)?),
+        0xa0 | 0xb0 => Value::Binary(take_variable(code, buf)?),
+        0xa1 | 0xb1 => Value::String(utf8(take_variable(code, buf)?)?),
+        0xa3 | 0xb3 => Value::Symbol(utf8(take_variable(code, buf)?)?.into()),
+        other => return Err(DecodeError::InvalidFormatCode(other)),
+    })
+}
+
 fn nest(depth: usize) -> Result<usize, DecodeError> {
     if depth >= MAX_DEPTH {
         Err(DecodeError::TooDeep)
