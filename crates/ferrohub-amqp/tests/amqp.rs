@@ -2,7 +2,9 @@
 //! and the Azure conventions, compiled as one binary.
 
 mod amqp {
+    mod connection;
     mod golden;
+    mod harness;
     mod messages;
     mod strategies;
     mod types;
