@@ -305,13 +305,13 @@ impl Connection {
     /// and, where the peer sends, granting credit. Ignored for links that are gone or already
     /// answered.
     pub fn accept_attach(&mut self, link: LinkId, reply: AttachReply) {
-        self.with_opened((), |opened, ctx| opened.accept_attach(ctx, link, reply));
+        self.answer(|c| c.with_opened((), |opened, ctx| opened.accept_attach(ctx, link, reply)));
     }
 
     /// Refuses a link the peer attached: an ATTACH with a null terminus, then DETACH(closed)
     /// carrying `error` (amqp-contract §1.3). Ignored for links already answered.
     pub fn refuse_attach(&mut self, link: LinkId, error: AmqpError) {
-        self.with_opened((), |opened, ctx| opened.refuse_attach(ctx, link, error));
+        self.answer(|c| c.with_opened((), |opened, ctx| opened.refuse_attach(ctx, link, error)));
     }
 
     /// Settles an incoming delivery ([`Event::Delivery`]) with `state`: accepted, or rejected
@@ -320,11 +320,7 @@ impl Connection {
     /// same state share one frame. Frees the delivery's slot, which may top up the link's
     /// credit and resume reading. Ignored for unknown deliveries.
     pub fn settle(&mut self, link: LinkId, delivery: DeliveryId, state: DeliveryState) {
-        let was_full = self.backpressured();
-        self.with_opened((), |opened, ctx| opened.settle(ctx, link, delivery, state));
-        if was_full && !self.backpressured() {
-            self.resume_idle = true;
-        }
+        self.answer(|c| c.with_opened((), |opened, ctx| opened.settle(ctx, link, delivery, state)));
     }
 
     /// Sends a delivery on a link where the hub is the sender: one TRANSFER, or several with
@@ -378,13 +374,13 @@ impl Connection {
     /// stolen Event Hubs receiver, an expired token). An unanswered link is refused. Its
     /// unsettled deliveries are forgotten. No [`Event::Detached`] follows.
     pub fn detach(&mut self, link: LinkId, error: Option<AmqpError>) {
-        self.with_opened((), |opened, ctx| opened.detach(ctx, link, error));
+        self.answer(|c| c.with_opened((), |opened, ctx| opened.detach(ctx, link, error)));
     }
 
     /// Ends a session from the hub's side with END and `error`; its links are gone at once.
     /// No events follow for it.
     pub fn end_session(&mut self, session: SessionId, error: Option<AmqpError>) {
-        self.with_opened((), |opened, ctx| opened.end_session(ctx, session, error));
+        self.answer(|c| c.with_opened((), |opened, ctx| opened.end_session(ctx, session, error)));
     }
 
     /// Closes the connection from the hub's side: CLOSE with `error` once open (OPEN then
@@ -396,7 +392,8 @@ impl Connection {
 
     /// Whether the driver should read and pass more input. False while SASL waits for the
     /// driver's outcome, while [`ConnectionConfig::max_unsettled_incoming`] deliveries await
-    /// [`settle`](Self::settle) (backpressure), and once closed.
+    /// [`settle`](Self::settle) or [`ConnectionConfig::max_pending_attaches`] ATTACHes await
+    /// an answer (backpressure), and once closed.
     pub fn wants_read(&self) -> bool {
         match self.state {
             State::Closed | State::SaslAuthenticating { .. } => false,
@@ -443,6 +440,17 @@ impl Connection {
 
     fn backpressured(&self) -> bool {
         self.counters.unsettled_incoming >= self.config.max_unsettled_incoming.max(1)
+            || self.counters.pending_attaches >= self.config.max_pending_attaches.max(1)
+    }
+
+    /// Runs an answer of the driver's; if it ends backpressure, the idle clock restarts at
+    /// the next `now`.
+    fn answer(&mut self, f: impl FnOnce(&mut Self)) {
+        let was_full = self.backpressured();
+        f(self);
+        if was_full && !self.backpressured() {
+            self.resume_idle = true;
+        }
     }
 
     /// Records `now`; while the engine does not read, the idle clock stands still.

@@ -1,5 +1,6 @@
 //! Sans-IO AMQP 1.0 for the hub side of a connection.
 
+pub mod azure;
 pub mod condition;
 pub mod connection;
 pub mod frame;

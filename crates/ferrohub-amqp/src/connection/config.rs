@@ -92,8 +92,18 @@ pub struct ConnectionConfig {
     pub credit_window: u32,
     /// How many incoming deliveries may await [`Connection::settle`](super::Connection::settle)
     /// at once. When reached, [`Connection::wants_read`](super::Connection::wants_read) turns
-    /// false and input stops being consumed until the driver settles one.
+    /// false and input stops being consumed until the driver settles one. Their payloads are
+    /// the driver's, so this times the max message size bounds what a connection makes the
+    /// driver hold.
     pub max_unsettled_incoming: usize,
+    /// How many ATTACHes may await the driver's answer at once. When reached,
+    /// [`Connection::wants_read`](super::Connection::wants_read) turns false until one is
+    /// answered: each holds the peer's ATTACH (up to a frame) until then.
+    pub max_pending_attaches: usize,
+    /// How many bytes of incoming deliveries still arriving (multi-frame) the connection holds
+    /// at once, over all its links. A frame that would exceed it detaches its link with
+    /// `amqp:resource-limit-exceeded`.
+    pub max_reassembly_bytes: usize,
     /// How many unsettled outgoing deliveries may await the peer's disposition at once;
     /// [`Connection::send`](super::Connection::send) refuses further unsettled sends.
     pub max_unsettled_outgoing: usize,
@@ -108,13 +118,15 @@ impl Default for ConnectionConfig {
             max_frame_size: DEFAULT_MAX_FRAME_SIZE,
             channel_max: 255,
             max_sessions: 256,
-            max_links_per_session: 256,
+            max_links_per_session: 64,
             idle_timeout: Some(DEFAULT_IDLE_TIMEOUT),
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             session_window: 5000,
             credit_window: 100,
-            max_unsettled_incoming: 1000,
+            max_unsettled_incoming: 256,
+            max_pending_attaches: 16,
+            max_reassembly_bytes: 4 * 1024 * 1024,
             max_unsettled_outgoing: 5000,
             sasl: SaslPolicy::default(),
         }

@@ -35,6 +35,10 @@ pub(crate) struct Counters {
     pub(crate) unsettled_incoming: usize,
     /// Deliveries the hub sent unsettled and the peer has not settled.
     pub(crate) unsettled_outgoing: usize,
+    /// ATTACHes announced to the driver and not yet answered.
+    pub(crate) pending_attaches: usize,
+    /// Bytes held in incoming deliveries still being reassembled.
+    reassembly: usize,
 }
 
 impl Counters {
@@ -542,6 +546,7 @@ impl Session {
                 role,
             },
         );
+        ctx.counters.pending_attaches += 1;
         ctx.out.event(Event::Attach { link: id, attach });
         Ok(())
     }
@@ -559,6 +564,7 @@ impl Session {
         let LinkState::Pending(peer) = mem::replace(&mut link.state, LinkState::Attached) else {
             return Ok(());
         };
+        ctx.counters.pending_attaches -= 1;
         let peer = *peer;
         let hub_sends = matches!(link.role, HubRole::Sender(_));
         let snd_settle_mode = reply.snd_settle_mode.unwrap_or(peer.snd_settle_mode);
@@ -628,6 +634,7 @@ impl Session {
         let LinkState::Pending(peer) = mem::replace(&mut link.state, LinkState::Detaching) else {
             return Ok(());
         };
+        ctx.counters.pending_attaches -= 1;
         let answer = refusal(*peer, link.output_handle);
         let output_handle = link.output_handle;
         ctx.out
@@ -700,6 +707,7 @@ impl Session {
             }
             LinkState::Pending(peer) => {
                 // The link was never answered: answer the ATTACH before the DETACH.
+                ctx.counters.pending_attaches -= 1;
                 ctx.out.frame(
                     self.local_channel,
                     &Performative::Attach(Box::new(refusal(*peer, output_handle))),
@@ -754,7 +762,9 @@ impl Session {
             ..
         }) = self.links.get_mut(&handle)
         {
-            r.partial = None;
+            if let Some(partial) = r.partial.take() {
+                ctx.counters.reassembly -= partial.data.len();
+            }
             r.awaiting = 0;
         }
     }
@@ -769,6 +779,18 @@ impl Session {
         self.partial_out = None;
         let mut links: Vec<Link> = self.links.drain().map(|(_, l)| l).collect();
         links.sort_by_key(|l| l.id);
+        for link in &links {
+            if matches!(link.state, LinkState::Pending(_)) {
+                ctx.counters.pending_attaches -= 1;
+            }
+            if let HubRole::Receiver(ReceiverLink {
+                partial: Some(partial),
+                ..
+            }) = &link.role
+            {
+                ctx.counters.reassembly -= partial.data.len();
+            }
+        }
         self.output_handles.clear();
         if announce {
             for link in links {
@@ -969,6 +991,7 @@ impl Session {
 
         let mut partial = match r.partial.take() {
             Some(partial) => {
+                ctx.counters.reassembly -= partial.data.len();
                 if transfer
                     .delivery_id
                     .is_some_and(|d| d != partial.delivery_id)
@@ -1021,7 +1044,18 @@ impl Session {
             return self.detach_link(ctx, handle, Some(error), true);
         }
         if transfer.more {
+            // Every link may be reassembling at once: the connection-wide bound keeps that
+            // within the configuration, whatever the links' sizes add up to.
+            let held = ctx.counters.reassembly + partial.data.len() + payload.len();
+            if held > ctx.config.max_reassembly_bytes {
+                let error = violation(
+                    condition::RESOURCE_LIMIT_EXCEEDED,
+                    "too many bytes of incomplete deliveries on the connection",
+                );
+                return self.detach_link(ctx, handle, Some(error), true);
+            }
             partial.data.extend_from_slice(&payload);
+            ctx.counters.reassembly += partial.data.len();
             r.partial = Some(partial);
             return Ok(());
         }

@@ -118,7 +118,7 @@ fn uamqp_sasl_mssbcbs_then_cbs_put_token() {
         panic!("not a BEGIN");
     };
     assert_eq!(b.remote_channel, Some(0));
-    assert_eq!(b.handle_max, 255);
+    assert_eq!(b.handle_max, 63);
 
     let mut bytes = frame(0, attach("$cbs-sender", 0, Role::Sender, "$cbs", "$cbs"));
     bytes.extend(frame(
@@ -1366,4 +1366,172 @@ fn open_values_are_respected() {
     ));
     h.input(0, &bytes);
     assert!(h.conn.is_open());
+}
+
+#[test]
+fn transfers_without_credit_detach_the_link() {
+    let mut h = opened(config());
+    let link = attached(
+        &mut h,
+        attach("d2c", 0, Role::Sender, "c", "t"),
+        AttachReply {
+            credit_window: Some(0),
+            ..AttachReply::default()
+        },
+    );
+    h.input(1, &frame_with(0, transfer(0, 0, true), b"x"));
+    let out = h.output();
+    let Performative::Detach(d) = out[0].performative() else {
+        panic!("{out:#?}");
+    };
+    assert_eq!(
+        d.error.as_ref().map(|e| &e.condition),
+        Some(&condition::TRANSFER_LIMIT_EXCEEDED)
+    );
+    assert!(matches!(h.event(), Event::Detached { by_peer: false, .. }));
+
+    // With manual credit, the driver grants it.
+    let link2 = attached(
+        &mut h,
+        attach("d2c-2", 1, Role::Sender, "c", "t"),
+        AttachReply {
+            credit_window: Some(0),
+            ..AttachReply::default()
+        },
+    );
+    h.conn.grant_credit(link2, 5);
+    let out = h.output();
+    let Performative::Flow(f) = out[0].performative() else {
+        panic!("{out:#?}");
+    };
+    assert_eq!(f.link_credit, Some(5));
+    h.input(2, &frame_with(0, transfer(1, 1, true), b"x"));
+    assert!(matches!(h.event(), Event::Delivery { .. }));
+    let _ = link;
+}
+
+#[test]
+fn a_detach_before_the_answer_is_answered_with_attach_and_detach() {
+    let mut h = opened(config());
+    let mut bytes = frame(0, attach("x", 0, Role::Receiver, "$cbs", "c"));
+    bytes.extend(frame(
+        0,
+        Performative::Detach(Detach {
+            handle: 0,
+            closed: true,
+            error: None,
+        }),
+    ));
+    h.input(1, &bytes);
+    let events = h.events();
+    let [
+        Event::Attach { link, .. },
+        Event::Detached {
+            link: gone,
+            by_peer: true,
+            ..
+        },
+    ] = &events[..]
+    else {
+        panic!("{events:#?}");
+    };
+    assert_eq!(link, gone);
+    let out = h.output();
+    assert!(matches!(out[0].performative(), Performative::Attach(_)));
+    assert!(matches!(out[1].performative(), Performative::Detach(_)));
+    // The late answer is ignored.
+    h.conn.accept_attach(*link, AttachReply::default());
+    assert!(h.output().is_empty());
+}
+
+#[test]
+fn unanswered_attaches_stop_reading() {
+    let mut h = opened(ConnectionConfig {
+        max_pending_attaches: 2,
+        ..config()
+    });
+    let mut bytes = Vec::new();
+    for handle in 0..3 {
+        bytes.extend(frame(
+            0,
+            attach(&format!("l{handle}"), handle, Role::Sender, "c", "t"),
+        ));
+    }
+    h.input(1, &bytes);
+    let events = h.events();
+    assert_eq!(events.len(), 2);
+    assert!(!h.conn.wants_read());
+    let Event::Attach { link, .. } = &events[0] else {
+        panic!("{events:#?}");
+    };
+    h.conn.accept_attach(*link, AttachReply::default());
+    assert!(h.conn.wants_read());
+    h.resume(2);
+    assert!(matches!(h.event(), Event::Attach { .. }));
+}
+
+#[test]
+fn reassembly_is_bounded_per_connection() {
+    let mut h = opened(ConnectionConfig {
+        max_reassembly_bytes: 1000,
+        ..config()
+    });
+    for handle in 0..2 {
+        attached(
+            &mut h,
+            attach(&format!("l{handle}"), handle, Role::Sender, "c", "t"),
+            AttachReply::default(),
+        );
+    }
+    let half = |handle: u32, id: u32| {
+        let Performative::Transfer(mut t) = transfer(handle, id, false) else {
+            unreachable!()
+        };
+        t.more = true;
+        frame_with(0, Performative::Transfer(t), &[0; 600])
+    };
+    h.input(1, &half(0, 0));
+    assert!(h.output().is_empty());
+    h.input(2, &half(1, 1));
+    let out = h.output();
+    let Performative::Detach(d) = out[0].performative() else {
+        panic!("{out:#?}");
+    };
+    assert_eq!(d.handle, 1);
+    assert_eq!(
+        d.error.as_ref().map(|e| &e.condition),
+        Some(&condition::RESOURCE_LIMIT_EXCEEDED)
+    );
+}
+
+#[test]
+fn peer_settled_deliveries_get_no_disposition() {
+    let mut h = opened(config());
+    let link = attached(
+        &mut h,
+        attach("d2c", 0, Role::Sender, "c", "t"),
+        AttachReply::default(),
+    );
+    h.input(1, &frame_with(0, transfer(0, 0, false), b"x"));
+    let Event::Delivery { delivery_id, .. } = h.event() else {
+        panic!("no delivery");
+    };
+    // The sender settles (gives up on) the delivery before the hub answers.
+    h.input(
+        2,
+        &frame(
+            0,
+            Performative::Disposition(Disposition {
+                role: Role::Sender,
+                first: 0,
+                last: None,
+                settled: true,
+                state: None,
+                batchable: false,
+            }),
+        ),
+    );
+    h.conn.settle(link, delivery_id, DeliveryState::Accepted);
+    assert!(h.output().is_empty());
+    assert_eq!(h.conn.unsettled_incoming(), 0);
 }
