@@ -1,0 +1,11 @@
+//! Integration tests of the type codec, frames, performatives, messages, the connection engine
+//! and the Azure conventions, compiled as one binary.
+
+mod amqp {
+    mod connection;
+    mod golden;
+    mod harness;
+    mod messages;
+    mod strategies;
+    mod types;
+}
