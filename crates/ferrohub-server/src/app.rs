@@ -90,6 +90,8 @@ pub struct Listeners {
     pub mqtt: Option<SocketAddr>,
     /// The plain-TCP MQTT listener, when configured.
     pub mqtt_plain: Option<SocketAddr>,
+    /// The AMQP 1.0 over TLS listener.
+    pub amqp: Option<SocketAddr>,
 }
 
 /// The engines that hold the hub's state.
@@ -150,6 +152,7 @@ pub struct App {
     https: TcpListener,
     mqtt: TcpListener,
     mqtt_plain: Option<TcpListener>,
+    amqp: TcpListener,
     listeners: Listeners,
     tls: Arc<rustls::ServerConfig>,
     ca_path: Option<PathBuf>,
@@ -245,10 +248,12 @@ impl App {
             }
             None => (None, None),
         };
+        let (amqp, amqp_addr) = bind_tcp("AMQP", config.bind, config.amqp_port).await?;
         let listeners = Listeners {
             https: crate::https::local_address(https_addr),
             mqtt: Some(crate::https::local_address(mqtt_addr)),
             mqtt_plain: mqtt_plain_addr.map(crate::https::local_address),
+            amqp: Some(crate::https::local_address(amqp_addr)),
         };
 
         let host = if https_addr.port() == 443 {
@@ -298,6 +303,7 @@ impl App {
             https,
             mqtt,
             mqtt_plain,
+            amqp,
             listeners,
             tls: tls.server_config,
             ca_path: tls.ca_path,
@@ -326,8 +332,10 @@ impl App {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (tx, rx) = watch::channel(false);
         let mut mqtt_cfg = (*self.tls).clone();
-        // MQTT clients offer no ALPN (or "mqtt"); the HTTP protocols would refuse them.
+        // MQTT and AMQP clients offer no ALPN (or "mqtt", "amqp"); the HTTP protocols would
+        // refuse them.
         mqtt_cfg.alpn_protocols.clear();
+        let mqtt_cfg = Arc::new(mqtt_cfg);
         let router = crate::rest::router(self.hub.clone(), metrics_handle(), self.max_body);
         let server = tokio::spawn(crate::https::serve(
             self.https,
@@ -339,18 +347,20 @@ impl App {
         let retention = tokio::spawn(enforce_retention(self.hub.clone(), self.log.clone()));
         let mqtt = tokio::spawn(crate::mqtt::serve(
             self.mqtt,
-            Some(Arc::new(mqtt_cfg)),
+            Some(mqtt_cfg.clone()),
             self.hub.clone(),
         ));
         let mqtt_plain = self
             .mqtt_plain
             .map(|l| tokio::spawn(crate::mqtt::serve(l, None, self.hub.clone())));
+        let amqp = tokio::spawn(crate::amqp::serve(self.amqp, mqtt_cfg, self.hub.clone()));
         shutdown.await;
         tracing::info!("shutting down");
         retention.abort();
         self.hub.begin_shutdown();
         let _ = tx.send(true);
         let _ = mqtt.await;
+        let _ = amqp.await;
         if let Some(m) = mqtt_plain {
             let _ = m.await;
         }

@@ -79,6 +79,9 @@ pub struct ConfigToml {
     /// `[mqtt]`.
     #[serde(default)]
     pub mqtt: MqttToml,
+    /// `[amqp]`.
+    #[serde(default)]
+    pub amqp: AmqpToml,
     /// `[eventlog]`.
     #[serde(default)]
     pub eventlog: EventLogToml,
@@ -117,6 +120,14 @@ pub struct MqttToml {
     pub port: Option<u16>,
     /// `mqtt.plain_port`.
     pub plain_port: Option<u16>,
+}
+
+/// `[amqp]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AmqpToml {
+    /// `amqp.port`.
+    pub port: Option<u16>,
 }
 
 /// `[eventlog]`.
@@ -207,6 +218,8 @@ pub struct Overrides {
     pub mqtt_port: Option<u16>,
     /// `--mqtt-plain-port` / `FERROHUB_MQTT_PLAIN_PORT`.
     pub mqtt_plain_port: Option<u16>,
+    /// `--amqp-port` / `FERROHUB_AMQP_PORT`.
+    pub amqp_port: Option<u16>,
     /// `--bind` / `FERROHUB_BIND`.
     pub bind: Option<String>,
     /// `--log` / `FERROHUB_LOG`.
@@ -261,6 +274,8 @@ pub struct Config {
     pub mqtt_port: u16,
     /// Plain-TCP MQTT port, only when configured.
     pub mqtt_plain_port: Option<u16>,
+    /// AMQP 1.0 over TLS port.
+    pub amqp_port: u16,
     /// A user-supplied certificate, or `None` for the generated development one.
     pub tls: Option<TlsFiles>,
     /// Cloud-to-device queue settings.
@@ -320,6 +335,7 @@ impl Config {
             bind,
             https,
             mqtt,
+            amqp,
             eventlog,
             c2d,
             limits,
@@ -389,6 +405,14 @@ impl Config {
             return Err(invalid(
                 "mqtt.port",
                 format!("{mqtt_port} is also the HTTPS port"),
+            ));
+        }
+        let AmqpToml { port: amqp_port } = amqp;
+        let amqp_port = overrides.amqp_port.or(amqp_port).unwrap_or(5671);
+        if amqp_port != 0 && (amqp_port == https_port || amqp_port == mqtt_port) {
+            return Err(invalid(
+                "amqp.port",
+                format!("{amqp_port} is already another listener's port"),
             ));
         }
 
@@ -590,6 +614,7 @@ impl Config {
             max_request_body_bytes,
             mqtt_port,
             mqtt_plain_port,
+            amqp_port,
             tls,
             c2d,
             max_connections,

@@ -9,11 +9,13 @@ mod budgets;
 mod c2d;
 mod error;
 mod methods;
+mod readers;
 
 pub(crate) use budgets::{Budgets, Metered};
 pub(crate) use c2d::C2dDelivery;
 pub use error::HubError;
 pub(crate) use methods::{MethodCall, MethodResult, PendingMethods};
+pub(crate) use readers::{Displaced, ReaderRefusal, ReaderTicket, Readers};
 
 use std::sync::Arc;
 
@@ -65,6 +67,8 @@ pub struct Hub {
     pub(crate) budgets: Budgets,
     /// Direct method calls waiting for the device's answer.
     pub(crate) methods: PendingMethods,
+    /// Event Hubs receivers per consumer group and partition, and their epochs.
+    pub(crate) readers: Readers,
     pub(crate) jobs: Jobs,
     shutdown: watch::Sender<bool>,
     host_names: Vec<String>,
@@ -129,6 +133,7 @@ impl Hub {
             mqtt_connections: std::sync::atomic::AtomicUsize::new(0),
             budgets,
             methods: PendingMethods::default(),
+            readers: Readers::default(),
             host_names,
             clock,
         }
@@ -175,6 +180,13 @@ impl Hub {
     /// Tells every connection the hub is shutting down.
     pub(crate) fn begin_shutdown(&self) {
         let _ = self.shutdown.send(true);
+    }
+
+    /// The hub's name: its Event Hub-compatible name (`EntityPath`), the first label of its
+    /// host name (`localhost` for `localhost`, `myhub` for `myhub.example.com`).
+    pub fn hub_name(&self) -> &str {
+        let host = self.host_names.first().map_or("", String::as_str);
+        host.split('.').next().unwrap_or(host)
     }
 
     /// The names the hub answers to.

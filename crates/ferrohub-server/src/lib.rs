@@ -5,6 +5,7 @@
 //! storage logic sit in the pure crates (`ferrohub-auth`, `ferrohub-registry`, …) and this crate
 //! drives them. Start with [`Config::load`], then [`App::build`] and [`App::run`].
 
+mod amqp;
 mod app;
 pub mod config;
 mod connections;

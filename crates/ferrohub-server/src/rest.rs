@@ -101,7 +101,8 @@ pub fn router(hub: Arc<Hub>, metrics: Option<PrometheusHandle>, max_body: usize)
             }),
         )
         .route("/healthz", get(healthz))
-        .route("/$iothub/websocket", get(mqtt_websocket))
+        .route("/$iothub/websocket", get(iothub_websocket))
+        .route("/$servicebus/websocket", get(servicebus_websocket))
         // Node's HTTP transport writes `devicebound`, C#'s `deviceBound`.
         .route(
             "/devices/{id}/messages/devicebound",
@@ -130,21 +131,59 @@ pub fn router(hub: Arc<Hub>, metrics: Option<PrometheusHandle>, max_body: usize)
         .with_state(hub)
 }
 
-/// MQTT over WebSockets (subprotocol `mqtt`); any query string is ignored.
-async fn mqtt_websocket(
+/// The peer's address, as the HTTPS listener recorded it.
+fn peer_of(
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+) -> std::net::SocketAddr {
+    peer.map_or_else(
+        || std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
+        |axum::Extension(axum::extract::ConnectInfo(p))| p,
+    )
+}
+
+/// The AMQP over WebSockets subprotocol (amqp-contract §1.4).
+const AMQP_WS_PROTOCOL: &str = "AMQPWSB10";
+
+/// `/$iothub/websocket`: MQTT (subprotocol `mqtt`) or AMQP (`AMQPWSB10`) over WebSockets, as
+/// the client asks; any query string is ignored.
+async fn iothub_websocket(
     State(hub): State<Arc<Hub>>,
     peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
     ws: axum::extract::ws::WebSocketUpgrade,
 ) -> Response {
-    let peer = peer.map_or_else(
-        || std::net::SocketAddr::from(([0, 0, 0, 0], 0)),
-        |axum::Extension(axum::extract::ConnectInfo(p))| p,
-    );
-    ws.protocols(["mqtt"])
-        .max_message_size(ferrohub_mqtt::session::DEFAULT_MAX_PACKET_SIZE + 1024)
+    let peer = peer_of(peer);
+    let ws = ws.protocols(["mqtt", AMQP_WS_PROTOCOL]);
+    let amqp = ws.selected_protocol().is_some_and(|p| {
+        p.as_bytes()
+            .eq_ignore_ascii_case(AMQP_WS_PROTOCOL.as_bytes())
+    });
+    if amqp {
+        return amqp_upgrade(hub, peer, ws);
+    }
+    ws.max_message_size(ferrohub_mqtt::session::DEFAULT_MAX_PACKET_SIZE + 1024)
         .on_upgrade(move |socket| {
             crate::mqtt::drive(hub, crate::transport::WsTransport(socket), peer)
         })
+}
+
+/// `/$servicebus/websocket`: AMQP over WebSockets, as the Event Hubs SDKs and uamqp dial it.
+async fn servicebus_websocket(
+    State(hub): State<Arc<Hub>>,
+    peer: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> Response {
+    let peer = peer_of(peer);
+    amqp_upgrade(hub, peer, ws.protocols([AMQP_WS_PROTOCOL]))
+}
+
+fn amqp_upgrade(
+    hub: Arc<Hub>,
+    peer: std::net::SocketAddr,
+    ws: axum::extract::ws::WebSocketUpgrade,
+) -> Response {
+    ws.max_message_size(2 << 20).on_upgrade(move |socket| {
+        crate::amqp::drive(hub, crate::transport::WsTransport(socket), peer)
+    })
 }
 
 /// Liveness and readiness: 200 `ok` while the hub can make telemetry durable, else 503 with

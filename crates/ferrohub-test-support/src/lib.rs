@@ -25,6 +25,7 @@ pub struct TestHub {
     https: SocketAddr,
     mqtt: SocketAddr,
     mqtt_plain: SocketAddr,
+    amqp: SocketAddr,
     owner: String,
     ca_path: PathBuf,
     stop: Option<oneshot::Sender<()>>,
@@ -68,6 +69,7 @@ impl TestHub {
             https_port: Some(0),
             mqtt_port: Some(0),
             mqtt_plain_port: Some(0),
+            amqp_port: Some(0),
             bind: Some("127.0.0.1".into()),
             ..Overrides::default()
         };
@@ -77,6 +79,7 @@ impl TestHub {
         let https = app.listeners().https;
         let mqtt = app.listeners().mqtt.unwrap();
         let mqtt_plain = app.listeners().mqtt_plain.unwrap();
+        let amqp = app.listeners().amqp.unwrap();
         let owner = app.owner_connection_string().to_owned();
         let ca_path = app.ca_path().unwrap().to_owned();
         let (tx, rx) = oneshot::channel::<()>();
@@ -89,6 +92,7 @@ impl TestHub {
             https,
             mqtt,
             mqtt_plain,
+            amqp,
             owner,
             ca_path,
             stop: Some(tx),
@@ -121,6 +125,11 @@ impl TestHub {
     /// The plain-TCP MQTT listener.
     pub fn mqtt_plain_addr(&self) -> SocketAddr {
         self.mqtt_plain
+    }
+
+    /// The AMQP over TLS listener.
+    pub fn amqp_addr(&self) -> SocketAddr {
+        self.amqp
     }
 
     /// `https://localhost:<port>`.

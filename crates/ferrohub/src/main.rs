@@ -63,6 +63,9 @@ struct ServeArgs {
     /// Plain-TCP MQTT port (no TLS; local experiments only) [default: off].
     #[arg(long, env = "FERROHUB_MQTT_PLAIN_PORT")]
     mqtt_plain_port: Option<u16>,
+    /// AMQP 1.0 over TLS port; 0 picks a free one [default: 5671].
+    #[arg(long, env = "FERROHUB_AMQP_PORT")]
+    amqp_port: Option<u16>,
     /// Address the listeners bind [default: 0.0.0.0].
     #[arg(long, env = "FERROHUB_BIND")]
     bind: Option<String>,
@@ -82,6 +85,7 @@ impl ServeArgs {
             https_port: self.https_port,
             mqtt_port: self.mqtt_port,
             mqtt_plain_port: self.mqtt_plain_port,
+            amqp_port: self.amqp_port,
             bind: self.bind.clone(),
             log_level: self.log_level.clone(),
             log_format: self.log_format.clone(),

@@ -59,6 +59,9 @@ pub(crate) struct Opened {
     sessions: HashMap<u16, Session>,
     /// The hub's channels in use.
     local_channels: BTreeSet<u16>,
+    /// The peer's channels whose session the peer ended: frames still arriving on them (pyamqp
+    /// detaches its links after ending their session) are dropped, not treated as violations.
+    ended: BTreeSet<u16>,
 }
 
 #[derive(Debug)]
@@ -195,6 +198,7 @@ impl Opened {
             peer_idle_timeout,
             sessions: HashMap::new(),
             local_channels: BTreeSet::new(),
+            ended: BTreeSet::new(),
         }
     }
 
@@ -207,7 +211,11 @@ impl Opened {
         payload: Bytes,
     ) -> Result<(), AmqpError> {
         if let Performative::Begin(begin) = p {
+            self.ended.remove(&channel);
             return self.begin(ctx, channel, begin);
+        }
+        if self.ended.contains(&channel) && !self.sessions.contains_key(&channel) {
+            return Ok(());
         }
         let Some(session) = self.sessions.get_mut(&channel) else {
             return Err(violation(
@@ -300,6 +308,7 @@ impl Opened {
             return Ok(());
         };
         self.local_channels.remove(&session.local_channel);
+        self.ended.insert(channel);
         if session.ending {
             return Ok(());
         }

@@ -102,6 +102,17 @@ impl C2dDelivery {
         Ok(taken)
     }
 
+    /// Counts a message locked elsewhere (a read on a task of its own) as handed to the device.
+    pub(crate) fn adopt(&mut self, lock: &str) {
+        self.in_flight.insert(lock.to_owned());
+    }
+
+    /// Stops counting the message under `lock` as handed out, for a settlement the caller
+    /// carries out itself (on a task of its own); whether it was.
+    pub(crate) fn settled(&mut self, lock: &str) -> bool {
+        self.in_flight.remove(lock)
+    }
+
     /// The device acknowledged the message under `lock` (MQTT PUBACK, AMQP accepted): it is
     /// completed with the others at the next [`C2dDelivery::flush`].
     pub(crate) fn acknowledged(&mut self, lock: &str) {

@@ -1,0 +1,173 @@
+//! Who reads each partition of each consumer group over the Event Hubs protocol, and the
+//! epoch (owner level) rules between them (amqp-contract §3.7).
+//!
+//! A receiver with an epoch takes the partition from every receiver with a lower or equal
+//! epoch and from every receiver without one: they are told to go ([`Displaced`]). A receiver
+//! with a lower epoch than the current owner, or one without an epoch while an epoch receiver
+//! exists, is refused. At most [`MAX_READERS`] receivers without an epoch share a partition.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use tokio::sync::oneshot;
+
+/// Most receivers without an epoch on one partition of one consumer group.
+pub(crate) const MAX_READERS: usize = 5;
+
+/// Why a displaced receiver must go, for its DETACH.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Displaced(pub(crate) String);
+
+/// Why a receiver may not read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ReaderRefusal {
+    /// An epoch receiver holds the partition (`amqp:link:stolen`).
+    Stolen(String),
+    /// Too many receivers without an epoch (`amqp:resource-limit-exceeded`).
+    TooMany(String),
+}
+
+struct Reader {
+    id: u64,
+    epoch: Option<i64>,
+    go: oneshot::Sender<Displaced>,
+}
+
+/// The receivers of every (consumer group, partition).
+#[derive(Default)]
+pub(crate) struct Readers {
+    next_id: AtomicU64,
+    by_partition: Mutex<HashMap<(String, u32), Vec<Reader>>>,
+}
+
+/// A registered receiver; dropping it does not unregister (call [`Readers::leave`]).
+#[derive(Debug)]
+pub(crate) struct ReaderTicket {
+    pub(crate) id: u64,
+    key: (String, u32),
+}
+
+impl Readers {
+    /// Registers a receiver of `partition` in `group` (canonical name) with `epoch`, displacing
+    /// the receivers it outranks, or refuses it. The receiver resolves when a newer receiver
+    /// displaces this one.
+    pub(crate) fn join(
+        &self,
+        group: &str,
+        partition: u32,
+        epoch: Option<i64>,
+    ) -> Result<(ReaderTicket, oneshot::Receiver<Displaced>), ReaderRefusal> {
+        let key = (group.to_ascii_lowercase(), partition);
+        let mut all = self
+            .by_partition
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let readers = all.entry(key.clone()).or_default();
+        let owner = readers.iter().filter_map(|r| r.epoch).max();
+        match (epoch, owner) {
+            (Some(e), Some(o)) if e < o => {
+                return Err(ReaderRefusal::Stolen(format!(
+                    "Receiver 'epoch' of '{e}' is lower than the current epoch of '{o}' on this \
+                     partition. Reconnect with a higher epoch."
+                )));
+            }
+            (None, Some(o)) => {
+                return Err(ReaderRefusal::Stolen(format!(
+                    "At least one receiver for the endpoint is created with epoch of '{o}', and so \
+                     non-epoch receiver is not allowed. Either reconnect with a higher epoch, or \
+                     make sure all epoch receivers are closed or disconnected."
+                )));
+            }
+            (None, None) if readers.len() >= MAX_READERS => {
+                return Err(ReaderRefusal::TooMany(format!(
+                    "Exceeded the maximum number of allowed receivers per partition in a consumer \
+                     group which is {MAX_READERS}."
+                )));
+            }
+            (Some(e), _) => {
+                for old in readers.drain(..) {
+                    let why = match old.epoch {
+                        Some(o) => format!(
+                            "New receiver with higher epoch of '{e}' is created hence current \
+                             receiver with epoch '{o}' is getting disconnected. If you are \
+                             recreating the receiver, make sure a higher epoch is used."
+                        ),
+                        None => format!(
+                            "New receiver with epoch of '{e}' is created hence current non-epoch \
+                             receiver is getting disconnected."
+                        ),
+                    };
+                    let _ = old.go.send(Displaced(why));
+                }
+            }
+            (None, None) => {}
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (go, displaced) = oneshot::channel();
+        readers.push(Reader { id, epoch, go });
+        Ok((ReaderTicket { id, key }, displaced))
+    }
+
+    /// Unregisters a receiver (its link closed, or it was displaced).
+    pub(crate) fn leave(&self, ticket: &ReaderTicket) {
+        let mut all = self
+            .by_partition
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(readers) = all.get_mut(&ticket.key) {
+            readers.retain(|r| r.id != ticket.id);
+            if readers.is_empty() {
+                all.remove(&ticket.key);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_higher_or_equal_epoch_takes_over() {
+        let r = Readers::default();
+        let (_, mut first) = r.join("$Default", 0, Some(1)).expect("first");
+        let (_, mut plain_elsewhere) = r.join("$Default", 1, None).expect("another partition");
+        let (_, mut second) = r.join("$default", 0, Some(1)).expect("equal epoch");
+        assert!(first.try_recv().is_ok(), "displaced");
+        let _third = r.join("$Default", 0, Some(5)).expect("higher epoch");
+        assert!(second.try_recv().is_ok());
+        assert!(matches!(
+            r.join("$Default", 0, Some(4)),
+            Err(ReaderRefusal::Stolen(_))
+        ));
+        assert!(matches!(
+            r.join("$Default", 0, None),
+            Err(ReaderRefusal::Stolen(_))
+        ));
+        assert!(plain_elsewhere.try_recv().is_err(), "untouched");
+    }
+
+    #[test]
+    fn an_epoch_receiver_displaces_plain_ones_and_plain_ones_are_bounded() {
+        let r = Readers::default();
+        let mut plain: Vec<_> = (0..MAX_READERS)
+            .map(|_| r.join("cg", 3, None).expect("plain"))
+            .collect();
+        assert!(matches!(
+            r.join("cg", 3, None),
+            Err(ReaderRefusal::TooMany(_))
+        ));
+        r.leave(&plain[0].0);
+        let extra = r.join("cg", 3, None).expect("room again");
+        let _owner = r.join("cg", 3, Some(0)).expect("epoch 0");
+        for (_, displaced) in plain.iter_mut().skip(1) {
+            assert!(displaced.try_recv().is_ok());
+        }
+        drop(extra);
+        // After the owner leaves, plain readers may come back.
+        let (owner2, _) = r.join("cg", 3, Some(0)).expect("equal epoch");
+        r.leave(&owner2);
+        assert!(r.join("cg", 3, None).is_ok());
+    }
+}
