@@ -1,1 +1,117 @@
-//! The IoT Hub query language.
+//! The IoT Hub query language: `POST /devices/query` and the `queryCondition` of jobs.
+//!
+//! Pure: no I/O, no runtime. A query is parsed once into a [`Query`] (whose every refusal is
+//! a [`ParseError`] naming the construct and where it is — the hub answers it as 400
+//! `ArgumentInvalid`), then evaluated row by row over `serde_json::Value` rows shaped exactly
+//! as the REST API shows them (twins, module twins with `moduleId`, per-device job records).
+//!
+//! # The language
+//!
+//! ```text
+//! SELECT [TOP n] (* | item {, item}) FROM (devices | devices.modules | devices.jobs)
+//!        [WHERE condition] [GROUP BY path {, path}]
+//! item      := (path | COUNT() | AVG(path) | SUM(path) | MIN(path) | MAX(path)) [AS name]
+//! condition := expressions with OR, AND, NOT, = != <> < > <= >=, IN/NIN [constants],
+//!              + - * / %, parentheses, and the functions IS_DEFINED, IS_NULL, IS_BOOL,
+//!              IS_NUMBER, IS_STRING, IS_OBJECT, IS_ARRAY, IS_PRIMITIVE,
+//!              STARTSWITH (STARTS_WITH), ENDSWITH (ENDS_WITH), CONTAINS
+//! constants := 'str' "str" (escapes \' \" \\ \/ \b \f \n \r \t \uXXXX), 12, 1.5e3, 0x1F,
+//!              true, false, null, undefined, [c, …]
+//! path      := name {.name | ['name'] | [index]}, optionally behind the collection
+//!              (devices.tags.x, devices.modules.moduleId, devices.jobs.jobId)
+//! ```
+//!
+//! Keywords and function names are case-insensitive, and so are the fixed twin and job
+//! member names (`DeviceId`, `Properties.Reported`), which results show in canonical case;
+//! `id` is `deviceId`. User property names are case-sensitive. Joins, subqueries,
+//! `ORDER BY`, `DISTINCT`, `LIKE`, `BETWEEN`, `IS NULL`, parameters and every other function
+//! are refused by name. The evaluator's semantics are in [`eval`'s notes](crate#semantics).
+//!
+//! # Semantics
+//!
+//! A condition selects a row only when it is boolean `true`. A missing path is undefined;
+//! comparisons hold only between primitives of the same kind (numbers numerically and
+//! exactly, strings case-sensitively by code point); `AND`/`OR`/`NOT` are three-valued;
+//! `IS_DEFINED` is true for a `null` property. Projections are objects keyed by alias or by
+//! the path's last name, leaving out undefined values; aggregates as in [`Aggregator`].
+//!
+//! # Serving a query from a store, one page at a time
+//!
+//! Nothing requires the registry in memory: parse, push the condition down to SQL, read rows
+//! in key order from where the continuation token points, and let a [`Pager`] evaluate,
+//! project or aggregate until the page is full.
+//!
+//! ```
+//! use ferrohub_query::{Dialect, Flow, Query, RowKey, Table};
+//! use serde_json::json;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let query = Query::parse(
+//!     "SELECT deviceId, tags.floor FROM devices WHERE tags.building = 'A' AND connectionState = 'Connected'",
+//! )?;
+//!
+//! // What the store's SQL may pre-filter on (never the live connectionState), with the
+//! // values bound as parameters ?1, ?2, …
+//! let table = Table { device_id: Some("device_id"), ..Table::new("doc") };
+//! let filter = query.sql_filter(Dialect::Sqlite, &table, 1);
+//! assert!(!filter.sql.contains("connectionState"));
+//!
+//! // The page: a continuation from the previous response, if any.
+//! let mut pager = query.pager(2, None)?;
+//! // The store reads `SELECT device_id, doc FROM devices WHERE <filter.sql>
+//! // [AND <pager.resume_after().sql_after(…)>] ORDER BY device_id`, adds the live fields to
+//! // each document, and pushes rows until told to stop.
+//! let rows = [
+//!     ("d1", json!({"deviceId": "d1", "tags": {"building": "A", "floor": 1}, "connectionState": "Connected"})),
+//!     ("d2", json!({"deviceId": "d2", "tags": {"building": "B", "floor": 2}, "connectionState": "Connected"})),
+//!     ("d3", json!({"deviceId": "d3", "tags": {"building": "A", "floor": 3}, "connectionState": "Connected"})),
+//!     ("d4", json!({"deviceId": "d4", "tags": {"building": "A", "floor": 4}, "connectionState": "Connected"})),
+//! ];
+//! for (id, row) in rows {
+//!     if pager.push(RowKey::device(id), row) == Flow::Stop {
+//!         break;
+//!     }
+//! }
+//! let page = pager.finish();
+//! assert_eq!(page.item_type.as_str(), "raw");
+//! assert_eq!(page.rows, vec![json!({"deviceId": "d1", "floor": 1}), json!({"deviceId": "d3", "floor": 3})]);
+//!
+//! // d4 also matched, so there is a next page; it starts after d3.
+//! let token = page.continuation.expect("a next page");
+//! let next = query.pager(2, Some(&token))?;
+//! assert_eq!(next.resume_after(), Some(&RowKey::device("d3")));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A store that can look rows up by key should check [`Query::key_lookup`] first
+//! (`deviceId = 'x'`, `deviceId IN [...]`). Aggregating queries read every row for every
+//! page; their continuation counts result rows.
+
+mod aggregate;
+mod ast;
+mod error;
+mod eval;
+mod lexer;
+mod names;
+mod paging;
+mod parser;
+mod pushdown;
+mod query;
+mod sql;
+
+pub use aggregate::Aggregator;
+pub use ast::{
+    Aggregate, BinaryOp, Collection, Condition, Constant, Expr, Function, Path, Projection, Query,
+    Segment, Select, SelectItem,
+};
+pub use error::{ContinuationError, Location, ParseError, ParseErrorKind};
+pub use names::LIVE_FIELDS;
+pub use paging::{
+    Continuation, DEFAULT_PAGE_SIZE, Flow, ItemType, MAX_PAGE_SIZE, Page, Pager, RowKey,
+};
+pub use parser::{MAX_DEPTH, MAX_QUERY_CHARS};
+pub use pushdown::{
+    CompareOp, Dialect, Filter, JsonTypes, KeyLookup, PreFilter, Scalar, Table, TextTest,
+};
+pub use sql::{SqlFilter, SqlParam};
