@@ -19,19 +19,51 @@ fn at(line: usize, column: usize) -> Option<Location> {
 fn foreign_clauses_are_named() {
     let cases = [
         ("SELECT * FROM devices ORDER BY deviceId", "ORDER BY", 23),
-        ("SELECT * FROM devices d JOIN devices.modules m", "A collection alias", 23),
+        (
+            "SELECT * FROM devices d JOIN devices.modules m",
+            "A collection alias",
+            23,
+        ),
         ("SELECT * FROM devices JOIN devices.modules", "JOIN", 23),
         ("SELECT DISTINCT tags.a FROM devices", "SELECT DISTINCT", 8),
         ("SELECT VALUE tags.a FROM devices", "SELECT VALUE", 8),
         ("SELECT * FROM devices WHERE deviceId LIKE 'a%'", "LIKE", 38),
-        ("SELECT * FROM devices WHERE deviceId NOT LIKE 'a%'", "LIKE", 38),
-        ("SELECT * FROM devices WHERE version BETWEEN 1 AND 2", "BETWEEN", 37),
-        ("SELECT * FROM devices WHERE tags.a IS NULL", "IS NULL / IS NOT NULL", 36),
-        ("SELECT * FROM devices WHERE deviceId = @id", "A query parameter (@name)", 40),
-        ("SELECT * FROM devices WHERE deviceId IN (SELECT deviceId FROM devices)", "IN and NIN", 0),
-        ("SELECT * FROM devices WHERE EXISTS(SELECT * FROM devices)", "EXISTS", 29),
+        (
+            "SELECT * FROM devices WHERE deviceId NOT LIKE 'a%'",
+            "LIKE",
+            38,
+        ),
+        (
+            "SELECT * FROM devices WHERE version BETWEEN 1 AND 2",
+            "BETWEEN",
+            37,
+        ),
+        (
+            "SELECT * FROM devices WHERE tags.a IS NULL",
+            "IS NULL / IS NOT NULL",
+            36,
+        ),
+        (
+            "SELECT * FROM devices WHERE deviceId = @id",
+            "A query parameter (@name)",
+            40,
+        ),
+        (
+            "SELECT * FROM devices WHERE deviceId IN (SELECT deviceId FROM devices)",
+            "IN and NIN",
+            0,
+        ),
+        (
+            "SELECT * FROM devices WHERE EXISTS(SELECT * FROM devices)",
+            "EXISTS",
+            29,
+        ),
         ("SELECT * FROM devices LIMIT 5", "LIMIT", 23),
-        ("SELECT * FROM devices WHERE deviceId = 'a' || 'b'", "String concatenation (||)", 44),
+        (
+            "SELECT * FROM devices WHERE deviceId = 'a' || 'b'",
+            "String concatenation (||)",
+            44,
+        ),
         ("DELETE FROM devices", "DELETE", 1),
     ];
     for (text, construct, column) in cases {
@@ -51,30 +83,53 @@ fn foreign_clauses_are_named() {
 fn having_after_a_valid_group_by_is_named() {
     let (kind, location, _) =
         refuse("SELECT status, COUNT() FROM devices GROUP BY status HAVING COUNT() > 1");
-    assert!(matches!(kind, ParseErrorKind::Unsupported { ref construct, .. } if construct == "HAVING"));
+    assert!(
+        matches!(kind, ParseErrorKind::Unsupported { ref construct, .. } if construct == "HAVING")
+    );
     assert_eq!(location, at(1, 53));
 }
 
 #[test]
 fn unknown_functions_list_the_supported_ones() {
     for name in ["LOWER", "upper", "ARRAY_CONTAINS", "LENGTH", "ST_DISTANCE"] {
-        let (kind, location, message) = refuse(&format!("SELECT * FROM devices WHERE {name}(deviceId) = 'x'"));
-        assert_eq!(kind, ParseErrorKind::UnsupportedFunction { name: name.to_owned() });
+        let (kind, location, message) = refuse(&format!(
+            "SELECT * FROM devices WHERE {name}(deviceId) = 'x'"
+        ));
+        assert_eq!(
+            kind,
+            ParseErrorKind::UnsupportedFunction {
+                name: name.to_owned()
+            }
+        );
         assert_eq!(location, at(1, 29));
-        assert!(message.contains(&format!("'{name}' is not supported")), "{message}");
-        assert!(message.contains("IS_DEFINED") && message.contains("STARTSWITH"), "{message}");
+        assert!(
+            message.contains(&format!("'{name}' is not supported")),
+            "{message}"
+        );
+        assert!(
+            message.contains("IS_DEFINED") && message.contains("STARTSWITH"),
+            "{message}"
+        );
     }
 }
 
 #[test]
 fn aggregates_only_in_the_select_list() {
     let (kind, location, _) = refuse("SELECT * FROM devices WHERE COUNT() > 1");
-    assert_eq!(kind, ParseErrorKind::AggregateOutsideSelect("COUNT".to_owned()));
+    assert_eq!(
+        kind,
+        ParseErrorKind::AggregateOutsideSelect("COUNT".to_owned())
+    );
     assert_eq!(location, at(1, 29));
     let (kind, ..) = refuse("SELECT COUNT(deviceId) FROM devices");
     assert!(matches!(kind, ParseErrorKind::WrongArgumentCount { .. }));
     let (kind, ..) = refuse("SELECT LOWER(deviceId) FROM devices");
-    assert_eq!(kind, ParseErrorKind::UnsupportedFunction { name: "LOWER".to_owned() });
+    assert_eq!(
+        kind,
+        ParseErrorKind::UnsupportedFunction {
+            name: "LOWER".to_owned()
+        }
+    );
     let (kind, ..) = refuse("SELECT IS_DEFINED(deviceId) FROM devices");
     assert_eq!(kind, ParseErrorKind::BadSelectItem);
     let (kind, ..) = refuse("SELECT 'x' FROM devices");
@@ -104,8 +159,12 @@ fn collections_and_joins() {
     assert_eq!(kind, ParseErrorKind::UnknownCollection("twins".to_owned()));
     assert_eq!(location, at(1, 15));
     let (kind, ..) = refuse("SELECT * FROM devices.configurations");
-    assert_eq!(kind, ParseErrorKind::UnknownCollection("devices.configurations".to_owned()));
-    let (kind, location, message) = refuse("SELECT * FROM devices WHERE devices.modules.moduleId = 'm'");
+    assert_eq!(
+        kind,
+        ParseErrorKind::UnknownCollection("devices.configurations".to_owned())
+    );
+    let (kind, location, message) =
+        refuse("SELECT * FROM devices WHERE devices.modules.moduleId = 'm'");
     assert_eq!(
         kind,
         ParseErrorKind::OtherCollection {
@@ -114,13 +173,19 @@ fn collections_and_joins() {
         }
     );
     assert_eq!(location, at(1, 29));
-    assert!(message.contains("joins between collections are not supported"), "{message}");
+    assert!(
+        message.contains("joins between collections are not supported"),
+        "{message}"
+    );
     let (kind, ..) = refuse("SELECT * FROM devices.jobs WHERE devices.tags.a = 1");
     assert!(matches!(kind, ParseErrorKind::OtherCollection { .. }));
     let (kind, ..) = refuse("SELECT * FROM devices.modules WHERE devices.jobs.jobId = 'j'");
     assert!(matches!(kind, ParseErrorKind::OtherCollection { .. }));
     let (kind, ..) = refuse("SELECT * FROM devices.modules WHERE devices.modules = 1");
-    assert_eq!(kind, ParseErrorKind::CollectionAsPath("devices.modules".to_owned()));
+    assert_eq!(
+        kind,
+        ParseErrorKind::CollectionAsPath("devices.modules".to_owned())
+    );
 }
 
 #[test]
@@ -128,14 +193,19 @@ fn syntax_errors_say_what_was_expected() {
     let (kind, location, message) = refuse("SELECT * FROM devices WHERE");
     assert!(matches!(kind, ParseErrorKind::Expected { .. }));
     assert_eq!(location, at(1, 28));
-    assert!(message.contains("Expected an expression but found the end of the query"), "{message}");
+    assert!(
+        message.contains("Expected an expression but found the end of the query"),
+        "{message}"
+    );
     let (_, location, message) = refuse("SELECT *\nFROM devices\nWHERE tags.a = = 1");
     assert_eq!(location, at(3, 16));
     assert!(message.contains("line 3, column 16"), "{message}");
     let (kind, ..) = refuse("SELECT * devices");
     assert!(matches!(kind, ParseErrorKind::Expected { .. }));
     let (kind, ..) = refuse("SELECT TOP x * FROM devices");
-    assert!(matches!(kind, ParseErrorKind::Expected { ref expected, .. } if expected.contains("TOP")));
+    assert!(
+        matches!(kind, ParseErrorKind::Expected { ref expected, .. } if expected.contains("TOP"))
+    );
     let (kind, ..) = refuse("SELECT TOP 1.5 * FROM devices");
     assert!(matches!(kind, ParseErrorKind::Expected { .. }));
     let (kind, ..) = refuse("SELECT * FROM devices WHERE tags.a = 1 = 1");
@@ -208,18 +278,33 @@ fn length_limit_counts_characters() {
 
 #[test]
 fn nesting_is_bounded() {
-    let deep = format!("SELECT * FROM devices WHERE {}1 = 1{}", "(".repeat(500), ")".repeat(500));
+    let deep = format!(
+        "SELECT * FROM devices WHERE {}1 = 1{}",
+        "(".repeat(500),
+        ")".repeat(500)
+    );
     assert_eq!(refuse(&deep).0, ParseErrorKind::TooDeep(MAX_DEPTH));
     let nots = format!("SELECT * FROM devices WHERE {}true", "NOT ".repeat(500));
     assert_eq!(refuse(&nots).0, ParseErrorKind::TooDeep(MAX_DEPTH));
-    let chain = format!("SELECT * FROM devices WHERE a = 1{}", " AND a = 1".repeat(500));
+    let chain = format!(
+        "SELECT * FROM devices WHERE a = 1{}",
+        " AND a = 1".repeat(500)
+    );
     assert_eq!(refuse(&chain).0, ParseErrorKind::TooDeep(MAX_DEPTH));
-    let arrays = format!("SELECT * FROM devices WHERE a IN {}{}", "[".repeat(500), "]".repeat(500));
+    let arrays = format!(
+        "SELECT * FROM devices WHERE a IN {}{}",
+        "[".repeat(500),
+        "]".repeat(500)
+    );
     assert_eq!(refuse(&arrays).0, ParseErrorKind::TooDeep(MAX_DEPTH));
     let minus = format!("SELECT * FROM devices WHERE {}a = 1", "-".repeat(500));
     assert_eq!(refuse(&minus).0, ParseErrorKind::TooDeep(MAX_DEPTH));
     // Moderate nesting is fine.
-    let fine = format!("SELECT * FROM devices WHERE {}1 = 1{}", "(".repeat(20), ")".repeat(20));
+    let fine = format!(
+        "SELECT * FROM devices WHERE {}1 = 1{}",
+        "(".repeat(20),
+        ")".repeat(20)
+    );
     assert!(Query::parse(&fine).is_ok());
 }
 
@@ -227,11 +312,15 @@ fn nesting_is_bounded() {
 fn empty_text_and_conditions() {
     assert_eq!(refuse("").0, ParseErrorKind::Empty);
     assert_eq!(refuse("   \n").0, ParseErrorKind::Empty);
-    assert_eq!(Condition::parse("").map_err(|e| e.kind), Err(ParseErrorKind::Empty));
+    assert_eq!(
+        Condition::parse("").map_err(|e| e.kind),
+        Err(ParseErrorKind::Empty)
+    );
     let e = Condition::parse("deviceId = 'a' ORDER BY deviceId").expect_err("ORDER BY");
     assert!(e.to_string().contains("ORDER BY is not supported"), "{e}");
     let e = Condition::parse("* AND deviceId = 'a'").expect_err("star is alone");
     assert!(matches!(e.kind, ParseErrorKind::Expected { .. }));
-    let e = Condition::parse("devices.modules.moduleId = 'a'").expect_err("conditions read devices");
+    let e =
+        Condition::parse("devices.modules.moduleId = 'a'").expect_err("conditions read devices");
     assert!(matches!(e.kind, ParseErrorKind::OtherCollection { .. }));
 }

@@ -3,6 +3,8 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod arb;
+
 use ferrohub_query::{Collection, Flow, Page, Query, RowKey};
 use serde_json::{Value, json};
 
