@@ -14,10 +14,9 @@
 //! Never pushed down: paths on the live fields ([`LIVE_FIELDS`](crate::LIVE_FIELDS), filled in
 //! at read time) and on [`Table::computed_fields`]; comparisons between two paths;
 //! arithmetic; numbers of magnitude 2^53 or more (SQLite reads large JSON integers as
-//! floats); string tests whose argument holds a NUL character (SQLite's `length` stops
-//! there); and paths a dialect cannot express exactly (SQLite: a key holding `"`;
-//! PostgreSQL: a key that reads as an array index, or an index segment, because `#>` treats
-//! those alike).
+//! floats); for PostgreSQL, strings holding NUL (its text cannot); and paths a dialect cannot
+//! express exactly (SQLite: a key holding `"` or NUL; PostgreSQL: a key that reads as an array
+//! index, or an index segment, because `#>` treats those alike).
 
 use serde_json::Value;
 
@@ -253,7 +252,7 @@ pub enum Filter {
         path: Path,
         /// The test.
         test: TextTest,
-        /// The other string (never holding NUL).
+        /// The other string.
         needle: String,
     },
 }
@@ -406,10 +405,11 @@ struct Translator<'a> {
 /// 2^53: numbers at or beyond this magnitude are not pushed down.
 const EXACT_LIMIT: f64 = 9_007_199_254_740_992.0;
 
-fn scalar_of(c: &Constant) -> Option<Scalar> {
+/// The constant as a [`Scalar`] the dialect compares exactly, if it is one.
+fn scalar_of(c: &Constant, dialect: Dialect) -> Option<Scalar> {
     match c {
         Constant::Bool(b) => Some(Scalar::Bool(*b)),
-        Constant::String(s) => Some(Scalar::Text(s.clone())),
+        Constant::String(s) => text_ok(s, dialect).then(|| Scalar::Text(s.clone())),
         Constant::Number(n) => match Num::of(n)? {
             Num::Int(i) => i64::try_from(i)
                 .ok()
@@ -419,6 +419,11 @@ fn scalar_of(c: &Constant) -> Option<Scalar> {
         },
         _ => None,
     }
+}
+
+/// Whether the dialect can bind `s` as text (PostgreSQL text cannot hold NUL).
+fn text_ok(s: &str, dialect: Dialect) -> bool {
+    dialect == Dialect::Sqlite || !s.contains('\0')
 }
 
 impl Translator<'_> {
@@ -437,9 +442,10 @@ impl Translator<'_> {
             return false;
         }
         path.segments().iter().all(|seg| match (self.dialect, seg) {
-            (Dialect::Sqlite, Segment::Key(k)) => !k.contains('"'),
+            // SQLite's path syntax quotes a key with `"` and stops at NUL.
+            (Dialect::Sqlite, Segment::Key(k)) => !k.contains(['"', '\0']),
             (Dialect::Sqlite, Segment::Index(_)) => true,
-            (Dialect::Postgres, Segment::Key(k)) => !reads_as_index(k),
+            (Dialect::Postgres, Segment::Key(k)) => !reads_as_index(k) && !k.contains('\0'),
             (Dialect::Postgres, Segment::Index(_)) => false,
         })
     }
@@ -537,7 +543,7 @@ impl Translator<'_> {
             }
             // Undefined, arrays: the comparison is never defined.
             Constant::Undefined | Constant::Array(_) => (Filter::False, Filter::False),
-            c => match scalar_of(c) {
+            c => match scalar_of(c, self.dialect) {
                 Some(v) => (atom(op, v.clone()), atom(op.negated(), v)),
                 None => (Filter::True, Filter::True),
             },
@@ -555,7 +561,7 @@ impl Translator<'_> {
                     types: JsonTypes::NULL,
                 }),
                 Constant::Undefined | Constant::Array(_) => {}
-                c => match scalar_of(c) {
+                c => match scalar_of(c, self.dialect) {
                     Some(value) => equal.push(Filter::Compare {
                         path: path.clone(),
                         op: CompareOp::Eq,
@@ -615,7 +621,7 @@ impl Translator<'_> {
         };
         match args {
             [Expr::Path(p), Expr::Constant(c)] if self.stored(p) => match c {
-                Constant::String(s) if !s.contains('\0') => {
+                Constant::String(s) if text_ok(s, self.dialect) => {
                     let hit = Filter::Text {
                         path: p.clone(),
                         test,

@@ -8,7 +8,7 @@
 //! * comparison: a kind test `AND` `json_extract(doc, ?) op ?` / `(doc #> $n::text[]) op to_jsonb($m)` for numbers
 //!   and booleans, `(doc #>> $n::text[]) COLLATE "C" op $m::text` for strings (byte order, not the database's
 //!   collation);
-//! * string tests: `substr`/`instr` / `left`/`right`/`strpos`, which count characters in both.
+//! * string tests: `substr`/`instr` over the UTF-8 bytes / `left`/`right`/`strpos` over characters.
 //!
 //! Every rendering is `0`/`1` (`FALSE`/`TRUE`), never `NULL`, so `NOT` is safe.
 
@@ -317,7 +317,16 @@ impl<'a> Renderer<'a> {
                 format!("{lhs} {} to_jsonb({rhs})", op.sql())
             }
         };
-        format!("({guard} AND {test})")
+        Self::guarded(&guard, &test)
+    }
+
+    /// `test`, behind `guard` unless that is literally true (a key column's kind is known).
+    fn guarded(guard: &str, test: &str) -> String {
+        if guard == "1" || guard == "TRUE" {
+            format!("({test})")
+        } else {
+            format!("({guard} AND {test})")
+        }
     }
 
     fn text_test(&mut self, path: &Path, test: TextTest, needle: &str) -> String {
@@ -329,15 +338,26 @@ impl<'a> Renderer<'a> {
         let s = self.text_value(path);
         let a = self.bind(SqlParam::Text(needle.to_owned()));
         let t = match (self.dialect, test) {
-            (Dialect::Sqlite, TextTest::Contains) => format!("instr({s}, {a}) > 0"),
+            // SQLite works on the bytes: its `length` and negative `substr` of text stop at
+            // a NUL, those of a blob do not, and a byte-wise match of UTF-8 is a
+            // character-wise one.
+            (Dialect::Sqlite, TextTest::Contains) => {
+                format!("instr(CAST({s} AS BLOB), CAST({a} AS BLOB)) > 0")
+            }
             (Dialect::Postgres, TextTest::Contains) => format!("strpos({s}, {a}) > 0"),
             (dialect, test) => {
                 let b = self.bind(SqlParam::Text(needle.to_owned()));
                 match (dialect, test) {
                     (Dialect::Sqlite, TextTest::StartsWith) => {
-                        format!("substr({s}, 1, length({a})) = {b}")
+                        format!(
+                            "substr(CAST({s} AS BLOB), 1, length(CAST({a} AS BLOB))) = CAST({b} AS BLOB)"
+                        )
                     }
-                    (Dialect::Sqlite, _) => format!("substr({s}, -length({a})) = {b}"),
+                    (Dialect::Sqlite, _) => {
+                        format!(
+                            "substr(CAST({s} AS BLOB), -length(CAST({a} AS BLOB))) = CAST({b} AS BLOB)"
+                        )
+                    }
                     (Dialect::Postgres, TextTest::StartsWith) => {
                         format!("left({s}, length({a})) = {b}")
                     }
@@ -345,7 +365,7 @@ impl<'a> Renderer<'a> {
                 }
             }
         };
-        format!("({guard} AND {t})")
+        Self::guarded(&guard, &t)
     }
 }
 
