@@ -321,3 +321,109 @@ fn call<'a>(f: Function, args: &'a [Expr], row: &'a Value) -> Val<'a> {
 pub(crate) fn is_true(e: &Expr, row: &Value) -> bool {
     matches!(eval(e, row), Val::Bool(true))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn num(v: Value) -> Num {
+        match v {
+            Value::Number(n) => Num::of(&n).expect("finite"),
+            _ => unreachable!("a number"),
+        }
+    }
+
+    #[test]
+    fn integers_and_floats_compare_exactly() {
+        // 2^53 + 1 is not 2^53 although it converts to that float.
+        assert_eq!(
+            num(json!(9_007_199_254_740_993_i64)).cmp(num(json!(9_007_199_254_740_992.0))),
+            Ordering::Greater
+        );
+        assert_eq!(
+            num(json!(9_007_199_254_740_992_i64)).cmp(num(json!(9_007_199_254_740_992.0))),
+            Ordering::Equal
+        );
+        assert_eq!(
+            num(json!(u64::MAX)).cmp(num(json!(18_446_744_073_709_551_616.0))),
+            Ordering::Less
+        );
+        assert_eq!(
+            num(json!(i64::MIN)).cmp(num(json!(-9_223_372_036_854_775_808.0))),
+            Ordering::Equal
+        );
+        assert_eq!(num(json!(1)).cmp(num(json!(1.5))), Ordering::Less);
+        assert_eq!(num(json!(-1)).cmp(num(json!(-1.5))), Ordering::Greater);
+        assert_eq!(num(json!(2)).cmp(num(json!(1e300))), Ordering::Less);
+        assert_eq!(num(json!(2)).cmp(num(json!(-1e300))), Ordering::Greater);
+        assert_eq!(num(json!(0)).cmp(num(json!(-0.0))), Ordering::Equal);
+    }
+
+    #[test]
+    fn arithmetic_stays_exact_while_it_fits() {
+        let a = Num::Int(i128::from(i64::MAX));
+        assert!(
+            matches!(a.arith(BinaryOp::Add, Num::Int(1)), Some(Num::Int(n)) if n == i128::from(i64::MAX) + 1)
+        );
+        assert!(
+            matches!(Num::Int(7).arith(BinaryOp::Div, Num::Int(2)), Some(Num::Float(f)) if f == 3.5)
+        );
+        assert!(matches!(
+            Num::Int(8).arith(BinaryOp::Div, Num::Int(2)),
+            Some(Num::Int(4))
+        ));
+        assert!(Num::Int(1).arith(BinaryOp::Div, Num::Int(0)).is_none());
+        assert!(Num::Int(1).arith(BinaryOp::Rem, Num::Int(0)).is_none());
+        assert!(
+            Num::Float(1.0)
+                .arith(BinaryOp::Rem, Num::Float(0.0))
+                .is_none()
+        );
+        assert!(
+            Num::Float(1e308)
+                .arith(BinaryOp::Mul, Num::Float(10.0))
+                .is_none()
+        );
+        assert!(matches!(
+            Num::Int(-7).arith(BinaryOp::Rem, Num::Int(3)),
+            Some(Num::Int(-1))
+        ));
+        assert!(matches!(
+            Num::Int(i128::MAX).arith(BinaryOp::Add, Num::Int(1)),
+            Some(Num::Float(_))
+        ));
+    }
+
+    #[test]
+    fn paths_resolve_members_and_elements_only() {
+        let row = json!({"a": {"b": [10, {"c": null}]}, "0": 1});
+        let p = |segs: Vec<Segment>| Path::new(segs).expect("not empty");
+        let key = |k: &str| Segment::Key(k.to_owned());
+        assert_eq!(
+            resolve(&p(vec![key("a"), key("b"), Segment::Index(0)]), &row),
+            Some(&json!(10))
+        );
+        assert_eq!(
+            resolve(
+                &p(vec![key("a"), key("b"), Segment::Index(1), key("c")]),
+                &row
+            ),
+            Some(&Value::Null)
+        );
+        assert_eq!(
+            resolve(&p(vec![key("a"), key("b"), key("0")]), &row),
+            None,
+            "a key is not an index"
+        );
+        assert_eq!(
+            resolve(&p(vec![Segment::Index(0)]), &row),
+            None,
+            "an index is not a key"
+        );
+        assert_eq!(
+            resolve(&p(vec![key("a"), key("b"), Segment::Index(2)]), &row),
+            None
+        );
+    }
+}
