@@ -437,8 +437,7 @@ fn precedence(e: &Expr) -> u8 {
         Expr::Binary { op, .. } => op.precedence(),
         Expr::Not(_) => PREC_NOT,
         Expr::In { .. } => PREC_CMP,
-        // Negate prints as `-(…)` and negative constants print as `-5`: both bind like
-        // a primary.
+        // Unary minus and negative constants (`-5`) bind like a primary.
         Expr::Negate(_) | Expr::Constant(_) | Expr::Path(_) | Expr::Call { .. } => PREC_PRIMARY,
     }
 }
@@ -457,9 +456,18 @@ fn write_expr(out: &mut dyn fmt::Write, e: &Expr, ctx: Collection, min: u8) -> f
             write_expr(out, inner, ctx, PREC_NOT)?;
         }
         Expr::Negate(inner) => {
-            out.write_str("-(")?;
-            write_expr(out, inner, ctx, 0)?;
-            out.write_char(')')?;
+            out.write_char('-')?;
+            match &**inner {
+                // `-5` would be the constant -5: keep the number apart.
+                Expr::Constant(Constant::Number(n)) if !n.to_string().starts_with('-') => {
+                    write!(out, "({n})")?;
+                }
+                Expr::Negate(_) | Expr::Constant(Constant::Number(_)) => {
+                    out.write_char(' ')?;
+                    write_expr(out, inner, ctx, PREC_PRIMARY)?;
+                }
+                _ => write_expr(out, inner, ctx, PREC_PRIMARY)?,
+            }
         }
         Expr::Binary { op, left, right } => {
             let p = op.precedence();

@@ -134,7 +134,7 @@ fn canonical_text() {
     .expect("parses");
     assert_eq!(
         q.to_string(),
-        r"SELECT TOP 5 deviceId AS d, tags.x FROM devices.modules WHERE NOT (a.b = -1.5 OR x NIN [1, 'it\'s', null]) AND -(version) + 2 * 3 > 16 GROUP BY deviceId, tags.x"
+        r"SELECT TOP 5 deviceId AS d, tags.x FROM devices.modules WHERE NOT (a.b = -1.5 OR x NIN [1, 'it\'s', null]) AND -version + 2 * 3 > 16 GROUP BY deviceId, tags.x"
     );
     let q = Query::parse(
         "SELECT * FROM devices WHERE devices.devices.x = 1 AND devices.not = devices['my key'][0]",
@@ -145,4 +145,29 @@ fn canonical_text() {
         "SELECT * FROM devices WHERE devices.devices.x = 1 AND devices.not = devices['my key'][0]"
     );
     assert_eq!(Condition::parse(" * ").expect("parses").to_string(), "*");
+    let q = Query::parse(
+        "SELECT * FROM devices WHERE -(5) < - -5 AND --a = -(a + 1) AND -IS_NULL(a) = -[1]",
+    )
+    .expect("parses");
+    assert_eq!(
+        q.to_string(),
+        "SELECT * FROM devices WHERE -(5) < - -5 AND - -a = -(a + 1) AND -IS_NULL(a) = -[1]"
+    );
+}
+
+#[test]
+fn printing_never_nests_deeper_than_the_text_it_came_from() {
+    // Found by fuzzing: unary minus chains near the nesting limit.
+    for n in [50, 98, 99] {
+        let text = format!("J{}O", "-".repeat(n));
+        let q = Condition::parse(&text).expect("within the limit");
+        assert_eq!(Condition::parse(&q.to_string()), Ok(q), "{text}");
+    }
+    let text = format!(
+        "SELECT * FROM devices WHERE {}a{}",
+        "NOT (".repeat(49),
+        ")".repeat(49)
+    );
+    let q = Query::parse(&text).expect("within the limit");
+    assert_eq!(Query::parse(&q.to_string()), Ok(q));
 }
