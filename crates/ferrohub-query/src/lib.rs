@@ -23,17 +23,25 @@
 //!
 //! Keywords and function names are case-insensitive, and so are the fixed twin and job
 //! member names (`DeviceId`, `Properties.Reported`), which results show in canonical case;
-//! `id` is `deviceId`. User property names are case-sensitive. Joins, subqueries,
-//! `ORDER BY`, `DISTINCT`, `LIKE`, `BETWEEN`, `IS NULL`, parameters and every other function
-//! are refused by name. The evaluator's semantics are in [`eval`'s notes](crate#semantics).
+//! `id` is `deviceId`, and in `devices.jobs` the documentation's `createdTimeUtc` is the
+//! records' `createdDateTimeUtc`. User property names are case-sensitive. A path may start
+//! with its own collection's name (`devices.modules.moduleId` in a module query); a path
+//! into another collection is refused, as are joins, subqueries, `ORDER BY`, `DISTINCT`,
+//! `LIKE`, `BETWEEN`, `IS NULL`, parameters and every other function — each by name, with
+//! its line and column. Where Azure is stricter than needed (it allows `GROUP BY` only on
+//! `devices` and only `SELECT *` on `devices.jobs`), these queries are accepted.
 //!
 //! # Semantics
 //!
 //! A condition selects a row only when it is boolean `true`. A missing path is undefined;
 //! comparisons hold only between primitives of the same kind (numbers numerically and
-//! exactly, strings case-sensitively by code point); `AND`/`OR`/`NOT` are three-valued;
-//! `IS_DEFINED` is true for a `null` property. Projections are objects keyed by alias or by
-//! the path's last name, leaving out undefined values; aggregates as in [`Aggregator`].
+//! exactly, strings case-sensitively by code point), anything else is undefined;
+//! `AND`/`OR`/`NOT` are three-valued (`false AND undefined` is false, `NOT undefined` is
+//! undefined); `IN` needs a primitive; `IS_DEFINED` is true for a `null` property; the type
+//! tests are false for undefined; the string functions need two strings. Projections are
+//! objects keyed by alias or by the path's last name (`$1`, `$2`, … for unaliased
+//! aggregates), leaving out undefined values; `SELECT *` rows are the rows. Aggregation, and
+//! how an undefined `GROUP BY` key shows, is described at [`Aggregator`].
 //!
 //! # Serving a query from a store, one page at a time
 //!

@@ -275,6 +275,7 @@ pub struct Pager<'q> {
 #[derive(Debug)]
 enum Mode<'q> {
     Rows {
+        names: Vec<String>,
         rows: Vec<Value>,
         last: Option<RowKey>,
         next: Option<RowKey>,
@@ -300,6 +301,7 @@ impl<'q> Pager<'q> {
         } else {
             let exhausted = query.top.is_some_and(|t| returned >= t);
             Mode::Rows {
+                names: query.select.names(),
                 rows: Vec::new(),
                 last: None,
                 next: None,
@@ -344,6 +346,7 @@ impl<'q> Pager<'q> {
                 Flow::Continue
             }
             Mode::Rows {
+                names,
                 rows,
                 last,
                 next,
@@ -366,7 +369,7 @@ impl<'q> Pager<'q> {
                     *done = true;
                     return Flow::Stop;
                 }
-                rows.push(self.query.project(row));
+                rows.push(self.query.project_named(row, names));
                 *last = Some(key);
                 if remaining_top.is_some_and(|r| rows.len() as u64 >= r) {
                     *done = true;

@@ -52,15 +52,21 @@ impl Query {
     /// itself for `SELECT *`, else an object with one member per item whose path is defined
     /// (undefined values are left out, as Azure does).
     pub fn project(&self, row: Value) -> Value {
+        self.project_named(row, &self.select.names())
+    }
+
+    /// [`project`](Query::project) with the select list's [`names`](Select::names) computed
+    /// once by the caller.
+    pub(crate) fn project_named(&self, row: Value, names: &[String]) -> Value {
         let Select::Items(items) = &self.select else {
             return row;
         };
         let mut out = Map::new();
-        for (item, name) in items.iter().zip(self.select.names()) {
+        for (item, name) in items.iter().zip(names) {
             if let Projection::Path(p) = &item.value
                 && let Some(v) = resolve(p, &row)
             {
-                out.insert(name, v.clone());
+                out.insert(name.clone(), v.clone());
             }
         }
         Value::Object(out)
