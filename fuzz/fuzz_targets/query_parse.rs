@@ -6,7 +6,9 @@
 
 use std::sync::LazyLock;
 
-use ferrohub_query::{Collection, Condition, Continuation, Dialect, LIVE_FIELDS, Query, RowKey, Table};
+use ferrohub_query::{
+    Collection, Condition, Continuation, Dialect, LIVE_FIELDS, Layout, Query, RowKey, Table,
+};
 use serde_json::{Value, json};
 
 /// Sample rows: twin-shaped, with every kind of value, and a job-record-shaped one.
@@ -32,6 +34,7 @@ static ROWS: LazyLock<Vec<Value>> = LazyLock::new(|| {
 
 const TABLE: Table<'static> = Table {
     document: "doc",
+    layout: Layout::Rest,
     device_id: Some("device_id"),
     child_id: Some("child_id"),
     computed_fields: &["status"],
@@ -61,7 +64,11 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
         return;
     };
     if let Ok(query) = Query::parse(text) {
-        assert_eq!(Query::parse(&query.to_string()).as_ref(), Ok(&query), "{text}");
+        assert_eq!(
+            Query::parse(&query.to_string()).as_ref(),
+            Ok(&query),
+            "{text}"
+        );
         let _ = query.item_type();
         let pre = [Dialect::Sqlite, Dialect::Postgres].map(|d| query.pre_filter(d, &TABLE));
         for p in &pre {
@@ -74,10 +81,16 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
             if query.matches(row) {
                 let _ = query.project(row.clone());
                 for p in &pre {
-                    assert!(p.matches(&stored(row)), "{text}: the pre-filter drops {row}");
+                    assert!(
+                        p.matches(&key(query.from, row), &stored(row)),
+                        "{text}: the pre-filter drops {row}"
+                    );
                 }
                 if let Some(ids) = &lookup.device_ids {
-                    assert!(ids.iter().any(|id| row["deviceId"] == *id), "{text}: the key lookup drops {row}");
+                    assert!(
+                        ids.iter().any(|id| row["deviceId"] == *id),
+                        "{text}: the key lookup drops {row}"
+                    );
                 }
             }
         }
@@ -89,17 +102,26 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
                 }
             }
             if let Some(token) = pager.finish().continuation {
-                assert!(Continuation::decode(&token, &query).is_ok(), "{text}: own token refused");
+                assert!(
+                    Continuation::decode(&token, &query).is_ok(),
+                    "{text}: own token refused"
+                );
             }
         }
     }
     if let Ok(condition) = Condition::parse(text) {
-        assert_eq!(Condition::parse(&condition.to_string()).as_ref(), Ok(&condition), "{text}");
+        assert_eq!(
+            Condition::parse(&condition.to_string()).as_ref(),
+            Ok(&condition),
+            "{text}"
+        );
         for row in ROWS.iter() {
             let _ = condition.matches(row);
         }
         for d in [Dialect::Sqlite, Dialect::Postgres] {
-            let _ = condition.pre_filter(Collection::Devices, d, &TABLE).to_sql(&TABLE, 1);
+            let _ = condition
+                .pre_filter(Collection::Devices, d, &TABLE)
+                .to_sql(&TABLE, 1);
         }
         let _ = condition.key_lookup(Collection::Devices);
     }

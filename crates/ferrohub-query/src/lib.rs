@@ -120,6 +120,7 @@ pub use paging::{
 };
 pub use parser::{MAX_DEPTH, MAX_QUERY_CHARS};
 pub use pushdown::{
-    CompareOp, Dialect, Filter, JsonTypes, KeyLookup, PreFilter, Scalar, Table, TextTest,
+    CompareOp, Dialect, Field, Filter, JsonTypes, KeyLookup, Layout, PreFilter, Scalar, Table,
+    TextTest,
 };
 pub use sql::{SqlFilter, SqlParam};

@@ -12,7 +12,8 @@
 //! it is `true`, and one that passes every row where it is `false`; `NOT c` swaps them.
 //!
 //! Never pushed down: paths on the live fields ([`LIVE_FIELDS`](crate::LIVE_FIELDS), filled in
-//! at read time) and on [`Table::computed_fields`]; comparisons between two paths;
+//! at read time), on [`Table::computed_fields`] and outside what the [`Layout`] stores;
+//! comparisons between two paths;
 //! arithmetic; numbers of magnitude 2^53 or more (SQLite reads large JSON integers as
 //! floats); for PostgreSQL, strings holding NUL (its text cannot); and paths a dialect cannot
 //! express exactly (SQLite: a key holding `"` or NUL; PostgreSQL: a key that reads as an array
@@ -23,6 +24,7 @@ use serde_json::Value;
 use crate::ast::{BinaryOp, Collection, Condition, Constant, Expr, Function, Path, Segment};
 use crate::eval::{Num, Val, eval, resolve};
 use crate::names::LIVE_FIELDS;
+use crate::paging::RowKey;
 
 /// The SQL dialects the pre-filter is rendered for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -38,9 +40,10 @@ pub enum Dialect {
 /// read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Table<'a> {
-    /// The column holding the row as a JSON document (the twin or job record as REST shows
-    /// it, less the live and computed fields).
+    /// The column holding the row as a JSON document (see [`layout`](Table::layout)).
     pub document: &'a str,
+    /// How the document holds the row.
+    pub layout: Layout,
     /// A text column holding exactly the row's `deviceId`, with binary ordering (SQLite's
     /// default `BINARY`, PostgreSQL's `COLLATE "C"`); conditions on `deviceId` use it, so
     /// they can use its index.
@@ -59,9 +62,78 @@ impl<'a> Table<'a> {
     pub fn new(document: &'a str) -> Table<'a> {
         Table {
             document,
+            layout: Layout::Rest,
             device_id: None,
             child_id: None,
             computed_fields: &[],
+        }
+    }
+}
+
+/// How a table's document column holds a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Layout {
+    /// The row as REST shows it, less the live fields and [`Table::computed_fields`]: a query
+    /// path is the document path.
+    #[default]
+    Rest,
+    /// A twin in `ferrohub-twin`'s stored form (`{"etag":7,"tags":…,"properties":…,
+    /// "metadata":…}`): only `tags` and `properties` are filtered on (the stored `etag` is a
+    /// counter, not the REST ETag; `version` and the identity's fields are elsewhere), and
+    /// `properties.desired.$metadata…` / `properties.reported.$metadata…` are read at
+    /// `metadata.desired…` / `metadata.reported…`.
+    StoredTwin,
+}
+
+impl Layout {
+    /// Where the document holds the value a row has at query path `path`, if it holds it
+    /// exactly.
+    fn document_path(self, path: &Path) -> Option<Path> {
+        match self {
+            Layout::Rest => Some(path.clone()),
+            Layout::StoredTwin => match path.segments() {
+                [Segment::Key(t), ..] if t == "tags" => Some(path.clone()),
+                [
+                    Segment::Key(p),
+                    Segment::Key(section),
+                    Segment::Key(m),
+                    rest @ ..,
+                ] if p == "properties"
+                    && (section == "desired" || section == "reported")
+                    && m == "$metadata" =>
+                {
+                    let mut segments = vec![
+                        Segment::Key("metadata".into()),
+                        Segment::Key(section.clone()),
+                    ];
+                    segments.extend(rest.iter().cloned());
+                    Path::new(segments)
+                }
+                [Segment::Key(p), ..] if p == "properties" => Some(path.clone()),
+                _ => None,
+            },
+        }
+    }
+}
+
+/// Where a [`Filter`] atom reads its value.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Field {
+    /// The table's [`device_id`](Table::device_id) column (the row key's device id).
+    DeviceId,
+    /// The table's [`child_id`](Table::child_id) column (the row key's module or job id).
+    ChildId,
+    /// A path in the document column.
+    Document(Path),
+}
+
+impl Field {
+    /// The value of the field in a stored row.
+    fn value<'a>(&self, key: &'a RowKey, document: &'a Value) -> Option<Val<'a>> {
+        match self {
+            Field::DeviceId => Some(Val::Str(key.device_id())),
+            Field::ChildId => key.child_id().map(Val::Str),
+            Field::Document(path) => resolve(path, document).map(Val::of_json),
         }
     }
 }
@@ -189,6 +261,19 @@ impl JsonTypes {
         self.0 & other.0 == other.0
     }
 
+    fn of_val(v: Val<'_>) -> JsonTypes {
+        match v {
+            Val::Null => JsonTypes::NULL,
+            Val::Bool(_) => JsonTypes::BOOL,
+            Val::Num(_) => JsonTypes::NUMBER,
+            Val::Str(_) => JsonTypes::STRING,
+            Val::Array => JsonTypes::ARRAY,
+            Val::Object => JsonTypes::OBJECT,
+            // Not a value: in no set.
+            Val::Undefined => JsonTypes(0),
+        }
+    }
+
     /// The kind of a JSON value.
     pub fn of(v: &Value) -> JsonTypes {
         match v {
@@ -213,9 +298,10 @@ pub enum TextTest {
     Contains,
 }
 
-/// A two-valued condition over a stored document, made to be rendered as SQL.
+/// A two-valued condition over a stored row (its key columns and its document), made to be
+/// rendered as SQL.
 ///
-/// Every atom is false where the path is missing, so no atom is ever SQL `NULL` and `NOT`
+/// Every atom is false where the field is missing, so no atom is ever SQL `NULL` and `NOT`
 /// means what it says.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Filter {
@@ -229,27 +315,27 @@ pub enum Filter {
     Or(Vec<Filter>),
     /// Not this.
     Not(Box<Filter>),
-    /// The value at `path` is of the kind of `value` and compares to it by `op` (numbers
+    /// The field's value is of the kind of `value` and compares to it by `op` (numbers
     /// numerically, strings by code point).
     Compare {
-        /// Where in the document.
-        path: Path,
+        /// Where.
+        field: Field,
         /// How it compares.
         op: CompareOp,
         /// With what.
         value: Scalar,
     },
-    /// The value at `path` exists and is of one of these kinds.
+    /// The field has a value of one of these kinds.
     HasType {
-        /// Where in the document.
-        path: Path,
+        /// Where.
+        field: Field,
         /// The kinds.
         types: JsonTypes,
     },
-    /// The value at `path` is a string that passes the test with `needle`.
+    /// The field's value is a string that passes the test with `needle`.
     Text {
-        /// Where in the document.
-        path: Path,
+        /// Where.
+        field: Field,
         /// The test.
         test: TextTest,
         /// The other string.
@@ -258,16 +344,17 @@ pub enum Filter {
 }
 
 impl Filter {
-    /// Whether `document` passes: the filter's meaning, which its SQL renderings compute.
-    pub fn matches(&self, document: &Value) -> bool {
+    /// Whether a stored row passes: the filter's meaning, which its SQL renderings compute.
+    /// `key` stands for the key columns, `document` for the document column.
+    pub fn matches(&self, key: &RowKey, document: &Value) -> bool {
         match self {
             Filter::True => true,
             Filter::False => false,
-            Filter::And(fs) => fs.iter().all(|f| f.matches(document)),
-            Filter::Or(fs) => fs.iter().any(|f| f.matches(document)),
-            Filter::Not(f) => !f.matches(document),
-            Filter::Compare { path, op, value } => {
-                let Some(v) = resolve(path, document) else {
+            Filter::And(fs) => fs.iter().all(|f| f.matches(key, document)),
+            Filter::Or(fs) => fs.iter().any(|f| f.matches(key, document)),
+            Filter::Not(f) => !f.matches(key, document),
+            Filter::Compare { field, op, value } => {
+                let Some(v) = field.value(key, document) else {
                     return false;
                 };
                 let c = match value {
@@ -276,13 +363,17 @@ impl Filter {
                     Scalar::Real(f) => Val::Num(Num::Float(*f)),
                     Scalar::Text(s) => Val::Str(s),
                 };
-                Val::of_json(v).compare(c).is_some_and(|o| op.holds(o))
+                v.compare(c).is_some_and(|o| op.holds(o))
             }
-            Filter::HasType { path, types } => {
-                resolve(path, document).is_some_and(|v| types.contains(JsonTypes::of(v)))
-            }
-            Filter::Text { path, test, needle } => match resolve(path, document) {
-                Some(Value::String(s)) => match test {
+            Filter::HasType { field, types } => field
+                .value(key, document)
+                .is_some_and(|v| types.contains(JsonTypes::of_val(v))),
+            Filter::Text {
+                field,
+                test,
+                needle,
+            } => match field.value(key, document) {
+                Some(Val::Str(s)) => match test {
                     TextTest::StartsWith => s.starts_with(needle.as_str()),
                     TextTest::EndsWith => s.ends_with(needle.as_str()),
                     TextTest::Contains => s.contains(needle.as_str()),
@@ -360,9 +451,9 @@ impl PreFilter {
         self.collection
     }
 
-    /// Whether the document passes (see [`Filter::matches`]).
-    pub fn matches(&self, document: &Value) -> bool {
-        self.filter.matches(document)
+    /// Whether a stored row passes (see [`Filter::matches`]).
+    pub fn matches(&self, key: &RowKey, document: &Value) -> bool {
+        self.filter.matches(key, document)
     }
 
     /// Whether the filter passes every row (nothing could be pushed down).
@@ -427,27 +518,38 @@ fn text_ok(s: &str, dialect: Dialect) -> bool {
 }
 
 impl Translator<'_> {
-    /// Whether the filter may read `path`: it is in the document (or in a key column) and
-    /// the dialect can address it exactly.
-    fn stored(&self, path: &Path) -> bool {
-        if crate::sql::key_column(self.table, self.collection, path).is_some() {
-            return true;
-        }
-        let Some(top) = path.top_level() else {
-            return false;
+    /// Where the filter can read the value a row has at query path `path`: a key column,
+    /// or a document path the dialect can address exactly; `None` when nowhere.
+    fn locate(&self, path: &Path) -> Option<Field> {
+        let child = match self.collection {
+            Collection::Devices => None,
+            Collection::Modules => Some("moduleId"),
+            Collection::Jobs => Some("jobId"),
         };
+        if path.is_field("deviceId") && self.table.device_id.is_some() {
+            return Some(Field::DeviceId);
+        }
+        if child.is_some_and(|c| path.is_field(c)) && self.table.child_id.is_some() {
+            return Some(Field::ChildId);
+        }
+        let top = path.top_level()?;
         let live = matches!(self.collection, Collection::Devices | Collection::Modules)
             && LIVE_FIELDS.contains(&top);
         if live || self.table.computed_fields.contains(&top) {
-            return false;
+            return None;
         }
-        path.segments().iter().all(|seg| match (self.dialect, seg) {
-            // SQLite's path syntax quotes a key with `"` and stops at NUL.
-            (Dialect::Sqlite, Segment::Key(k)) => !k.contains(['"', '\0']),
-            (Dialect::Sqlite, Segment::Index(_)) => true,
-            (Dialect::Postgres, Segment::Key(k)) => !reads_as_index(k) && !k.contains('\0'),
-            (Dialect::Postgres, Segment::Index(_)) => false,
-        })
+        let doc_path = self.table.layout.document_path(path)?;
+        let addressable = doc_path
+            .segments()
+            .iter()
+            .all(|seg| match (self.dialect, seg) {
+                // SQLite's path syntax quotes a key with `"` and stops at NUL.
+                (Dialect::Sqlite, Segment::Key(k)) => !k.contains(['"', '\0']),
+                (Dialect::Sqlite, Segment::Index(_)) => true,
+                (Dialect::Postgres, Segment::Key(k)) => !reads_as_index(k) && !k.contains('\0'),
+                (Dialect::Postgres, Segment::Index(_)) => false,
+            });
+        addressable.then_some(Field::Document(doc_path))
     }
 
     /// A filter passing every row where `e` is `true`.
@@ -508,10 +610,10 @@ impl Translator<'_> {
                 let Expr::Path(p) = &**value else {
                     return unknown;
                 };
-                if !self.stored(p) {
+                let Some(field) = self.locate(p) else {
                     return unknown;
-                }
-                let (t, f) = self.membership(p, list);
+                };
+                let (t, f) = self.membership(&field, list);
                 if *negated { (f, t) } else { (t, f) }
             }
             Expr::Call { function, args } => self.call(*function, args),
@@ -521,11 +623,11 @@ impl Translator<'_> {
 
     /// `path op c`, with `c` on the right.
     fn compare(&self, path: &Path, op: CompareOp, c: &Constant) -> (Filter, Filter) {
-        if !self.stored(path) {
+        let Some(field) = self.locate(path) else {
             return (Filter::True, Filter::True);
-        }
+        };
         let atom = |op: CompareOp, value: Scalar| Filter::Compare {
-            path: path.clone(),
+            field: field.clone(),
             op,
             value,
         };
@@ -533,7 +635,7 @@ impl Translator<'_> {
             // null compares only with null, and equal to it.
             Constant::Null => {
                 let null = Filter::HasType {
-                    path: path.clone(),
+                    field: field.clone(),
                     types: JsonTypes::NULL,
                 };
                 match op {
@@ -551,19 +653,19 @@ impl Translator<'_> {
     }
 
     /// `path IN list`: (where true, where false).
-    fn membership(&self, path: &Path, list: &[Constant]) -> (Filter, Filter) {
+    fn membership(&self, field: &Field, list: &[Constant]) -> (Filter, Filter) {
         let mut equal = Vec::new();
         let mut all_exact = true;
         for c in list {
             match c {
                 Constant::Null => equal.push(Filter::HasType {
-                    path: path.clone(),
+                    field: field.clone(),
                     types: JsonTypes::NULL,
                 }),
                 Constant::Undefined | Constant::Array(_) => {}
                 c => match scalar_of(c, self.dialect) {
                     Some(value) => equal.push(Filter::Compare {
-                        path: path.clone(),
+                        field: field.clone(),
                         op: CompareOp::Eq,
                         value,
                     }),
@@ -581,7 +683,7 @@ impl Translator<'_> {
         };
         let f = Filter::and(vec![
             Filter::HasType {
-                path: path.clone(),
+                field: field.clone(),
                 types: JsonTypes::PRIMITIVE,
             },
             Filter::not(any_equal),
@@ -604,13 +706,13 @@ impl Translator<'_> {
         };
         if let Some(types) = types {
             return match args {
-                [Expr::Path(p)] if self.stored(p) => {
-                    let has = Filter::HasType {
-                        path: p.clone(),
-                        types,
-                    };
-                    (has.clone(), Filter::not(has))
-                }
+                [Expr::Path(p)] => match self.locate(p) {
+                    Some(field) => {
+                        let has = Filter::HasType { field, types };
+                        (has.clone(), Filter::not(has))
+                    }
+                    None => unknown,
+                },
                 _ => unknown,
             };
         }
@@ -619,25 +721,28 @@ impl Translator<'_> {
             Function::EndsWith => TextTest::EndsWith,
             _ => TextTest::Contains,
         };
-        match args {
-            [Expr::Path(p), Expr::Constant(c)] if self.stored(p) => match c {
-                Constant::String(s) if text_ok(s, self.dialect) => {
-                    let hit = Filter::Text {
-                        path: p.clone(),
-                        test,
-                        needle: s.clone(),
-                    };
-                    let string = Filter::HasType {
-                        path: p.clone(),
-                        types: JsonTypes::STRING,
-                    };
-                    (hit.clone(), Filter::and(vec![string, Filter::not(hit)]))
-                }
-                Constant::String(_) => unknown,
-                // A non-string argument: the call is never defined.
-                _ => (Filter::False, Filter::False),
-            },
-            _ => unknown,
+        let [Expr::Path(p), Expr::Constant(c)] = args else {
+            return unknown;
+        };
+        let Some(field) = self.locate(p) else {
+            return unknown;
+        };
+        match c {
+            Constant::String(s) if text_ok(s, self.dialect) => {
+                let hit = Filter::Text {
+                    field: field.clone(),
+                    test,
+                    needle: s.clone(),
+                };
+                let string = Filter::HasType {
+                    field: field.clone(),
+                    types: JsonTypes::STRING,
+                };
+                (hit.clone(), Filter::and(vec![string, Filter::not(hit)]))
+            }
+            Constant::String(_) => unknown,
+            // A non-string argument: the call is never defined.
+            _ => (Filter::False, Filter::False),
         }
     }
 }

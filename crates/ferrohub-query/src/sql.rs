@@ -15,7 +15,9 @@
 use std::fmt::Write as _;
 
 use crate::ast::{Collection, Path, Segment};
-use crate::pushdown::{CompareOp, Dialect, Filter, JsonTypes, PreFilter, Scalar, Table, TextTest};
+use crate::pushdown::{
+    CompareOp, Dialect, Field, Filter, JsonTypes, PreFilter, Scalar, Table, TextTest,
+};
 
 /// A rendered SQL condition: text with numbered placeholders (`?N` for SQLite, `$N` with a
 /// cast for PostgreSQL) and the values to bind to them, in placeholder order.
@@ -41,27 +43,6 @@ pub enum SqlParam {
     Bool(bool),
     /// A text array (PostgreSQL's paths for `#>`).
     TextArray(Vec<String>),
-}
-
-/// The key column holding the value at `path`, if the table has one for it.
-pub(crate) fn key_column<'a>(
-    table: &Table<'a>,
-    collection: Collection,
-    path: &Path,
-) -> Option<&'a str> {
-    if path.is_field("deviceId") {
-        return table.device_id;
-    }
-    let child = match collection {
-        Collection::Devices => return None,
-        Collection::Modules => "moduleId",
-        Collection::Jobs => "jobId",
-    };
-    if path.is_field(child) {
-        table.child_id
-    } else {
-        None
-    }
 }
 
 /// Quotes an SQL identifier.
@@ -131,6 +112,28 @@ impl<'a> Renderer<'a> {
         }
     }
 
+    /// Where `field` is: a key column (quoted), or else a path in the document. A key field
+    /// of a table without that column is read from the document, where the REST layout
+    /// has it.
+    fn column(&self, field: &Field) -> Result<String, Path> {
+        let (column, name) = match field {
+            Field::Document(path) => return Err(path.clone()),
+            Field::DeviceId => (self.table.device_id, "deviceId"),
+            Field::ChildId => (
+                self.table.child_id,
+                if self.collection == Collection::Jobs {
+                    "jobId"
+                } else {
+                    "moduleId"
+                },
+            ),
+        };
+        match column {
+            Some(c) => Ok(ident(c)),
+            None => Err(Path::keys(&[name]).unwrap_or_else(|| unreachable!("one key"))),
+        }
+    }
+
     /// The bound path, for the document column.
     fn path_param(&mut self, path: &Path) -> String {
         let p = match self.dialect {
@@ -171,11 +174,13 @@ impl<'a> Renderer<'a> {
         }
     }
 
-    /// The string at `path` as SQL text (meaningful when it is a string).
-    fn text_value(&mut self, path: &Path) -> String {
-        if let Some(col) = key_column(self.table, self.collection, path) {
-            return ident(col);
-        }
+    /// The string at `field` as SQL text (meaningful when it is a string).
+    fn text_value(&mut self, field: &Field) -> String {
+        let path = match self.column(field) {
+            Ok(col) => return col,
+            Err(path) => path,
+        };
+        let path = &path;
         let doc = ident(self.table.document);
         let p = self.path_param(path);
         match self.dialect {
@@ -184,13 +189,17 @@ impl<'a> Renderer<'a> {
         }
     }
 
-    /// A test that the value at `path` is of one of `types` (false when missing).
-    fn kind_test(&mut self, path: &Path, types: JsonTypes) -> String {
-        if key_column(self.table, self.collection, path).is_some() {
-            return self
-                .literal_bool(types.contains(JsonTypes::STRING))
-                .to_owned();
-        }
+    /// A test that the value at `field` is of one of `types` (false when missing).
+    fn kind_test(&mut self, field: &Field, types: JsonTypes) -> String {
+        let path = match self.column(field) {
+            Ok(_) => {
+                return self
+                    .literal_bool(types.contains(JsonTypes::STRING))
+                    .to_owned();
+            }
+            Err(path) => path,
+        };
+        let path = &path;
         let doc = ident(self.table.document);
         let p = self.path_param(path);
         if types == JsonTypes::ANY {
@@ -261,39 +270,47 @@ impl<'a> Renderer<'a> {
                 self.filter(inner);
                 self.out.push(')');
             }
-            Filter::HasType { path, types } => {
-                let s = self.kind_test(path, *types);
+            Filter::HasType { field, types } => {
+                let s = self.kind_test(field, *types);
                 self.out.push_str(&s);
             }
-            Filter::Compare { path, op, value } => {
-                let s = self.compare(path, *op, value);
+            Filter::Compare { field, op, value } => {
+                let s = self.compare(field, *op, value);
                 self.out.push_str(&s);
             }
-            Filter::Text { path, test, needle } => {
-                let s = self.text_test(path, *test, needle);
+            Filter::Text {
+                field,
+                test,
+                needle,
+            } => {
+                let s = self.text_test(field, *test, needle);
                 self.out.push_str(&s);
             }
         }
     }
 
-    fn compare(&mut self, path: &Path, op: CompareOp, value: &Scalar) -> String {
+    fn compare(&mut self, field: &Field, op: CompareOp, value: &Scalar) -> String {
         let collate = match self.dialect {
             Dialect::Sqlite => "",
             Dialect::Postgres => " COLLATE \"C\"",
         };
-        if let Some(col) = key_column(self.table, self.collection, path) {
-            let Scalar::Text(s) = value else {
-                return self.literal_bool(false).to_owned();
-            };
-            let p = self.bind(SqlParam::Text(s.clone()));
-            return format!("({}{collate} {} {p})", ident(col), op.sql());
-        }
+        let path = match self.column(field) {
+            Ok(col) => {
+                let Scalar::Text(s) = value else {
+                    return self.literal_bool(false).to_owned();
+                };
+                let p = self.bind(SqlParam::Text(s.clone()));
+                return format!("({col}{collate} {} {p})", op.sql());
+            }
+            Err(path) => path,
+        };
+        let path = &path;
         let kind = match value {
             Scalar::Bool(_) => JsonTypes::BOOL,
             Scalar::Integer(_) | Scalar::Real(_) => JsonTypes::NUMBER,
             Scalar::Text(_) => JsonTypes::STRING,
         };
-        let guard = self.kind_test(path, kind);
+        let guard = self.kind_test(field, kind);
         let param = |v: &Scalar| match v {
             Scalar::Bool(b) => SqlParam::Bool(*b),
             Scalar::Integer(i) => SqlParam::Integer(*i),
@@ -307,7 +324,7 @@ impl<'a> Renderer<'a> {
                 format!("{lhs} {} {rhs}", op.sql())
             }
             (Dialect::Postgres, Scalar::Text(s)) => {
-                let lhs = self.text_value(path);
+                let lhs = self.text_value(field);
                 let rhs = self.bind(SqlParam::Text(s.clone()));
                 format!("{lhs}{collate} {} {rhs}", op.sql())
             }
@@ -329,13 +346,13 @@ impl<'a> Renderer<'a> {
         }
     }
 
-    fn text_test(&mut self, path: &Path, test: TextTest, needle: &str) -> String {
-        let guard = self.kind_test(path, JsonTypes::STRING);
+    fn text_test(&mut self, field: &Field, test: TextTest, needle: &str) -> String {
+        let guard = self.kind_test(field, JsonTypes::STRING);
         if needle.is_empty() {
             // Every string starts with, ends with and contains "".
             return guard;
         }
-        let s = self.text_value(path);
+        let s = self.text_value(field);
         let a = self.bind(SqlParam::Text(needle.to_owned()));
         let t = match (self.dialect, test) {
             // SQLite works on the bytes: its `length` and negative `substr` of text stop at

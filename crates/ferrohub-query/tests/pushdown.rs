@@ -11,8 +11,8 @@ use std::collections::BTreeSet;
 
 use common::arb;
 use ferrohub_query::{
-    Collection, CompareOp, Condition, Dialect, Expr, Filter, JsonTypes, LIVE_FIELDS, Query, RowKey,
-    Scalar, SqlParam, Table,
+    Collection, CompareOp, Condition, Dialect, Expr, Field, Filter, JsonTypes, LIVE_FIELDS, Layout,
+    Query, RowKey, Scalar, SqlParam, Table,
 };
 use proptest::prelude::*;
 use rusqlite::Connection;
@@ -20,6 +20,7 @@ use serde_json::{Value, json};
 
 const KEYED: Table<'static> = Table {
     document: "doc",
+    layout: Layout::Rest,
     device_id: Some("device_id"),
     child_id: None,
     computed_fields: &[],
@@ -28,6 +29,7 @@ const KEYED: Table<'static> = Table {
 /// `status` is computed at read time in this table: the documents lack it.
 const COMPUTED: Table<'static> = Table {
     document: "doc",
+    layout: Layout::Rest,
     device_id: None,
     child_id: None,
     computed_fields: &["status"],
@@ -35,10 +37,22 @@ const COMPUTED: Table<'static> = Table {
 
 const PLAIN: Table<'static> = Table {
     document: "doc",
+    layout: Layout::Rest,
     device_id: None,
     child_id: None,
     computed_fields: &[],
 };
+
+/// Twins in `ferrohub-twin`'s stored form, device ids in their column.
+const TWIN: Table<'static> = Table {
+    document: "doc",
+    layout: Layout::StoredTwin,
+    device_id: Some("device_id"),
+    child_id: None,
+    computed_fields: &[],
+};
+
+const TABLES: [Table<'static>; 4] = [PLAIN, KEYED, COMPUTED, TWIN];
 
 fn bind(params: &[SqlParam]) -> Vec<Box<dyn rusqlite::ToSql>> {
     params
@@ -55,8 +69,28 @@ fn bind(params: &[SqlParam]) -> Vec<Box<dyn rusqlite::ToSql>> {
         .collect()
 }
 
-/// The document a store keeps for `row` under `table`: no live fields, no computed ones.
+/// The document a store keeps for `row` under `table`: for the REST layout, the row less
+/// the live and computed fields; for the stored-twin layout, `ferrohub-twin`'s stored form
+/// (the ETag counter, tags, the sections without `$metadata`, the metadata apart).
 fn stored(row: &Value, table: &Table<'_>) -> Value {
+    if table.layout == Layout::StoredTwin {
+        let section = |name: &str| {
+            let mut values = row["properties"][name]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            let metadata = values.remove("$metadata").unwrap_or_else(|| json!({}));
+            (Value::Object(values), metadata)
+        };
+        let (desired, desired_meta) = section("desired");
+        let (reported, reported_meta) = section("reported");
+        return json!({
+            "etag": 1,
+            "tags": row.get("tags").cloned().unwrap_or_else(|| json!({})),
+            "properties": {"desired": desired, "reported": reported},
+            "metadata": {"desired": desired_meta, "reported": reported_meta},
+        });
+    }
     let mut doc = row.clone();
     if let Value::Object(m) = &mut doc {
         for f in LIVE_FIELDS.iter().chain(table.computed_fields) {
@@ -116,9 +150,13 @@ proptest! {
         row["deviceId"] = json!("ab");
         if q.matches(&row) {
             for dialect in [Dialect::Sqlite, Dialect::Postgres] {
-                for table in [PLAIN, KEYED, COMPUTED] {
+                for table in TABLES {
                     let pre = q.pre_filter(dialect, &table);
-                    prop_assert!(pre.matches(&stored(&row, &table)), "{} {:?}: {:?} on {}", q, dialect, pre.filter(), row);
+                    let key = RowKey::device("ab");
+                    prop_assert!(
+                        pre.matches(&key, &stored(&row, &table)),
+                        "{} {:?} {:?}: {:?} on {}", q, dialect, table.layout, pre.filter(), row
+                    );
                 }
             }
         }
@@ -132,13 +170,14 @@ proptest! {
     fn sqlite_selects_a_superset(docs in proptest::collection::vec(arb::document(), 1..12), cond in arb::doc_condition()) {
         let q = query_of(cond);
         let rows = rows(docs);
-        for table in [PLAIN, KEYED, COMPUTED] {
+        for table in TABLES {
             let sql = sqlite_selects(&rows, &q, &table);
             let pre = q.pre_filter(Dialect::Sqlite, &table);
-            for (i, (_, row)) in rows.iter().enumerate() {
+            for (i, (id, row)) in rows.iter().enumerate() {
                 let doc = stored(row, &table);
                 // The rendering computes exactly the filter…
-                prop_assert_eq!(sql.contains(&i), pre.matches(&doc), "{} on {}: {:?}", q, doc, pre.filter());
+                let key = RowKey::device(id.clone());
+                prop_assert_eq!(sql.contains(&i), pre.matches(&key, &doc), "{} on {}: {:?}", q, doc, pre.filter());
                 // …which passes every row the evaluator selects.
                 if q.matches(row) {
                     prop_assert!(sql.contains(&i), "{} selects {} but SQL does not", q, row);
@@ -156,7 +195,7 @@ fn live_and_computed_fields_are_never_pushed_down() {
     assert_eq!(
         plain.filter(),
         &Filter::Compare {
-            path: ferrohub_query::Path::keys(&["status"]).expect("path"),
+            field: Field::Document(ferrohub_query::Path::keys(&["status"]).expect("path")),
             op: CompareOp::Eq,
             value: Scalar::Text("enabled".into())
         }
@@ -315,7 +354,7 @@ fn what_is_not_pushed_down() {
     assert_eq!(
         q.pre_filter(Dialect::Sqlite, &PLAIN).filter(),
         &Filter::HasType {
-            path: ferrohub_query::Path::keys(&["tags", "a"]).expect("path"),
+            field: Field::Document(ferrohub_query::Path::keys(&["tags", "a"]).expect("path")),
             types: JsonTypes::NULL
         }
     );
@@ -403,6 +442,7 @@ fn sql_after_pages_in_key_order() {
     .expect("rows");
     let table = Table {
         document: "doc",
+        layout: Layout::Rest,
         device_id: Some("device_id"),
         child_id: Some("module_id"),
         computed_fields: &[],
@@ -435,4 +475,47 @@ fn sql_after_pages_in_key_order() {
         .sql_after(Dialect::Postgres, &KEYED, 4)
         .expect("column");
     assert_eq!(pg.sql, "(\"device_id\" COLLATE \"C\" > $4::text)");
+}
+
+#[test]
+fn stored_twin_layout() {
+    let q = Query::parse(
+        "SELECT * FROM devices WHERE properties.reported.$metadata.fw.$lastUpdated > '2024' AND tags.a = 1 AND etag = 'AAAAAAAAAAE=' AND version > 1 AND status = 'enabled' AND deviceId = 'd'",
+    )
+    .expect("parses");
+    let f = q.sql_filter(Dialect::Sqlite, &TWIN, 1);
+    let paths: Vec<&SqlParam> = f
+        .params
+        .iter()
+        .filter(|p| matches!(p, SqlParam::Text(t) if t.starts_with('$')))
+        .collect();
+    assert_eq!(
+        paths,
+        [
+            &SqlParam::Text("$.\"metadata\".\"reported\".\"fw\".\"$lastUpdated\"".into()),
+            &SqlParam::Text("$.\"metadata\".\"reported\".\"fw\".\"$lastUpdated\"".into()),
+            &SqlParam::Text("$.\"tags\".\"a\"".into()),
+            &SqlParam::Text("$.\"tags\".\"a\"".into()),
+        ],
+        "{}",
+        f.sql
+    );
+    assert!(f.sql.contains("\"device_id\" = ?"), "{}", f.sql);
+    // The stored `metadata` and `etag` are not the REST twin's: never read.
+    for cond in [
+        "IS_DEFINED(metadata)",
+        "NOT IS_DEFINED(metadata)",
+        "etag = 1",
+        "version = 2",
+        "properties.desired.$version = 1",
+    ] {
+        let q = Query::parse(&format!("SELECT * FROM devices WHERE {cond}")).expect("parses");
+        let pre = q.pre_filter(Dialect::Sqlite, &TWIN);
+        assert_eq!(
+            pre.is_everything(),
+            !cond.starts_with("properties"),
+            "{cond}: {:?}",
+            pre.filter()
+        );
+    }
 }

@@ -353,6 +353,16 @@ pub fn doc_path() -> impl Strategy<Value = Path> {
             s.extend(rest);
             s
         }),
+        (key(), proptest::collection::vec(key(), 0..2)).prop_map(|(k, rest)| {
+            let mut s = vec![
+                Segment::Key("properties".into()),
+                Segment::Key("reported".into()),
+                Segment::Key("$metadata".into()),
+                k,
+            ];
+            s.extend(rest);
+            s
+        }),
         proptest::sample::select(
             &[
                 "deviceId",
@@ -360,7 +370,9 @@ pub fn doc_path() -> impl Strategy<Value = Path> {
                 "connectionState",
                 "version",
                 "tags",
-                "properties"
+                "properties",
+                "metadata",
+                "etag"
             ][..]
         )
         .prop_map(|k| vec![Segment::Key(k.to_owned())]),
