@@ -59,23 +59,22 @@
 //! )?;
 //!
 //! // What the store's SQL may pre-filter on (never the live connectionState), with the
-//! // values bound as parameters ?1, ?2, …
+//! // values bound as parameters ?1, ?2, …, never spliced into the text.
 //! let table = Table { device_id: Some("device_id"), ..Table::new("doc") };
 //! let filter = query.sql_filter(Dialect::Sqlite, &table, 1);
-//! assert!(!filter.sql.contains("connectionState"));
+//! assert!(!filter.sql.contains("connectionState") && !filter.sql.contains("'A'"));
 //!
-//! // The page: a continuation from the previous response, if any.
+//! // The first page (no continuation token in the request). The store runs
+//! // `SELECT device_id, doc FROM devices WHERE <filter.sql> ORDER BY device_id`, adds the live
+//! // fields to each document, and pushes rows until the pager says stop.
 //! let mut pager = query.pager(2, None)?;
-//! // The store reads `SELECT device_id, doc FROM devices WHERE <filter.sql>
-//! // [AND <pager.resume_after().sql_after(…)>] ORDER BY device_id`, adds the live fields to
-//! // each document, and pushes rows until told to stop.
 //! let rows = [
 //!     ("d1", json!({"deviceId": "d1", "tags": {"building": "A", "floor": 1}, "connectionState": "Connected"})),
 //!     ("d2", json!({"deviceId": "d2", "tags": {"building": "B", "floor": 2}, "connectionState": "Connected"})),
 //!     ("d3", json!({"deviceId": "d3", "tags": {"building": "A", "floor": 3}, "connectionState": "Connected"})),
 //!     ("d4", json!({"deviceId": "d4", "tags": {"building": "A", "floor": 4}, "connectionState": "Connected"})),
 //! ];
-//! for (id, row) in rows {
+//! for (id, row) in rows.clone() {
 //!     if pager.push(RowKey::device(id), row) == Flow::Stop {
 //!         break;
 //!     }
@@ -84,17 +83,37 @@
 //! assert_eq!(page.item_type.as_str(), "raw");
 //! assert_eq!(page.rows, vec![json!({"deviceId": "d1", "floor": 1}), json!({"deviceId": "d3", "floor": 3})]);
 //!
-//! // d4 also matched, so there is a next page; it starts after d3.
+//! // d4 also matched, so there is a next page: the response carries a token, and the next
+//! // request brings it back with the same query. The store reads from after d3.
 //! let token = page.continuation.expect("a next page");
-//! let next = query.pager(2, Some(&token))?;
-//! assert_eq!(next.resume_after(), Some(&RowKey::device("d3")));
+//! let mut pager = query.pager(2, Some(&token))?;
+//! let after = pager.resume_after().expect("row queries resume after a key");
+//! let range = after
+//!     .sql_after(Dialect::Sqlite, &table, 1 + filter.params.len())
+//!     .expect("the table has a device_id column");
+//! let sql = format!(
+//!     "SELECT device_id, doc FROM devices WHERE {} AND {} ORDER BY device_id",
+//!     filter.sql, range.sql
+//! );
+//! # let _ = sql;
+//! for (id, row) in rows.into_iter().skip(3) {
+//!     if pager.push(RowKey::device(id), row) == Flow::Stop {
+//!         break;
+//!     }
+//! }
+//! let last = pager.finish();
+//! assert_eq!(last.rows, vec![json!({"deviceId": "d4", "floor": 4})]);
+//! assert_eq!(last.continuation, None, "the last page has no token");
 //! # Ok(())
 //! # }
 //! ```
 //!
 //! A store that can look rows up by key should check [`Query::key_lookup`] first
-//! (`deviceId = 'x'`, `deviceId IN [...]`). Aggregating queries read every row for every
-//! page; their continuation counts result rows.
+//! (`deviceId = 'x'`, `deviceId IN [...]`) and read just those ids, still in key order and
+//! after the resume key. A store keeping twins in `ferrohub-twin`'s stored form says so with
+//! [`Layout::StoredTwin`]. Aggregating queries read every row for every page; their
+//! continuation counts result rows. A job runs its `queryCondition` as
+//! [`Query::select_all`]`(Collection::Devices, Condition::parse(text)?)`.
 
 mod aggregate;
 mod ast;
