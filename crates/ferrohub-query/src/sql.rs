@@ -387,8 +387,9 @@ impl<'a> Renderer<'a> {
 }
 
 impl PreFilter {
-    /// Renders the filter as SQL for `table`, numbering placeholders from `first_param`
-    /// (at least 1), so that it can be combined with a store's own placeholders.
+    /// Renders the filter as SQL for `table` (the one it was made for), numbering
+    /// placeholders from `first_param` (at least 1), so that it can be combined with a
+    /// store's own placeholders.
     pub fn to_sql(&self, table: &Table<'_>, first_param: usize) -> SqlFilter {
         let mut r = Renderer::new(self.dialect, table, self.collection, first_param);
         r.filter(&self.filter);

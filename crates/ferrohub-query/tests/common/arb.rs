@@ -243,8 +243,8 @@ pub fn query() -> impl Strategy<Value = Query> {
 // ---- documents and conditions over them, for push-down
 
 /// Member names in documents and in conditions (one holds `"` and one NUL, which SQLite
-/// paths cannot express, one reads as an array index to PostgreSQL).
-pub const KEYS: &[&str] = &["a", "b", "0", "my key", "x\"y", "k\u{0}"];
+/// paths cannot express, one reads as an array index to PostgreSQL, one holds path syntax).
+pub const KEYS: &[&str] = &["a", "b", "0", "my key", "x\"y", "k\u{0}", "a.b[0]'$", "é"];
 
 /// Strings in documents and in conditions, chosen to collide with each other.
 pub const STRINGS: &[&str] = &[
