@@ -403,13 +403,12 @@ impl<'t> Parser<'t> {
     fn alias(&mut self, value: RawProjection, at: usize) -> PResult<RawItem> {
         let mut alias = None;
         if self.eat_word("AS") {
-            match self.bump() {
-                Tok::Word(a) => alias = Some(a),
-                _ => {
-                    self.pos -= 1;
-                    return Err(self.expected("a name after AS"));
-                }
-            }
+            let a = match self.peek() {
+                Tok::Word(a) if !names::is_reserved(a) => a.clone(),
+                _ => return Err(self.expected("a name after AS")),
+            };
+            self.bump();
+            alias = Some(a);
         }
         Ok(RawItem { value, alias, at })
     }
@@ -484,31 +483,29 @@ impl<'t> Parser<'t> {
             match self.peek() {
                 Tok::Dot => {
                     self.bump();
-                    match self.bump() {
-                        Tok::Word(w) => segments.push(Segment::Key(w)),
-                        _ => {
-                            self.pos -= 1;
-                            return Err(self.expected("a property name after '.'"));
-                        }
-                    }
+                    let Tok::Word(w) = self.peek().clone() else {
+                        return Err(self.expected("a property name after '.'"));
+                    };
+                    self.bump();
+                    segments.push(Segment::Key(w));
                 }
                 Tok::LBracket => {
                     self.bump();
-                    match self.bump() {
-                        Tok::Str(s) => segments.push(Segment::Key(s)),
-                        Tok::Num(n) if n.as_u64().and_then(|n| u32::try_from(n).ok()).is_some() => {
-                            let i = n
-                                .as_u64()
-                                .and_then(|n| u32::try_from(n).ok())
-                                .unwrap_or_default();
-                            segments.push(Segment::Index(i));
-                        }
+                    let segment = match self.peek() {
+                        Tok::Str(s) => Segment::Key(s.clone()),
+                        Tok::Num(n) => match n.as_u64().and_then(|n| u32::try_from(n).ok()) {
+                            Some(i) => Segment::Index(i),
+                            None => {
+                                return Err(self.expected("an array index from 0 to 4294967295"));
+                            }
+                        },
                         _ => {
-                            self.pos -= 1;
                             return Err(self
                                 .expected("a quoted property name or an array index in brackets"));
                         }
-                    }
+                    };
+                    self.bump();
+                    segments.push(segment);
                     self.expect(&Tok::RBracket, "']'")?;
                 }
                 _ => break,

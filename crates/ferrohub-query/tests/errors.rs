@@ -227,6 +227,24 @@ fn syntax_errors_say_what_was_expected() {
     assert!(matches!(kind, ParseErrorKind::Expected { ref expected, .. } if expected == "')'"));
     let (kind, ..) = refuse("SELECT * FROM devices WHERE tags. = 1");
     assert!(matches!(kind, ParseErrorKind::Expected { .. }));
+    let (kind, location, _) = refuse("SELECT deviceId AS FROM devices");
+    assert!(
+        matches!(kind, ParseErrorKind::Expected { ref expected, .. } if expected == "a name after AS"),
+        "{kind:?}"
+    );
+    assert_eq!(location, at(1, 20));
+    let (kind, location, _) = refuse("SELECT deviceId AS");
+    assert!(
+        matches!(kind, ParseErrorKind::Expected { ref found, .. } if found == "the end of the query"),
+        "{kind:?}"
+    );
+    assert_eq!(location, at(1, 19));
+    let (_, location, _) = refuse("SELECT * FROM devices WHERE tags.");
+    assert_eq!(location, at(1, 34));
+    let (kind, ..) = refuse("SELECT * FROM devices WHERE tags[1.5] = 1");
+    assert!(matches!(kind, ParseErrorKind::Expected { .. }));
+    let (kind, ..) = refuse("SELECT * FROM devices WHERE tags[-1] = 1");
+    assert!(matches!(kind, ParseErrorKind::Expected { .. }));
     let (kind, ..) = refuse("SELECT * FROM devices;");
     assert_eq!(kind, ParseErrorKind::UnexpectedCharacter(';'));
 }

@@ -159,8 +159,43 @@ pub fn expr() -> impl Strategy<Value = Expr> {
     expr_over(leaf, constant().boxed())
 }
 
+/// An alias: a word that is not a keyword.
 fn alias() -> impl Strategy<Value = Option<String>> {
-    proptest::option::of("[a-zA-Z_$][a-zA-Z0-9_$]{0,6}")
+    const RESERVED: &[&str] = &[
+        "SELECT",
+        "TOP",
+        "FROM",
+        "WHERE",
+        "GROUP",
+        "BY",
+        "AS",
+        "AND",
+        "OR",
+        "NOT",
+        "IN",
+        "NIN",
+        "TRUE",
+        "FALSE",
+        "NULL",
+        "UNDEFINED",
+        "ORDER",
+        "JOIN",
+        "HAVING",
+        "LIMIT",
+        "OFFSET",
+        "DISTINCT",
+        "VALUE",
+        "LIKE",
+        "BETWEEN",
+        "EXISTS",
+        "IS",
+        "UNION",
+    ];
+    proptest::option::of(
+        "[a-zA-Z_$][a-zA-Z0-9_$]{0,6}".prop_filter("not a keyword", |a| {
+            !RESERVED.iter().any(|r| r.eq_ignore_ascii_case(a))
+        }),
+    )
 }
 
 fn aggregate() -> impl Strategy<Value = Aggregate> {
