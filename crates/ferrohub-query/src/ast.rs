@@ -588,9 +588,9 @@ fn write_condition(out: &mut dyn fmt::Write, c: &Condition, ctx: Collection) -> 
 
 fn write_alias(out: &mut dyn fmt::Write, alias: &Option<String>) -> fmt::Result {
     match alias {
-        Some(a) if names::is_segment_word(a) => write!(out, " AS {a}"),
-        // The parser only makes word aliases; anything else is quoted so the text stays
-        // readable (it does not parse back).
+        Some(a) if names::is_identifier(a) && !names::is_reserved(a) => write!(out, " AS {a}"),
+        // The parser only makes aliases of words that are not keywords; anything else (in a
+        // tree built by hand) is quoted so the text stays readable, though it does not parse.
         Some(a) => {
             out.write_str(" AS ")?;
             write_string(out, a)
