@@ -5,9 +5,13 @@
 //! See `docs/architecture.md` (section "Cluster engines") for the schemas and streams.
 #![forbid(unsafe_code)]
 
+#[cfg(feature = "contract-suite")]
+pub mod eventlog_contract;
+pub mod jetstream;
 pub mod postgres;
 
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use jetstream::{JetStreamConfig, JetStreamLog, ReadStrategy};
 pub use postgres::{PgConfig, PgDatabase, PgError, PgQueueStore, PgRegistryStore};

@@ -131,7 +131,7 @@ impl NatsServer {
         std::fs::create_dir_all(&store).map_err(FixtureError::new)?;
         let mut conf = format!(
             "server_name: {name}\nlisten: 127.0.0.1:{port}\nhttp: 127.0.0.1:{monitor_port}\n\
-             jetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 256MB\n  max_file_store: 4GB\n}}\n",
+             max_payload: 8MB\njetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 256MB\n  max_file_store: 4GB\n}}\n",
             store.display()
         );
         if let Some((route_port, routes)) = cluster {

@@ -3,5 +3,6 @@
 //! PostgreSQL stores promise (migrations, notifications, the registry link, outages), and the
 //! event log contract against JetStream (nats-server processes started per test).
 
+mod eventlog_contract;
 mod pg_contract;
 mod pg_stores;
