@@ -4,5 +4,6 @@
 //! event log contract against JetStream (nats-server processes started per test).
 
 mod eventlog_contract;
+mod jetstream_only;
 mod pg_contract;
 mod pg_stores;
