@@ -138,13 +138,13 @@ impl std::fmt::Debug for PgDatabase {
 }
 
 impl PgDatabase {
-    /// A pool for `config` on the current tokio runtime. Opens no connection yet: a node can
-    /// start while PostgreSQL is down (its first operations then fail as unavailable).
-    ///
-    /// # Panics
-    ///
-    /// Outside a tokio runtime.
+    /// A pool for `config` on the current tokio runtime, which will run every operation.
+    /// Opens no connection yet: a node can start while PostgreSQL is down (its first
+    /// operations then fail as unavailable). Fails outside a tokio runtime.
     pub fn new(config: &PgConfig) -> Result<Self, PgError> {
+        let runtime = Handle::try_current().map_err(|_| {
+            PgError::Config("the PostgreSQL pool must be created on a tokio runtime".into())
+        })?;
         let mut pg = tokio_postgres::Config::from_str(&config.url)
             .map_err(|e| PgError::Config(e.to_string()))?;
         pg.connect_timeout(config.connect_timeout);
@@ -172,7 +172,7 @@ impl PgDatabase {
             .map_err(|e| PgError::Config(e.to_string()))?;
         Ok(PgDatabase {
             pool,
-            runtime: Handle::current(),
+            runtime,
             op_timeout: config.op_timeout,
         })
     }

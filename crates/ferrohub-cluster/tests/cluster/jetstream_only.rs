@@ -170,6 +170,130 @@ fn invalid_configurations_are_refused() {
     });
 }
 
+/// Writers appending to a log until stopped, each keeping a few appends in flight.
+struct Writers {
+    handles: Vec<tokio::task::JoinHandle<(BTreeMap<(u32, String), u64>, usize)>>,
+    acked: Arc<AtomicUsize>,
+    stop: Arc<tokio::sync::Notify>,
+}
+
+impl Writers {
+    /// `n` writers, writer `w` appending to partition `w % partitions`.
+    fn start(log: &Arc<JetStreamLog>, n: usize, partitions: u32) -> Writers {
+        let acked = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(tokio::sync::Notify::new());
+        let mut handles = Vec::new();
+        for w in 0..n {
+            let (log, acked, stop) = (log.clone(), acked.clone(), stop.clone());
+            let p = (w as u32) % partitions;
+            handles.push(tokio::spawn(async move {
+                let mut ok = BTreeMap::new();
+                let mut failed = 0usize;
+                let mut pending = FuturesUnordered::new();
+                let stopped = stop.notified();
+                tokio::pin!(stopped);
+                let mut i = 0u32;
+                loop {
+                    while pending.len() < 4 {
+                        let body = format!("w{w:02}-{i:07}");
+                        let fut = log.append(p, vec![record(&body, i64::from(i))]);
+                        pending.push(async move { (body, fut.await) });
+                        i += 1;
+                    }
+                    tokio::select! {
+                        _ = &mut stopped => break,
+                        Some((body, result)) = pending.next() => match result {
+                            Ok(pos) => {
+                                ok.insert((p, body), pos[0].sequence_number);
+                                acked.fetch_add(1, Ordering::Relaxed);
+                            }
+                            Err(_) => failed += 1,
+                        },
+                    }
+                }
+                // What is still in flight resolves one way or the other.
+                while let Some((body, result)) = pending.next().await {
+                    match result {
+                        Ok(pos) => {
+                            ok.insert((p, body), pos[0].sequence_number);
+                        }
+                        Err(_) => failed += 1,
+                    }
+                }
+                (ok, failed)
+            }));
+        }
+        Writers {
+            handles,
+            acked,
+            stop,
+        }
+    }
+
+    fn acked(&self) -> usize {
+        self.acked.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `n` appends were acknowledged in all, for at most `limit`.
+    async fn wait_for(&self, n: usize, limit: Duration) -> bool {
+        tokio::time::timeout(limit, async {
+            while self.acked() < n {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    /// Stops the writers; returns every acknowledged record ((partition, body) → sequence
+    /// number) and the number of failed appends.
+    async fn finish(self) -> (BTreeMap<(u32, String), u64>, usize) {
+        self.stop.notify_waiters();
+        let mut acknowledged = BTreeMap::new();
+        let mut failed = 0;
+        for h in self.handles {
+            let (ok, f) = h.await.expect("writer");
+            acknowledged.extend(ok);
+            failed += f;
+        }
+        (acknowledged, failed)
+    }
+}
+
+/// Reads partitions `0..partitions` whole and checks that every acknowledged record is there,
+/// once, at the sequence number its append returned.
+async fn check_acknowledged(
+    log: &JetStreamLog,
+    partitions: u32,
+    acknowledged: &BTreeMap<(u32, String), u64>,
+) {
+    let mut found = BTreeMap::new();
+    for p in 0..partitions {
+        let mut seen = HashSet::new();
+        let mut from = StartPosition::Earliest;
+        loop {
+            let batch = log.read(p, from, 1000).await.expect("read back");
+            let Some(last) = batch.last() else { break };
+            from = StartPosition::Sequence {
+                seq: last.sequence_number,
+                inclusive: false,
+            };
+            for r in batch {
+                let body = String::from_utf8(r.body).expect("utf-8 body");
+                assert!(seen.insert(body.clone()), "{body} stored twice");
+                found.insert((p, body), r.sequence_number);
+            }
+        }
+    }
+    for (key, seq) in acknowledged {
+        assert_eq!(
+            found.get(key),
+            Some(seq),
+            "acknowledged record {key:?} missing or moved"
+        );
+    }
+}
+
 /// Appends from 16 concurrent writers while the leader of partition 0's stream is killed with
 /// SIGKILL: every append that resolved `Ok` is readable afterwards, once, at the position it
 /// was given, and appends resume after the election.
@@ -185,63 +309,11 @@ fn killing_a_nats_server_loses_no_acknowledged_record() {
         config.append_timeout = Duration::from_secs(30);
         let stream = format!("{}-p0", config.prefix);
         let log = Arc::new(JetStreamLog::open(config).await.expect("open"));
-
-        let acked = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(tokio::sync::Notify::new());
-        let mut writers = Vec::new();
-        for w in 0..16 {
-            let (log, acked, stop) = (log.clone(), acked.clone(), stop.clone());
-            writers.push(tokio::spawn(async move {
-                let mut ok = BTreeMap::new();
-                let mut failed = 0usize;
-                let mut pending = FuturesUnordered::new();
-                let stopped = stop.notified();
-                tokio::pin!(stopped);
-                let mut i = 0u32;
-                loop {
-                    while pending.len() < 4 {
-                        let body = format!("w{w:02}-{i:06}");
-                        let fut = log.append(0, vec![record(&body, i64::from(i))]);
-                        pending.push(async move { (body, fut.await) });
-                        i += 1;
-                    }
-                    tokio::select! {
-                        _ = &mut stopped => break,
-                        Some((body, result)) = pending.next() => match result {
-                            Ok(p) => {
-                                ok.insert(body, p[0].sequence_number);
-                                acked.fetch_add(1, Ordering::Relaxed);
-                            }
-                            Err(_) => failed += 1,
-                        },
-                    }
-                }
-                // What is still in flight resolves one way or the other.
-                while let Some((body, result)) = pending.next().await {
-                    match result {
-                        Ok(p) => {
-                            ok.insert(body, p[0].sequence_number);
-                        }
-                        Err(_) => failed += 1,
-                    }
-                }
-                (ok, failed)
-            }));
-        }
-        let wait_for = |n: usize| {
-            let acked = acked.clone();
-            async move {
-                tokio::time::timeout(Duration::from_secs(45), async {
-                    while acked.load(Ordering::Relaxed) < n {
-                        tokio::time::sleep(Duration::from_millis(10)).await;
-                    }
-                })
-                .await
-            }
-        };
-        wait_for(500).await.expect("appends before the kill");
-
-        // Kill the server that leads partition 0's stream.
+        let writers = Writers::start(&log, 16, 1);
+        assert!(
+            writers.wait_for(500, Duration::from_secs(45)).await,
+            "appends before the kill"
+        );
         let leader = stream_leader(&cluster.urls(), &stream).await;
         let index = cluster
             .servers()
@@ -249,51 +321,84 @@ fn killing_a_nats_server_loses_no_acknowledged_record() {
             .position(|s| s.name() == leader)
             .expect("the leader is one of ours");
         cluster.server(index).expect("server").kill().expect("kill");
-        let at_kill = acked.load(Ordering::Relaxed);
-        wait_for(at_kill + 500)
-            .await
-            .expect("appends resume after the leader is killed");
-        stop.notify_waiters();
-        let mut acknowledged = BTreeMap::new();
-        let mut failed = 0;
-        for w in writers {
-            let (ok, f) = w.await.expect("writer");
-            acknowledged.extend(ok);
-            failed += f;
-        }
-        eprintln!(
-            "acknowledged {} appends ({} before the kill), {failed} failed",
-            acknowledged.len(),
-            at_kill
+        let at_kill = writers.acked();
+        assert!(
+            writers
+                .wait_for(at_kill + 500, Duration::from_secs(45))
+                .await,
+            "appends resume after the leader is killed"
         );
-
-        let mut seen = HashSet::new();
-        let mut by_body = BTreeMap::new();
-        let mut from = StartPosition::Earliest;
-        loop {
-            let batch = log.read(0, from, 1000).await.expect("read back");
-            let Some(last) = batch.last() else { break };
-            from = StartPosition::Sequence {
-                seq: last.sequence_number,
-                inclusive: false,
-            };
-            for r in batch {
-                let body = String::from_utf8(r.body).expect("utf-8 body");
-                assert!(seen.insert(body.clone()), "{body} stored twice");
-                by_body.insert(body, r.sequence_number);
-            }
-        }
-        for (body, seq) in &acknowledged {
-            assert_eq!(
-                by_body.get(body),
-                Some(seq),
-                "acknowledged record {body} missing or moved"
-            );
-        }
+        let (acknowledged, failed) = writers.finish().await;
+        eprintln!(
+            "acknowledged {} appends ({at_kill} before the kill), {failed} failed",
+            acknowledged.len()
+        );
+        check_acknowledged(&log, 1, &acknowledged).await;
         drop(cluster);
     });
 }
 
+/// The long fault run (`bench/cluster-faults`): for `FERROHUB_FAULT_SECONDS` (default 120),
+/// kill a server every few seconds (each in turn, SIGKILL), restart it a few seconds later,
+/// while 16 writers append to 4 partitions at replicas 3; then check every acknowledged record.
+#[test]
+#[ignore = "a long fault run; bench/cluster-faults runs it"]
+fn fault_kill_and_restart_nats_servers_in_turn() {
+    let seconds: u64 = std::env::var("FERROHUB_FAULT_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    run(async move {
+        let mut cluster = tokio::task::spawn_blocking(|| NatsCluster::start(3))
+            .await
+            .expect("task")
+            .expect("cluster");
+        let mut config = config(cluster.urls(), 3);
+        config.append_timeout = Duration::from_secs(30);
+        let log = Arc::new(JetStreamLog::open(config).await.expect("open"));
+        let writers = Writers::start(&log, 16, 4);
+        let end = tokio::time::Instant::now() + Duration::from_secs(seconds);
+        let mut round = 0usize;
+        while tokio::time::Instant::now() < end {
+            let victim = round % 3;
+            let before = writers.acked();
+            cluster
+                .server(victim)
+                .expect("server")
+                .kill()
+                .expect("kill");
+            assert!(
+                writers
+                    .wait_for(before + 200, Duration::from_secs(60))
+                    .await,
+                "appends go on with server {victim} down (round {round})"
+            );
+            let server = cluster.server(victim).expect("server");
+            tokio::task::block_in_place(|| server.start_again()).expect("restart");
+            tokio::task::block_in_place(|| server.wait_healthy(Duration::from_secs(60)))
+                .expect("healthy again");
+            let before = writers.acked();
+            assert!(
+                writers
+                    .wait_for(before + 200, Duration::from_secs(60))
+                    .await,
+                "appends go on after server {victim} is back (round {round})"
+            );
+            round += 1;
+            eprintln!(
+                "round {round}: {} appends acknowledged so far",
+                writers.acked()
+            );
+        }
+        let (acknowledged, failed) = writers.finish().await;
+        eprintln!(
+            "{round} kill/restart rounds: {} appends acknowledged, {failed} failed",
+            acknowledged.len()
+        );
+        check_acknowledged(&log, 4, &acknowledged).await;
+        drop(cluster);
+    });
+}
 /// The name of the server leading `stream`.
 async fn stream_leader(urls: &[String], stream: &str) -> String {
     let client = async_nats::connect(urls.to_vec()).await.expect("connect");

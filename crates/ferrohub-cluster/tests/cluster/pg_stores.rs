@@ -360,3 +360,101 @@ async fn stores_fail_while_postgres_is_down_and_recover() {
     drop(database);
     drop(pg);
 }
+
+/// The long fault run (`bench/cluster-faults`): for `FERROHUB_FAULT_SECONDS` (default 120),
+/// stop a private PostgreSQL (immediate, like a crash) every few seconds and start it again,
+/// while 8 writers create devices; every create that returned `Ok` must be there at the end,
+/// and writes must work again after every restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a long fault run; bench/cluster-faults runs it"]
+async fn fault_postgres_stopped_and_started_in_turn() {
+    let seconds: u64 = std::env::var("FERROHUB_FAULT_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    let pg = tokio::task::spawn_blocking(PrivatePostgres::start)
+        .await
+        .expect("task")
+        .expect("private PostgreSQL");
+    let database = TestDatabase::create_on(&pg.base()).await.expect("database");
+    let mut config = PgConfig::new(database.url());
+    config.connect_timeout = Duration::from_secs(1);
+    config.wait_timeout = Duration::from_secs(1);
+    config.op_timeout = Duration::from_secs(3);
+    let registry = PgRegistryStore::open(PgDatabase::new(&config).expect("pool"))
+        .await
+        .expect("registry");
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let ok_count = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut writers = Vec::new();
+    for w in 0..8 {
+        let (registry, stop, ok_count) = (registry.clone(), stop.clone(), ok_count.clone());
+        writers.push(tokio::spawn(async move {
+            let mut created = Vec::new();
+            let mut i = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let id = format!("w{w}-{i}");
+                i += 1;
+                match registry
+                    .apply(vec![Change::PutDevice {
+                        device: device(&id, 0),
+                        expect: Expect::Absent,
+                    }])
+                    .await
+                {
+                    Ok(()) => {
+                        created.push(id);
+                        ok_count.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                    Err(StoreError::Unavailable(_)) => {
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                    Err(e) => panic!("unexpected error {e:?}"),
+                }
+            }
+            created
+        }));
+    }
+    let wait_for = |n: usize| {
+        let ok_count = ok_count.clone();
+        async move {
+            tokio::time::timeout(Duration::from_secs(60), async {
+                while ok_count.load(std::sync::atomic::Ordering::Relaxed) < n {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+            .await
+            .is_ok()
+        }
+    };
+    let end = tokio::time::Instant::now() + Duration::from_secs(seconds);
+    let mut rounds = 0;
+    while tokio::time::Instant::now() < end {
+        let before = ok_count.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(wait_for(before + 100).await, "writes work (round {rounds})");
+        tokio::task::block_in_place(|| pg.stop()).expect("stop");
+        tokio::task::block_in_place(|| pg.start_again()).expect("start");
+        rounds += 1;
+    }
+    let before = ok_count.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        wait_for(before + 100).await,
+        "writes work after the last restart"
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut created = Vec::new();
+    for w in writers {
+        created.extend(w.await.expect("writer"));
+    }
+    eprintln!(
+        "{rounds} stop/start rounds, {} devices created",
+        created.len()
+    );
+    let ids: Vec<ferrohub_types::DeviceId> = created.iter().map(|id| did(id)).collect();
+    for chunk in ids.chunks(1000) {
+        let found = registry.devices_by_id(chunk).await.expect("read back");
+        for (id, d) in chunk.iter().zip(found) {
+            assert!(d.is_some(), "acknowledged device {id} is missing");
+        }
+    }
+}
