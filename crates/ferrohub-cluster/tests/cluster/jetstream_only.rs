@@ -170,9 +170,12 @@ fn invalid_configurations_are_refused() {
     });
 }
 
+/// Acknowledged records: (partition, body) → sequence number.
+type Acknowledged = BTreeMap<(u32, String), u64>;
+
 /// Writers appending to a log until stopped, each keeping a few appends in flight.
 struct Writers {
-    handles: Vec<tokio::task::JoinHandle<(BTreeMap<(u32, String), u64>, usize)>>,
+    handles: Vec<tokio::task::JoinHandle<(Acknowledged, usize)>>,
     acked: Arc<AtomicUsize>,
     stop: Arc<tokio::sync::Notify>,
 }
@@ -247,7 +250,7 @@ impl Writers {
 
     /// Stops the writers; returns every acknowledged record ((partition, body) → sequence
     /// number) and the number of failed appends.
-    async fn finish(self) -> (BTreeMap<(u32, String), u64>, usize) {
+    async fn finish(self) -> (Acknowledged, usize) {
         self.stop.notify_waiters();
         let mut acknowledged = BTreeMap::new();
         let mut failed = 0;
@@ -262,11 +265,7 @@ impl Writers {
 
 /// Reads partitions `0..partitions` whole and checks that every acknowledged record is there,
 /// once, at the sequence number its append returned.
-async fn check_acknowledged(
-    log: &JetStreamLog,
-    partitions: u32,
-    acknowledged: &BTreeMap<(u32, String), u64>,
-) {
+async fn check_acknowledged(log: &JetStreamLog, partitions: u32, acknowledged: &Acknowledged) {
     let mut found = BTreeMap::new();
     for p in 0..partitions {
         let mut seen = HashSet::new();
