@@ -751,6 +751,15 @@ impl EventLog for JetStreamLog {
     fn watch(&self) -> watch::Receiver<u64> {
         self.shared.notify.subscribe()
     }
+
+    /// Appends can succeed only while the client is connected to a NATS server (it reconnects
+    /// by itself, to any of the configured servers).
+    fn health(&self) -> Result<(), String> {
+        match self.client.connection_state() {
+            async_nats::connection::State::Connected => Ok(()),
+            state => Err(format!("not connected to NATS ({state})")),
+        }
+    }
 }
 
 /// The message that publishes `r`.

@@ -149,6 +149,40 @@ fn oversized_records_are_refused_whole() {
 }
 
 #[test]
+fn health_follows_the_nats_connection() {
+    run(async {
+        let mut server = nats_server().await;
+        let mut config = config(vec![server.url()], 1);
+        config.append_timeout = Duration::from_secs(2);
+        let log = JetStreamLog::open(config).await.expect("open");
+        assert_eq!(log.health(), Ok(()));
+        server.kill().expect("kill");
+        let until = |healthy: bool| {
+            let log = &log;
+            async move {
+                tokio::time::timeout(PATIENCE, async {
+                    while log.health().is_ok() != healthy {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                })
+                .await
+                .is_ok()
+            }
+        };
+        assert!(until(false).await, "unhealthy once the server is gone");
+        assert!(
+            log.append(0, vec![record("lost", 0)]).await.is_err() || log.health().is_ok(),
+            "an append without a server fails (or the client is already back)"
+        );
+        tokio::task::block_in_place(|| server.start_again()).expect("restart");
+        assert!(until(true).await, "healthy again once the server is back");
+        log.append(0, vec![record("back", 1)])
+            .await
+            .expect("appends work again");
+    });
+}
+
+#[test]
 fn invalid_configurations_are_refused() {
     run(async {
         for bad in [
