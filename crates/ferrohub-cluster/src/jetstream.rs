@@ -439,7 +439,7 @@ impl JetStreamLog {
         let mut lagging = 0;
         while out.len() < max {
             let want = (max - out.len()).min(MAX_BATCH);
-            let got = self.direct_batch(&api, &next, want).await?;
+            let (got, pending) = self.direct_batch(&api, &next, want).await?;
             let n = got.len();
             for (seq, record) in got {
                 next = Start::Seq(seq + 1);
@@ -447,11 +447,13 @@ impl JetStreamLog {
                     out.push(r);
                 }
             }
-            if n == want {
+            if n == want || (n > 0 && pending.is_some_and(|p| p > 0)) {
+                // A full batch, or one the server cut short (its byte limit): go on.
                 continue;
             }
-            // Fewer than asked: the end, unless this node knows of later records (a replica
-            // answering the direct get may not have applied what the leader acknowledged).
+            // The end, as far as the answering server knows. A replica answering the direct
+            // get may not have applied what the leader acknowledged: when this node knows of
+            // later records, ask again shortly.
             let known_last = self.shared.tail(partition as usize).last;
             let next_seq = match next {
                 Start::Seq(s) => s,
@@ -467,14 +469,15 @@ impl JetStreamLog {
         Ok(out)
     }
 
-    /// One batched direct get: up to `want` messages from `from`, as (stream sequence, record);
-    /// the record is `None` for a message that is not an event of this format's (skipped).
+    /// One batched direct get: up to `want` messages from `from`, as (stream sequence, record)
+    /// (the record is `None` for a message that is not an event of this format's, skipped),
+    /// and how many messages the server said remain after them, when it said so.
     async fn direct_batch(
         &self,
         api: &str,
         from: &Start,
         want: usize,
-    ) -> Result<Vec<(u64, Option<Record>)>, LogError> {
+    ) -> Result<(Vec<(u64, Option<Record>)>, Option<u64>), LogError> {
         let request = match from {
             Start::Seq(seq) => serde_json::json!({ "seq": seq, "batch": want }),
             Start::Time(t) => serde_json::json!({
@@ -493,6 +496,7 @@ impl JetStreamLog {
             .await
             .map_err(unavailable)?;
         let mut out = Vec::with_capacity(want);
+        let mut pending = None;
         loop {
             let reply = tokio::time::timeout(self.config.request_timeout, replies.next())
                 .await
@@ -500,8 +504,17 @@ impl JetStreamLog {
                 .ok_or_else(|| LogError::Unavailable("the NATS connection closed".into()))?;
             match reply.status.map(|s| s.as_u16()) {
                 None | Some(200) => {}
-                // End of batch (204), or nothing at or after the start (404).
-                Some(204 | 404) => break,
+                // End of batch, with what remains after it.
+                Some(204) => {
+                    pending = header(reply.headers.as_ref(), "Nats-Num-Pending")
+                        .and_then(|v| v.parse().ok());
+                    break;
+                }
+                // Nothing at or after the start.
+                Some(404) => {
+                    pending = Some(0);
+                    break;
+                }
                 Some(status) => {
                     return Err(LogError::Unavailable(format!(
                         "direct get answered {status}: {}",
@@ -519,7 +532,7 @@ impl JetStreamLog {
                 break;
             }
         }
-        Ok(out)
+        Ok((out, pending))
     }
 
     /// Reads with an ordered consumer created for this read.
