@@ -4,6 +4,7 @@
 //! event log contract against JetStream (nats-server processes started per test).
 
 mod eventlog_contract;
+mod hub;
 mod jetstream_only;
 mod pg_contract;
 mod pg_stores;
