@@ -172,6 +172,8 @@ fn jetstream_config(urls: Vec<String>, replicas: usize) -> JetStreamConfig {
     c.partitions = 4;
     c.replicas = replicas;
     c.append_timeout = Duration::from_secs(30);
+    // The "direct get" rows; the consumer rows open the same streams with the other strategy.
+    c.reads = ReadStrategy::DirectGet;
     c
 }
 

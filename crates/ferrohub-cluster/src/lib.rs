@@ -73,5 +73,5 @@ pub mod postgres;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use jetstream::{JetStreamConfig, JetStreamLog, ReadStrategy};
+pub use jetstream::{AUTO_CONSUMER_FROM, JetStreamConfig, JetStreamLog, ReadStrategy};
 pub use postgres::{PgConfig, PgDatabase, PgError, PgQueueStore, PgRegistryStore};
