@@ -108,6 +108,12 @@ pub enum LogError {
     /// The [`LogWriter`](crate::LogWriter) thread for the partition has stopped.
     #[error("the log writer has stopped")]
     WriterClosed,
+
+    /// A replicated log's engine (another implementation of the hub's event log over the same
+    /// record types) could not be reached or did not confirm in time. Nothing is known to be
+    /// stored; the operation may be retried.
+    #[error("the event log is unavailable: {0}")]
+    Unavailable(String),
 }
 
 impl LogError {

@@ -24,7 +24,7 @@ pub mod telemetry;
 mod tls;
 mod transport;
 
-pub use app::{App, BuildError, Listeners, SHUTDOWN_GRACE};
+pub use app::{App, Backends, BuildError, Listeners, SHUTDOWN_GRACE};
 pub use config::{Config, ConfigError, DEFAULT_CONFIG_TOML, LogFormat, Overrides};
 pub use hub::{Clock, Hub, HubError, SystemClock};
 

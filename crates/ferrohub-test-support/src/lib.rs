@@ -13,7 +13,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferrohub_auth::{ConnectionString, SymmetricKey};
 use ferrohub_client::HubClient;
-use ferrohub_server::{App, Config, Overrides};
+use ferrohub_server::{App, Backends, Config, Overrides, SystemClock};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -62,7 +62,21 @@ impl TestHub {
         Self::start_configured(data_dir, "").await
     }
 
+    /// Starts a hub in a new temporary data directory on the given engines (a cluster node's
+    /// PostgreSQL stores and JetStream log) instead of the embedded ones.
+    pub async fn start_with_backends(backends: Backends) -> TestHub {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let mut hub = Self::start_on(&data_dir, "", Some(backends)).await;
+        hub.dir = Some(dir);
+        hub
+    }
+
     async fn start_configured(data_dir: &Path, toml: &str) -> TestHub {
+        Self::start_on(data_dir, toml, None).await
+    }
+
+    async fn start_on(data_dir: &Path, toml: &str, backends: Option<Backends>) -> TestHub {
         install_crypto();
         let overrides = Overrides {
             data_dir: Some(data_dir.to_owned()),
@@ -75,7 +89,9 @@ impl TestHub {
         };
         let raw = ferrohub_server::config::ConfigToml::parse(toml, "test configuration").unwrap();
         let config = Config::from_toml(raw, &overrides).unwrap();
-        let app = App::build(config).await.unwrap();
+        let app = App::build_with(config, std::sync::Arc::new(SystemClock), backends)
+            .await
+            .unwrap();
         let https = app.listeners().https;
         let mqtt = app.listeners().mqtt.unwrap();
         let mqtt_plain = app.listeners().mqtt_plain.unwrap();
