@@ -73,8 +73,9 @@
 //!
 //! # Guarantees
 //!
-//! No input makes the crate panic. The decoder allocates only what the input's length
-//! justifies and nests at most [`types::MAX_DEPTH`] deep; the engine holds at most what its
+//! No input makes the crate panic. The decoder creates at most one value per input byte plus
+//! [`types::MAX_ZERO_WIDTH_ITEMS`], reserves nothing a declared size or count cannot back
+//! with bytes, and nests at most [`types::MAX_DEPTH`] deep; the engine holds at most what its
 //! [`ConnectionConfig`] allows (frame size, sessions, links, pending attaches, unsettled
 //! deliveries, reassembly bytes), and keeps no queue that input alone can grow without bound.
 
