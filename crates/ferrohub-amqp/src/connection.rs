@@ -278,11 +278,10 @@ impl Connection {
     /// Answers [`Event::SaslInit`]. Success lets the client go on to `AMQP 0 1 0 0` and OPEN;
     /// anything else sends the outcome and closes. Ignored unless an answer is awaited.
     pub fn sasl_outcome(&mut self, outcome: SaslOutcome) {
-        let State::SaslAuthenticating { mechanism } =
-            mem::replace(&mut self.state, State::SaslInit)
-        else {
+        let State::SaslAuthenticating { mechanism } = &self.state else {
             return;
         };
+        let mechanism = mechanism.clone();
         let code = outcome.code;
         if let Err(e) = self.out.sasl(&SaslFrame::Outcome(outcome)) {
             self.fail(e);

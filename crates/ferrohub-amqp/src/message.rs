@@ -118,7 +118,7 @@ impl Message {
     /// Sections must come in the specification's order, each at most once, the body made of
     /// one kind of section (one `amqp-value` at most). `data` sections are slices of `payload`.
     pub fn decode(mut payload: Bytes) -> Result<Self, DecodeError> {
-        let mut decoder = Decoder::new(payload.len());
+        let mut decoder = Decoder::new();
         let mut message = Self::default();
         let mut last_rank = None;
         while !payload.is_empty() {

@@ -71,7 +71,7 @@ impl Performative {
     /// (a TRANSFER's payload, returned without copying; must be empty for the others, but that
     /// is for the caller to judge).
     pub fn decode(mut body: Bytes) -> Result<(Self, Bytes), DecodeError> {
-        let value = Decoder::new(body.len()).value(&mut body, 0)?;
+        let value = Decoder::new().value(&mut body, 0)?;
         let (code, fields) = described_list(value, "performative")?;
         let name = match code {
             0x10 => "open",
@@ -142,7 +142,7 @@ impl Performative {
 impl SaslFrame {
     /// Decodes the body of a SASL frame. Bytes after the SASL performative are an error.
     pub fn decode(mut body: Bytes) -> Result<Self, DecodeError> {
-        let value = Decoder::new(body.len()).value(&mut body, 0)?;
+        let value = Decoder::new().value(&mut body, 0)?;
         if !body.is_empty() {
             return Err(DecodeError::TrailingBytes);
         }

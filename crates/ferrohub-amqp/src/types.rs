@@ -9,9 +9,10 @@
 //! every encoding of a type and normalises it to the same variant.
 //!
 //! The decoder treats its input as hostile: every declared size or count is checked against
-//! the bytes that remain before anything is allocated, the number of values one call may
-//! create is bounded by the input length (so an `array32` of a million zero-width `null`s in
-//! a few bytes fails instead of allocating), and nesting is bounded by [`MAX_DEPTH`].
+//! the bytes that remain before anything is allocated, every value but a zero-width array
+//! item is paid for by bytes of its own while those items are capped per decode by
+//! [`MAX_ZERO_WIDTH_ITEMS`] (so an `array32` of a billion `null`s in a few bytes fails instead
+//! of allocating), and nesting is bounded by [`MAX_DEPTH`].
 //! `binary` values are slices of the input [`Bytes`](bytes::Bytes), not copies.
 
 mod array;
@@ -22,7 +23,7 @@ mod symbol;
 mod value;
 
 pub use array::{Array, ArrayError};
-pub use decode::{MAX_DEPTH, decode_value};
+pub use decode::{MAX_DEPTH, MAX_ZERO_WIDTH_ITEMS, decode_value};
 pub use error::{DecodeError, EncodeError};
 pub use symbol::Symbol;
 pub use value::{Described, TypeKind, Value};

@@ -2,7 +2,9 @@
 //! and the Azure conventions, compiled as one binary.
 
 mod amqp {
+    mod azure_flow;
     mod connection;
+    mod engine;
     mod golden;
     mod harness;
     mod messages;

@@ -570,6 +570,9 @@ impl Session {
         let Some(link) = self.links.get_mut(&handle) else {
             return Ok(());
         };
+        if !matches!(link.state, LinkState::Pending(_)) {
+            return Ok(());
+        }
         let LinkState::Pending(peer) = mem::replace(&mut link.state, LinkState::Attached) else {
             return Ok(());
         };
@@ -640,6 +643,9 @@ impl Session {
         let Some(link) = self.links.get_mut(&handle) else {
             return Ok(());
         };
+        if !matches!(link.state, LinkState::Pending(_)) {
+            return Ok(());
+        }
         let LinkState::Pending(peer) = mem::replace(&mut link.state, LinkState::Detaching) else {
             return Ok(());
         };

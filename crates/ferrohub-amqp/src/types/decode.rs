@@ -9,28 +9,35 @@ use crate::types::{Array, DecodeError, Described, TypeKind, Value};
 /// string, five levels; 32 leaves room for peers' message contents.
 pub const MAX_DEPTH: usize = 32;
 
+/// How many array items of zero-width types (`null`, `true`, `false`, `uint0`, `ulong0`,
+/// `list0`) one decode may create in all. Every other value is paid for by bytes of its own,
+/// so a decode creates at most as many values as its input has bytes, plus this many.
+///
+/// The bound is a constant rather than a share of the input so that a value decodes (or not)
+/// the same wherever it sits: an array of 255 nulls is 4 bytes whether alone or inside a
+/// large frame. The encoder widens every zero-width array item but `null`, so whatever
+/// decodes re-encodes into something that decodes again.
+pub const MAX_ZERO_WIDTH_ITEMS: usize = 4096;
+
 /// Decodes one value from the front of `input`, advancing it past the value.
 ///
-/// The decoder creates at most about twice as many values as `input` has bytes, whatever the
-/// declared counts say, and never reserves memory for a count or size its remaining bytes
-/// cannot hold. `binary` values share `input`'s memory.
+/// The decoder creates at most one value per input byte plus [`MAX_ZERO_WIDTH_ITEMS`],
+/// whatever the declared counts say, and never reserves memory for a count or size its
+/// remaining bytes cannot hold. `binary` values share `input`'s memory.
 pub fn decode_value(input: &mut Bytes) -> Result<Value, DecodeError> {
-    Decoder::new(input.len()).value(input, 0)
+    Decoder::new().value(input, 0)
 }
 
-/// Decoding state shared by the values of one input: the allocation budget.
+/// Decoding state shared by the values of one input (a frame, a message).
 pub(crate) struct Decoder {
-    /// How many more values may be created. Every value that has a byte of its own is paid
-    /// for by that byte; the budget exists for array items of zero-width types (`null`,
-    /// `true`, `uint0`, …), which have none.
-    budget: usize,
+    /// How many more zero-width array items may be created; see [`MAX_ZERO_WIDTH_ITEMS`].
+    zero_width: usize,
 }
 
 impl Decoder {
-    /// A decoder for an input of `len` bytes.
-    pub(crate) fn new(len: usize) -> Self {
+    pub(crate) fn new() -> Self {
         Self {
-            budget: len.saturating_mul(2).saturating_add(64),
+            zero_width: MAX_ZERO_WIDTH_ITEMS,
         }
     }
 
@@ -71,7 +78,6 @@ impl Decoder {
                 if count % 2 != 0 {
                     return Err(DecodeError::OddMapCount(count as u64));
                 }
-                self.charge(count)?;
                 let mut pairs = Vec::with_capacity(count / 2);
                 for _ in 0..count / 2 {
                     let key = self.value(&mut body, depth)?;
@@ -94,7 +100,6 @@ impl Decoder {
         body: &mut Bytes,
         depth: usize,
     ) -> Result<Vec<Value>, DecodeError> {
-        self.charge(count)?;
         let mut items = Vec::with_capacity(count);
         for _ in 0..count {
             items.push(self.value(body, depth)?);
@@ -118,26 +123,21 @@ impl Decoder {
             None
         };
         let kind = element_kind(code).ok_or(DecodeError::InvalidFormatCode(code))?;
-        // Items of a zero-width type have no bytes to check the count against; the budget
+        // Items of a zero-width type have no bytes to check the count against; a budget
         // bounds them instead.
-        if element_width(code) > 0 && count > body.len() {
+        if element_width(code) == 0 {
+            self.zero_width = self
+                .zero_width
+                .checked_sub(count)
+                .ok_or(DecodeError::TooManyElements(count as u64))?;
+        } else if count > body.len() {
             return Err(DecodeError::TooManyElements(count as u64));
         }
-        self.charge(count)?;
         let mut items = Vec::with_capacity(count);
         for _ in 0..count {
             items.push(self.data(code, body, depth)?);
         }
         Ok(Array::from_parts(descriptor, kind, items))
-    }
-
-    /// Spends `count` values of the budget, before they are allocated.
-    fn charge(&mut self, count: usize) -> Result<(), DecodeError> {
-        self.budget = self
-            .budget
-            .checked_sub(count)
-            .ok_or(DecodeError::TooManyElements(count as u64))?;
-        Ok(())
     }
 }
 
@@ -237,9 +237,9 @@ fn take_variable(code: u8, buf: &mut Bytes) -> Result<Bytes, DecodeError> {
     take_bytes(buf, len)
 }
 
-/// Takes a compound's size and count, and returns the count and the bytes after it. The count
-/// is checked to be possible for a list or map (one byte per element at least) by the caller
-/// via the budget and here against the body for non-array compounds.
+/// Takes a compound's size and count, and returns the count and the bytes after it. For a list
+/// or map the count is checked here against the body (every element has a byte at least);
+/// an array's is checked by [`Decoder::array`], which knows its items' width.
 fn take_compound(code: u8, buf: &mut Bytes) -> Result<(usize, Bytes), DecodeError> {
     let wide = code & 0xf0 != 0xc0 && code & 0xf0 != 0xe0;
     let (size, count_len) = if wide {
@@ -358,6 +358,24 @@ mod tests {
         };
         assert_eq!(array.kind(), TypeKind::Bool);
         assert_eq!(array.items(), vec![Value::Bool(true); 3]);
+    }
+
+    #[test]
+    fn zero_width_items_are_bounded_per_decode_not_per_input_length() {
+        // Found by fuzzing: 255 nulls were accepted inside a long frame but refused alone.
+        assert!(decode(&[0xe0, 2, 0xff, 0x40]).is_ok());
+        let mut many = vec![0xd0, 0, 0, 0, 0, 0, 0, 0, 17];
+        for _ in 0..17 {
+            many.extend_from_slice(&[0xe0, 2, 0xff, 0x40]);
+        }
+        let size = u32::try_from(many.len() - 5).expect("small");
+        many[1..5].copy_from_slice(&size.to_be_bytes());
+        // 17 × 255 nulls exceed the budget, however the bytes are arranged.
+        let mut input = Bytes::from(many);
+        assert_eq!(
+            decode_value(&mut input),
+            Err(DecodeError::TooManyElements(255))
+        );
     }
 
     #[test]

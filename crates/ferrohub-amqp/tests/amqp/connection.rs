@@ -1535,3 +1535,19 @@ fn peer_settled_deliveries_get_no_disposition() {
     assert!(h.output().is_empty());
     assert_eq!(h.conn.unsettled_incoming(), 0);
 }
+
+/// Fuzzing (amqp_connection): a SASL answer after the connection had closed (here on a bad
+/// first byte) reopened it in the SASL phase.
+#[test]
+fn regression_late_answers_do_not_revive_a_closed_connection() {
+    let mut h = Harness::new(config());
+    h.input(0, &frame(1, Performative::End(End::default())));
+    assert!(h.conn.is_closed());
+    let _ = h.events();
+    h.conn.sasl_outcome(SaslOutcome::auth_failed());
+    h.conn.sasl_outcome(SaslOutcome::ok());
+    assert!(h.conn.is_closed());
+    assert!(!h.conn.wants_read());
+    assert!(h.events().is_empty());
+    assert_eq!(h.raw_output(), SASL_HEADER);
+}

@@ -1,7 +1,9 @@
 //! The type codec: round trips, the smallest encodings, and hostile input.
 
 use bytes::{Bytes, BytesMut};
-use ferrohub_amqp::types::{Array, DecodeError, Symbol, TypeKind, Value, decode_value};
+use ferrohub_amqp::types::{
+    Array, DecodeError, MAX_ZERO_WIDTH_ITEMS, Symbol, TypeKind, Value, decode_value,
+};
 use proptest::prelude::*;
 
 use super::strategies;
@@ -148,4 +150,68 @@ fn encode_failures_leave_the_buffer_unchanged() {
         .expect("encodable");
     assert_eq!(&buf[..6], b"prefix");
     assert_eq!(buf[6], 0xa3);
+}
+
+/// How many values a decoded tree holds, and how many bytes of text it copied.
+fn weight(value: &Value) -> (usize, usize) {
+    let sum = |values: &mut dyn Iterator<Item = &Value>| {
+        values
+            .map(weight)
+            .fold((0, 0), |(n, b), (vn, vb)| (n + vn, b + vb))
+    };
+    let (n, b) = match value {
+        Value::String(s) => (0, s.len()),
+        Value::Symbol(s) => (0, s.as_str().len()),
+        Value::List(items) => sum(&mut items.iter()),
+        Value::Map(pairs) => sum(&mut pairs.iter().flat_map(|(k, v)| [k, v])),
+        Value::Array(array) => {
+            let (n, b) = sum(&mut array.items().iter());
+            let (dn, db) = array.descriptor().map_or((0, 0), weight);
+            (n + dn, b + db)
+        }
+        Value::Described(d) => {
+            let (dn, db) = weight(&d.descriptor);
+            let (vn, vb) = weight(&d.value);
+            (dn + vn, db + vb)
+        }
+        _ => (0, 0),
+    };
+    (n + 1, b)
+}
+
+proptest! {
+    /// What decodes holds at most one value per input byte plus the zero-width array items
+    /// (capped per decode), and no more text than the input had: the decoder's allocations
+    /// follow.
+    #[test]
+    fn decoded_trees_are_bounded_by_the_input(
+        bytes in proptest::collection::vec(any::<u8>(), 0..512),
+        zero_width in 0usize..300,
+    ) {
+        // Arbitrary bytes, and an array of zero-width items at the front to stress the budget.
+        let count = u8::try_from(zero_width.min(255)).expect("small");
+        let mut input = vec![0xe0, 2, count, 0x40];
+        input.extend_from_slice(&bytes);
+        for input in [&input[..], &bytes[..]] {
+            let mut buf = Bytes::copy_from_slice(input);
+            if let Ok(value) = decode_value(&mut buf) {
+                let (values, text) = weight(&value);
+                prop_assert!(values <= input.len() + MAX_ZERO_WIDTH_ITEMS);
+                prop_assert!(text <= input.len());
+            }
+        }
+    }
+}
+
+/// Fuzzing (amqp_decode): a value inside a long input decoded, but its re-encoding alone did
+/// not (255 nulls were charged against a budget proportional to the input length).
+#[test]
+fn regression_null_array_decodes_alone_as_in_context() {
+    let input = super::golden::hex(
+        "e0 02 ff 40 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 e0 02 ff 40 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 00 40 00 00 00 00 00 00 00 00 00 00 00 00 00 40",
+    );
+    let mut buf = Bytes::from(input);
+    let value = decode_value(&mut buf).expect("an array of nulls");
+    let once = value.to_bytes().expect("encodable");
+    assert_eq!(decode_all(&once), Ok(value));
 }
