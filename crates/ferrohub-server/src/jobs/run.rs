@@ -179,12 +179,13 @@ async fn export(
     counts: &mut Counts,
 ) -> Result<(), Stop> {
     let (container, name) = &spec.output;
-    let mut out = BlobWriter::create(container, name, hub.jobs.staging_dir(), id)
+    let stores = hub.jobs.stores();
+    let mut out = BlobWriter::create(stores, container, name, id)
         .await
         .map_err(|e| Stop::Failed(format!("the output blob could not be created: {e}")))?;
     match export_into(hub, id, spec.exclude_keys, &mut out, ctl, counts).await {
         Ok(()) => out
-            .commit()
+            .commit(stores)
             .await
             .map_err(|e| Stop::Failed(format!("writing the output blob failed: {e}"))),
         Err(stop) => {
@@ -323,11 +324,12 @@ async fn import(
         .input
         .as_ref()
         .ok_or_else(|| Stop::Failed("the job names no input blob".to_owned()))?;
-    let mut lines = BlobLines::open(in_container, in_name)
+    let stores = hub.jobs.stores();
+    let mut lines = BlobLines::open(stores, in_container, in_name)
         .await
         .map_err(|e| Stop::Failed(format!("the input blob could not be read: {e}")))?;
     let (out_container, out_name) = &spec.output;
-    let errors = BlobWriter::create(out_container, out_name, hub.jobs.staging_dir(), id)
+    let errors = BlobWriter::create(stores, out_container, out_name, id)
         .await
         .map_err(|e| Stop::Failed(format!("the errors blob could not be created: {e}")))?;
     let mut importer = Importer {
@@ -346,12 +348,12 @@ async fn import(
     let Importer { errors, .. } = importer;
     match result {
         Ok(()) => errors
-            .commit()
+            .commit(stores)
             .await
             .map_err(|e| Stop::Failed(format!("writing the errors blob failed: {e}"))),
         Err(Stop::Cancelled) => {
             // Keep what was learnt before the cancellation.
-            if let Err(e) = errors.commit().await {
+            if let Err(e) = errors.commit(stores).await {
                 tracing::warn!(job = %id, error = %e, "writing the errors blob failed");
             }
             Err(Stop::Cancelled)
