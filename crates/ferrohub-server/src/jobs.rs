@@ -215,10 +215,8 @@ impl From<JobError> for ApiError {
             JobError::Invalid(_) => ErrorCode::ArgumentInvalid,
             JobError::Busy(_) => ErrorCode::ThrottlingMaxActiveJobCountExceeded,
             JobError::NotFound(_) => ErrorCode::JobNotFound,
-            JobError::Storage(_) => {
-                tracing::error!(error = %e, "job storage failed");
-                ErrorCode::ServerError
-            }
+            // Logged with the response's tracking id.
+            JobError::Storage(_) => ErrorCode::ServerError,
         };
         ApiError::new(code, e.to_string())
     }

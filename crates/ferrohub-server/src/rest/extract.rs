@@ -1,4 +1,13 @@
-//! Request extractors whose failures are Azure errors rather than axum's plain-text ones.
+//! Request extractors and body readers whose failures are Azure errors rather than axum's
+//! plain-text ones.
+//!
+//! # Authenticate first, then read the body
+//!
+//! A handler with a body takes the whole [`Request`] last and reads the body with [`json`],
+//! [`json_object`] or [`bytes`] only after it has authorized the caller: an anonymous or
+//! unauthorized caller gets 401 whatever it sends, never a 400 or 413 that would tell it how the
+//! body is judged (and the hub never spends time reading or parsing bodies of callers it
+//! refuses). The body limit (`[https] max_request_body_bytes`) applies when it is read.
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -9,8 +18,26 @@ use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 
+/// Reads the body of `req` as JSON: malformed JSON is 400004 ArgumentInvalid, an oversized
+/// body 413001 MessageTooLarge.
+pub(crate) async fn json<T: DeserializeOwned>(req: Request) -> Result<T, ApiError> {
+    let AzureJson(value) = AzureJson::from_request(req, &()).await?;
+    Ok(value)
+}
+
+/// Reads the body of `req` as a JSON object (an identity, a job request); see [`json`].
+pub(crate) async fn json_object<T: DeserializeOwned>(req: Request) -> Result<T, ApiError> {
+    let AzureJsonObject(value) = AzureJsonObject::from_request(req, &()).await?;
+    Ok(value)
+}
+
+/// Reads the body of `req` as bytes; an oversized body is 413001 MessageTooLarge.
+pub(crate) async fn bytes(req: Request) -> Result<Bytes, ApiError> {
+    body_bytes(req, &()).await
+}
+
 /// A JSON request body; malformed JSON is 400004 ArgumentInvalid, an oversized body 413001.
-pub(crate) struct AzureJson<T>(pub(crate) T);
+struct AzureJson<T>(T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AzureJson<T> {
     type Rejection = ApiError;
@@ -25,7 +52,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AzureJson<T> {
 
 /// A JSON object request body (an identity). serde would also read a struct from an array, so
 /// anything but an object is refused first.
-pub(crate) struct AzureJsonObject<T>(pub(crate) T);
+struct AzureJsonObject<T>(T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AzureJsonObject<T> {
     type Rejection = ApiError;

@@ -22,6 +22,25 @@ fn file_uri(dir: &Path) -> String {
     format!("file://{}", dir.display())
 }
 
+/// A new, empty container directory inside the hub's job file root (`<data_dir>/job-files`).
+pub(crate) struct JobDir(std::path::PathBuf);
+
+impl JobDir {
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+pub(crate) fn job_dir(hub: &TestHub) -> JobDir {
+    let root = hub.data_dir().join("job-files");
+    let dir = tempfile::Builder::new()
+        .prefix("c")
+        .tempdir_in(&root)
+        .unwrap()
+        .keep();
+    JobDir(dir)
+}
+
 /// `POST /jobs/create` with the owner's token; returns the response.
 async fn post_job(hub: &TestHub, token: Option<&str>, body: &Value) -> reqwest::Response {
     send(
@@ -148,7 +167,7 @@ async fn identities(hub: &TestHub) -> Vec<(String, Value, Value)> {
 #[tokio::test]
 async fn export_then_import_into_a_fresh_hub() {
     let hub = seeded_hub().await;
-    let out = tempfile::tempdir().unwrap();
+    let out = job_dir(&hub);
 
     let created = create_job(
         &hub,
@@ -224,10 +243,16 @@ async fn export_then_import_into_a_fresh_hub() {
 
     // Import the keyed export into a fresh hub: the same identities.
     let fresh = TestHub::start().await;
-    let errors = tempfile::tempdir().unwrap();
+    let errors = job_dir(&fresh);
+    let input = job_dir(&fresh);
+    std::fs::copy(
+        out.path().join("devices.txt"),
+        input.path().join("devices.txt"),
+    )
+    .unwrap();
     let job = create_job(
         &fresh,
-        &json!({"type": "import", "inputBlobContainerUri": file_uri(out.path()),
+        &json!({"type": "import", "inputBlobContainerUri": file_uri(input.path()),
                 "outputBlobContainerUri": file_uri(errors.path())}),
     )
     .await;
@@ -257,7 +282,7 @@ async fn export_then_import_into_a_fresh_hub() {
 async fn import_reports_failed_records_and_completes() {
     let hub = TestHub::start().await;
     create_device(&hub, "taken").await;
-    let input = tempfile::tempdir().unwrap();
+    let input = job_dir(&hub);
     let lines = [
         r#"{"id":"n1","importMode":"create","status":"enabled"}"#,
         "this is not json",
@@ -334,13 +359,13 @@ async fn running_import(
     hub: &TestHub,
     device: &str,
     container: &str,
-) -> (BlobServer, tempfile::TempDir, String) {
+) -> (BlobServer, JobDir, String) {
     let blobs = BlobServer::start(false).await;
     blobs.put(
         "c/devices.txt",
         format!("{{\"id\":\"{device}\"}}\n").into_bytes(),
     );
-    let out = tempfile::tempdir().unwrap();
+    let out = job_dir(hub);
     let job = create_job(
         hub,
         &json!({"type": "import", "inputBlobContainerUri": blobs.url(container),
@@ -433,7 +458,8 @@ async fn one_job_at_a_time_and_cancel() {
 #[tokio::test]
 async fn unknown_jobs_permissions_and_bad_requests() {
     let hub = TestHub::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = job_dir(&hub);
+    let empty = job_dir(&hub);
     let unknown = "00000000-0000-4000-8000-000000000000";
     let resp = send(
         &hub,
@@ -502,7 +528,7 @@ async fn unknown_jobs_permissions_and_bad_requests() {
     );
     let job = create_job(
         &hub,
-        &json!({"type": "import", "inputBlobContainerUri": file_uri(&dir.path().join("none")),
+        &json!({"type": "import", "inputBlobContainerUri": file_uri(empty.path()),
                 "outputBlobContainerUri": file_uri(dir.path())}),
     )
     .await;
@@ -586,7 +612,7 @@ async fn http_containers_export_and_import() {
 async fn a_job_interrupted_by_a_restart_is_failed() {
     // Stopped while the job waits for its input blob.
     let hub = TestHub::start().await;
-    let (blobs, out, id) = running_import(&hub, "x", "c?sig=s").await;
+    let (blobs, _out, id) = running_import(&hub, "x", "c?sig=s").await;
     let data_dir = hub.data_dir().to_owned();
     let dir = hub.stop().await;
     // The stopped hub's job task lets go of the hub's stores as soon as it sees the shutdown.
@@ -610,14 +636,15 @@ async fn a_job_interrupted_by_a_restart_is_failed() {
 
     // A record left running in jobs.json, written as an older hub would have.
     let data = data_dir2.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
+    let out = data.join("job-files/out");
+    std::fs::create_dir_all(&out).unwrap();
     let record = json!({"jobs": [{
         "jobId": "11111111-2222-4333-8444-555555555555",
         "startTimeUtc": chrono::Utc::now().to_rfc3339(),
         "type": "export",
         "status": "running",
         "progress": 40,
-        "outputBlobContainerUri": file_uri(out.path()),
+        "outputBlobContainerUri": file_uri(&out),
         "outputBlobName": "devices.txt",
         "excludeKeysInExport": false,
     }]});
@@ -633,7 +660,7 @@ async fn a_job_interrupted_by_a_restart_is_failed() {
     // And the slot is free.
     let job = create_job(
         &hub,
-        &json!({"type": "export", "outputBlobContainerUri": file_uri(out.path())}),
+        &json!({"type": "export", "outputBlobContainerUri": file_uri(&out)}),
     )
     .await;
     assert_eq!(
@@ -655,7 +682,7 @@ async fn import_a_million_devices() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
     let hub = TestHub::start().await;
-    let input = tempfile::tempdir().unwrap();
+    let input = job_dir(&hub);
     {
         let mut f = std::io::BufWriter::new(
             std::fs::File::create(input.path().join("devices.txt")).unwrap(),
@@ -697,7 +724,7 @@ async fn import_a_million_devices() {
         return;
     }
 
-    let out = tempfile::tempdir().unwrap();
+    let out = job_dir(&hub);
     let started = Instant::now();
     let job = create_job(
         &hub,
