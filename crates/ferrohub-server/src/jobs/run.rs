@@ -413,7 +413,7 @@ impl Importer<'_> {
                 continue;
             }
             self.counts.records += 1;
-            let record = match parse_record(&text, line_no) {
+            let record = match parse_import_line(&text, line_no) {
                 Ok(r) => r,
                 Err((device_id, module_id, msg)) => {
                     let code = ErrorCode::ArgumentInvalid.name();
@@ -548,7 +548,7 @@ impl Importer<'_> {
 }
 
 /// A registry record from one input line, or the failure's device id, module id and text.
-fn parse_record(
+pub(crate) fn parse_import_line(
     text: &[u8],
     line_no: u64,
 ) -> Result<reg::ImportRecord, (String, Option<String>, String)> {
@@ -589,21 +589,21 @@ mod tests {
     #[test]
     fn records_parse_like_bulk_requests() {
         let r =
-            parse_record(br#"{"id":"d1","eTag":"MA==","status":"disabled"}"#, 1).expect("record");
+            parse_import_line(br#"{"id":"d1","eTag":"MA==","status":"disabled"}"#, 1).expect("record");
         assert_eq!(r.device_id.as_str(), "d1");
         assert_eq!(r.import_mode, reg::ImportMode::CreateOrUpdate);
         assert_eq!(r.status, Some(reg::DeviceStatus::Disabled));
 
         let (id, module, msg) =
-            parse_record(br#"{"id":"d2","status":7}"#, 3).expect_err("bad status");
+            parse_import_line(br#"{"id":"d2","status":7}"#, 3).expect_err("bad status");
         assert_eq!((id.as_str(), module), ("d2", None));
         assert!(msg.starts_with("Line 3 "), "{msg}");
 
-        let (id, _, _) = parse_record(b"not json", 4).expect_err("not json");
+        let (id, _, _) = parse_import_line(b"not json", 4).expect_err("not json");
         assert_eq!(id, "");
 
         let (id, _, msg) =
-            parse_record(br#"{"id":"d3","importMode":"teleport"}"#, 5).expect_err("mode");
+            parse_import_line(br#"{"id":"d3","importMode":"teleport"}"#, 5).expect_err("mode");
         assert_eq!(id, "d3");
         assert!(msg.contains("teleport"), "{msg}");
     }

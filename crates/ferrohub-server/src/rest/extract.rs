@@ -44,9 +44,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AzureJson<T> {
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = body_bytes(req, state).await?;
-        serde_json::from_slice(&bytes)
-            .map(AzureJson)
-            .map_err(|e| ApiError::invalid(format!("The request body is not valid: {e}")))
+        parse_json(&bytes).map(AzureJson)
     }
 }
 
@@ -59,13 +57,23 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for AzureJsonObject<T> 
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
         let bytes = body_bytes(req, state).await?;
-        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-            return Err(ApiError::invalid("The request body must be a JSON object."));
-        }
-        serde_json::from_slice(&bytes)
-            .map(AzureJsonObject)
-            .map_err(|e| ApiError::invalid(format!("The request body is not valid: {e}")))
+        parse_json_object(&bytes).map(AzureJsonObject)
     }
+}
+
+/// A JSON body as `T`; malformed JSON is 400004 ArgumentInvalid.
+pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| ApiError::invalid(format!("The request body is not valid: {e}")))
+}
+
+/// A JSON object body as `T`. serde would also read a struct from an array, so anything but an
+/// object is refused first.
+pub(crate) fn parse_json_object<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::invalid("The request body must be a JSON object."));
+    }
+    parse_json(bytes)
 }
 
 async fn body_bytes<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
