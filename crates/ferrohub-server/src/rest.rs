@@ -130,6 +130,7 @@ pub fn router(hub: Arc<Hub>, metrics: Option<PrometheusHandle>, max_body: usize)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(record_metrics))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::Extension(extract::BodyLimit(max_body)))
         .with_state(hub)
 }
 

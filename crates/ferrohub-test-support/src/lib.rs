@@ -234,6 +234,45 @@ impl Drop for TestHub {
     }
 }
 
+/// A TLS connector trusting `ca_pem` (the hub's CA) that offers the `alpn` protocols, for
+/// tests that drive connections byte by byte.
+pub fn tls_connector(ca_pem: &[u8], alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    install_crypto();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        <rustls_pki_types::CertificateDer as rustls_pki_types::pem::PemObject>::pem_slice_iter(
+            ca_pem,
+        )
+    {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics with `what` after `limit`.
+/// Tests wait for conditions, never for fixed times.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {limit:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Seconds since the Unix epoch.
 pub fn now_secs() -> u64 {
     SystemTime::now()

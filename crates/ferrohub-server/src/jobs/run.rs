@@ -588,8 +588,8 @@ mod tests {
 
     #[test]
     fn records_parse_like_bulk_requests() {
-        let r =
-            parse_import_line(br#"{"id":"d1","eTag":"MA==","status":"disabled"}"#, 1).expect("record");
+        let r = parse_import_line(br#"{"id":"d1","eTag":"MA==","status":"disabled"}"#, 1)
+            .expect("record");
         assert_eq!(r.device_id.as_str(), "d1");
         assert_eq!(r.import_mode, reg::ImportMode::CreateOrUpdate);
         assert_eq!(r.status, Some(reg::DeviceStatus::Disabled));

@@ -1,12 +1,14 @@
 //! Black-box tests of the hub through its real listeners: one binary, one module per area.
 #![allow(clippy::unwrap_used)]
 
+mod abuse;
 mod auth;
 mod bulk;
 mod c2d;
 mod devices;
 mod disk;
 mod events;
+mod https_limits;
 mod jobs;
 mod methods;
 mod modules;
