@@ -890,3 +890,204 @@ async fn put_blob(
     state.blobs.lock().unwrap().insert(path, body.to_vec());
     AxumStatus::CREATED
 }
+
+// === The job file root: what a REST caller may not reach on the hub's host ===
+
+/// Every file under `dir` with its content, for "nothing changed on disk".
+fn tree(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let meta = std::fs::symlink_metadata(entry.path()).unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.is_file() {
+                out.push((entry.path(), std::fs::read(entry.path()).unwrap()));
+            } else {
+                out.push((entry.path(), b"<link>".to_vec()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn file_containers_outside_the_root_are_refused_and_change_nothing() {
+    let hub = seeded_hub().await;
+    let host = tempfile::tempdir().unwrap();
+    // A directory elsewhere on the host holding a file worth overwriting, and one worth reading.
+    let victim_dir = host.path().join("etc");
+    std::fs::create_dir(&victim_dir).unwrap();
+    std::fs::write(victim_dir.join("devices.txt"), b"precious").unwrap();
+    std::fs::write(victim_dir.join("passwd"), b"root:x:0:0").unwrap();
+    let root = hub.data_dir().join("job-files");
+    let inside = job_dir(&hub);
+    std::fs::write(inside.path().join("mine.txt"), b"an operator's file").unwrap();
+    // Links inside the root leading out of it.
+    std::os::unix::fs::symlink(&victim_dir, root.join("escape")).unwrap();
+    std::os::unix::fs::symlink(victim_dir.join("passwd"), inside.path().join("devices.txt"))
+        .unwrap();
+    let before_host = tree(host.path());
+    let before_root = tree(&root);
+    let read = hub.policy_token("registryRead", 600);
+    let root_uri = file_uri(&root);
+
+    let refused = [
+        // Another directory on the host.
+        json!({"type": "export", "outputBlobContainerUri": file_uri(&victim_dir)}),
+        json!({"type": "export", "outputBlobContainerUri": file_uri(&victim_dir),
+               "outputBlobName": "passwd"}),
+        json!({"type": "export", "outputBlobContainerUri": "file:///etc/"}),
+        json!({"type": "export", "outputBlobContainerUri": "file:///"}),
+        // Climbing out of the root, written out or percent-encoded.
+        json!({"type": "export", "outputBlobContainerUri": format!("{root_uri}/../../etc")}),
+        json!({"type": "export", "outputBlobContainerUri": format!("{root_uri}/%2e%2e/%2E%2E")}),
+        json!({"type": "export", "outputBlobContainerUri": format!("{root_uri}/escape")}),
+        json!({"type": "export", "outputBlobContainerUri": file_uri(inside.path()),
+               "outputBlobName": "../../../etc/devices.txt"}),
+        json!({"type": "export", "outputBlobContainerUri": file_uri(inside.path()),
+               "outputBlobName": "/etc/devices.txt"}),
+        // A file that exists (the operator's, or a link out of the root).
+        json!({"type": "export", "outputBlobContainerUri": file_uri(inside.path()),
+               "outputBlobName": "mine.txt"}),
+        json!({"type": "export", "outputBlobContainerUri": file_uri(inside.path())}),
+        // Reading host files.
+        json!({"type": "import", "inputBlobContainerUri": "file:///etc/",
+               "inputBlobName": "passwd", "outputBlobContainerUri": file_uri(inside.path())}),
+        json!({"type": "import", "inputBlobContainerUri": file_uri(&victim_dir),
+               "inputBlobName": "passwd", "outputBlobContainerUri": file_uri(inside.path())}),
+        json!({"type": "import", "inputBlobContainerUri": format!("{root_uri}/escape"),
+               "inputBlobName": "passwd", "outputBlobContainerUri": file_uri(inside.path())}),
+        // The hub's own state.
+        json!({"type": "export", "outputBlobContainerUri": file_uri(hub.data_dir())}),
+        json!({"type": "import", "inputBlobContainerUri": file_uri(hub.data_dir()),
+               "inputBlobName": "policies.json", "outputBlobContainerUri": file_uri(inside.path())}),
+    ];
+    for body in &refused {
+        let is_export = body["type"] == "export";
+        // registryRead may export, so its export requests reach the container checks.
+        let token = if is_export { Some(read.as_str()) } else { None };
+        let resp = post_job(&hub, token, body).await;
+        let message = expect_error(resp, 400, "ArgumentInvalid").await;
+        assert!(!message.contains("root:x"), "{message}");
+    }
+    // registryRead may not import at all.
+    let resp = post_job(&hub, Some(&read), &refused[11]).await;
+    expect_error(resp, 401, "IotHubUnauthorizedAccess").await;
+
+    // A link as an input blob is caught when the job runs: it fails, reading nothing.
+    let job = create_job(
+        &hub,
+        &json!({"type": "import", "inputBlobContainerUri": file_uri(inside.path()),
+                "outputBlobContainerUri": file_uri(inside.path()), "outputBlobName": "errs.log"}),
+    )
+    .await;
+    let done = wait_job(&hub, job["jobId"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert!(
+        done["failureReason"].as_str().unwrap().contains("link"),
+        "{done}"
+    );
+
+    assert_eq!(
+        tree(host.path()),
+        before_host,
+        "nothing outside the root changed"
+    );
+    assert_eq!(tree(&root), before_root, "nothing inside the root changed");
+    let (_, jobs) = get_json(&hub, "/jobs").await;
+    assert_eq!(
+        jobs.as_array().unwrap().len(),
+        1,
+        "only the import that ran"
+    );
+}
+
+#[tokio::test]
+async fn a_read_only_policy_exports_with_keys_inside_the_root() {
+    // RegistryRead reads keys already (GET /devices/{id}), so an export with keys needs no more.
+    let hub = seeded_hub().await;
+    let read = hub.policy_token("registryRead", 600);
+    let resp = send(&hub, Method::GET, "/devices/d3", Some(&read), &[], None).await;
+    let d3: Value = resp.json().await.unwrap();
+    assert_eq!(
+        d3["authentication"]["symmetricKey"]["primaryKey"],
+        "AAECAwQFBgcICQoLDA0ODw=="
+    );
+    let out = job_dir(&hub);
+    let resp = post_job(
+        &hub,
+        Some(&read),
+        &json!({"type": "export", "outputBlobContainerUri": file_uri(out.path()),
+                "outputBlobName": "nested/dir/devices.txt", "excludeKeysInExport": false}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let job: Value = resp.json().await.unwrap();
+    let done = wait_job(&hub, job["jobId"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let lines = json_lines(&out.path().join("nested/dir/devices.txt"));
+    assert_eq!(lines.len(), 4);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(out.path().join("nested/dir/devices.txt"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "an export holds keys: owner-only");
+}
+
+#[tokio::test]
+async fn http_containers_on_private_addresses_or_redirecting_away_fail() {
+    let hub = TestHub::start_with_config("[jobs]\nallow_private_addresses = false\n").await;
+    let blobs = BlobServer::start(true).await;
+    blobs.put("c/devices.txt", b"{\"id\":\"x\"}\n".to_vec());
+    let out = job_dir(&hub);
+    let job = create_job(
+        &hub,
+        &json!({"type": "import", "inputBlobContainerUri": blobs.url("c?sig=s"),
+                "outputBlobContainerUri": file_uri(out.path())}),
+    )
+    .await;
+    let done = wait_job(&hub, job["jobId"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    let reason = done["failureReason"].as_str().unwrap();
+    assert!(reason.contains("allow_private_addresses"), "{reason}");
+    let job = create_job(
+        &hub,
+        &json!({"type": "export", "outputBlobContainerUri": "http://localhost:9/c?sig=s"}),
+    )
+    .await;
+    let done = wait_job(&hub, job["jobId"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "failed", "{done}");
+
+    // Allowed to reach this machine, a store redirecting to another host is not followed.
+    let hub = TestHub::start().await;
+    let redirector = Router::new().route(
+        "/{*path}",
+        get(|| async {
+            (
+                AxumStatus::TEMPORARY_REDIRECT,
+                [("location", "http://localhost:9/elsewhere")],
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, redirector).await;
+    });
+    let out = job_dir(&hub);
+    let job = create_job(
+        &hub,
+        &json!({"type": "import", "inputBlobContainerUri": format!("http://{addr}/c?sig=s"),
+                "outputBlobContainerUri": file_uri(out.path())}),
+    )
+    .await;
+    let done = wait_job(&hub, job["jobId"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    let reason = done["failureReason"].as_str().unwrap();
+    assert!(reason.contains("307"), "{reason}");
+}
