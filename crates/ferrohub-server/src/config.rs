@@ -842,6 +842,35 @@ mod tests {
             c.eventlog_retention,
             Some(std::time::Duration::from_secs(86_400))
         );
+        // The file's [https] and [jobs] values are the built-in defaults.
+        assert_eq!(c.https_limits, HttpsLimits::default());
+        assert_eq!(c.jobs.file_root, None);
+        assert!(!c.jobs.allow_private_addresses, "bound to 0.0.0.0");
+        assert_eq!(c.jobs.max_input_blob_bytes, DEFAULT_MAX_INPUT_BLOB_BYTES);
+        let c = Config::from_toml(ConfigToml::default(), &Overrides::default()).expect("valid");
+        assert_eq!(c.https_limits, HttpsLimits::default());
+    }
+
+    #[test]
+    fn private_addresses_follow_the_bind_address() {
+        let loopback = Overrides {
+            bind: Some("127.0.0.1".into()),
+            ..Overrides::default()
+        };
+        let c = Config::from_toml(ConfigToml::default(), &loopback).expect("valid");
+        assert!(c.jobs.allow_private_addresses);
+        let raw = ConfigToml::parse("[jobs]\nallow_private_addresses = false", "f").expect("parses");
+        let c = Config::from_toml(raw, &loopback).expect("valid");
+        assert!(!c.jobs.allow_private_addresses, "the file wins");
+        let raw = ConfigToml::parse(
+            "[https]\nidle_timeout = \"5s\"\nmax_connections = 10\n[jobs]\nfile_root = \"/srv/j\"",
+            "f",
+        )
+        .expect("parses");
+        let c = Config::from_toml(raw, &Overrides::default()).expect("valid");
+        assert_eq!(c.https_limits.idle_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(c.https_limits.max_connections, Some(10));
+        assert_eq!(c.jobs.file_root, Some(PathBuf::from("/srv/j")));
     }
 
     #[test]
@@ -906,6 +935,12 @@ mod tests {
                 "[eventlog]\nmax_commit_wait_ms = 5000",
                 "eventlog.max_commit_wait_ms",
             ),
+            ("[https]\nidle_timeout = \"0s\"", "https.idle_timeout"),
+            ("[https]\nhandshake_timeout = \"2h\"", "https.handshake_timeout"),
+            ("[https]\nheader_read_timeout = \"x\"", "https.header_read_timeout"),
+            ("[https]\nmax_connections = 0", "https.max_connections"),
+            ("[jobs]\nfile_root = \"relative\"", "jobs.file_root"),
+            ("[jobs]\nmax_input_blob_bytes = 10", "jobs.max_input_blob_bytes"),
         ];
         for (text, key) in cases {
             let raw = ConfigToml::parse(text, "f").expect("parses");
