@@ -859,7 +859,8 @@ mod tests {
         };
         let c = Config::from_toml(ConfigToml::default(), &loopback).expect("valid");
         assert!(c.jobs.allow_private_addresses);
-        let raw = ConfigToml::parse("[jobs]\nallow_private_addresses = false", "f").expect("parses");
+        let raw =
+            ConfigToml::parse("[jobs]\nallow_private_addresses = false", "f").expect("parses");
         let c = Config::from_toml(raw, &loopback).expect("valid");
         assert!(!c.jobs.allow_private_addresses, "the file wins");
         let raw = ConfigToml::parse(
@@ -868,7 +869,10 @@ mod tests {
         )
         .expect("parses");
         let c = Config::from_toml(raw, &Overrides::default()).expect("valid");
-        assert_eq!(c.https_limits.idle_timeout, std::time::Duration::from_secs(5));
+        assert_eq!(
+            c.https_limits.idle_timeout,
+            std::time::Duration::from_secs(5)
+        );
         assert_eq!(c.https_limits.max_connections, Some(10));
         assert_eq!(c.jobs.file_root, Some(PathBuf::from("/srv/j")));
     }
@@ -936,11 +940,20 @@ mod tests {
                 "eventlog.max_commit_wait_ms",
             ),
             ("[https]\nidle_timeout = \"0s\"", "https.idle_timeout"),
-            ("[https]\nhandshake_timeout = \"2h\"", "https.handshake_timeout"),
-            ("[https]\nheader_read_timeout = \"x\"", "https.header_read_timeout"),
+            (
+                "[https]\nhandshake_timeout = \"2h\"",
+                "https.handshake_timeout",
+            ),
+            (
+                "[https]\nheader_read_timeout = \"x\"",
+                "https.header_read_timeout",
+            ),
             ("[https]\nmax_connections = 0", "https.max_connections"),
             ("[jobs]\nfile_root = \"relative\"", "jobs.file_root"),
-            ("[jobs]\nmax_input_blob_bytes = 10", "jobs.max_input_blob_bytes"),
+            (
+                "[jobs]\nmax_input_blob_bytes = 10",
+                "jobs.max_input_blob_bytes",
+            ),
         ];
         for (text, key) in cases {
             let raw = ConfigToml::parse(text, "f").expect("parses");

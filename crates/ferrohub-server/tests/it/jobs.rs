@@ -415,8 +415,16 @@ async fn one_job_at_a_time_and_cancel() {
     blobs.open();
     let done = wait_job(&hub, &second_id).await;
     assert_eq!(done["status"], "completed", "{done}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let first = get_job(&hub, &first_id).await;
+    // The cancelled job's task records its final count once its read returns.
+    let first = ferrohub_test_support::eventually(
+        Duration::from_secs(30),
+        "the cancelled job's task to stop",
+        || async {
+            let job = get_job(&hub, &first_id).await;
+            (job["deviceCount"] == 1).then_some(job)
+        },
+    )
+    .await;
     assert_eq!(first["status"], "cancelled", "{first}");
     let (status, _) = get_json(&hub, "/devices/late").await;
     assert_eq!(
@@ -615,10 +623,14 @@ async fn a_job_interrupted_by_a_restart_is_failed() {
     let (blobs, _out, id) = running_import(&hub, "x", "c?sig=s").await;
     let data_dir = hub.data_dir().to_owned();
     let dir = hub.stop().await;
-    // The stopped hub's job task lets go of the hub's stores as soon as it sees the shutdown.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-
-    let hub = TestHub::start_in(&data_dir).await;
+    // The stopped hub's job task lets go of the hub's stores as soon as it sees the shutdown;
+    // until then the event log's lock keeps a new hub out of the directory.
+    let hub = ferrohub_test_support::eventually(
+        Duration::from_secs(30),
+        "the stopped hub to release its data directory",
+        || async { TestHub::try_start_in(&data_dir).await.ok() },
+    )
+    .await;
     let job = get_job(&hub, &id).await;
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(
@@ -626,9 +638,10 @@ async fn a_job_interrupted_by_a_restart_is_failed() {
         "the hub restarted while the job was running"
     );
     assert!(job["endTimeUtc"].is_string());
-    // The stopped hub's task does not bring it back.
+    // The stopped hub's task does not bring it back: it let go of its hub before this one could
+    // start, so the read it waited for has nowhere to report.
     blobs.open();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = blobs.get("c/devices.txt");
     assert_eq!(get_job(&hub, &id).await, job);
     let data_dir2 = tempfile::tempdir().unwrap();
     hub.stop().await;
