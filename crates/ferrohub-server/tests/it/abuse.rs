@@ -151,6 +151,12 @@ fn routes() -> Vec<Route> {
             SERVICE,
         ),
         r(Method::DELETE, "/devices/d2/commands", None, SERVICE),
+        r(
+            Method::POST,
+            "/twins/d1/methods",
+            Some(r#"{"methodName":"reboot","responseTimeoutInSeconds":5}"#),
+            SERVICE,
+        ),
         r(Method::GET, "/messages/events/partitions", None, SERVICE),
         r(
             Method::GET,
