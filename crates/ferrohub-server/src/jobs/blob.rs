@@ -137,8 +137,16 @@ impl Container {
     pub(crate) fn parse(uri: &str) -> Result<Container, String> {
         let url =
             Url::parse(uri).map_err(|e| format!("'{}' is not a valid URI: {e}", redact(uri)))?;
+        // A fragment is never sent to a store, and text after `#` would be shown in messages
+        // where a query (a signature) never is: no container has one.
+        if url.fragment().is_some() {
+            return Err("a container URI must not have a '#' fragment".to_owned());
+        }
         match url.scheme() {
             "file" => {
+                if url.query().is_some() {
+                    return Err("a file container must not have a '?' query".to_owned());
+                }
                 let path = url.to_file_path().map_err(|()| {
                     "a file container must be file:///absolute/directory (no host)".to_owned()
                 })?;
@@ -169,15 +177,16 @@ impl Container {
             Container::Url(u) => {
                 let mut u = blob_url(u, name);
                 u.set_query(None);
+                u.set_fragment(None);
                 u.to_string()
             }
         }
     }
 }
 
-/// A URI for messages: everything before any `?`.
+/// A URI for messages: everything before any `?` or `#`.
 fn redact(uri: &str) -> &str {
-    uri.split('?').next().unwrap_or_default()
+    uri.split(['?', '#']).next().unwrap_or_default()
 }
 
 /// Checks a blob name: not empty, no `..` or empty path segments, no leading `/` or `\`, no
@@ -332,6 +341,7 @@ fn too_large(max: u64) -> String {
 fn http_error(method: &'static str, url: &Url, reason: impl fmt::Display) -> BlobError {
     let mut shown = url.clone();
     shown.set_query(None);
+    shown.set_fragment(None);
     BlobError::Http {
         method,
         url: shown.to_string(),
@@ -768,6 +778,21 @@ mod tests {
             "https://acct.blob.core.windows.net/c1/devices.txt"
         );
         assert!(!format!("{c:?}").contains("secret"));
+        assert!(Container::parse("file:///srv/jobs/x?y=1").is_err());
+    }
+
+    /// Found by the `job_container` fuzz target: a `#` in the host made the rest, query
+    /// included, a fragment that messages showed.
+    #[test]
+    fn fragments_are_refused_and_never_shown() {
+        let uri = "https://acct.blob.#ore`job.windows.net/c1?sv=2021&sig%2Bb";
+        let err = Container::parse(uri).expect_err("fragment");
+        assert!(!err.contains("sig"), "{err}");
+        assert!(Container::parse("https://h/c?sig=s#x").is_err());
+        assert!(Container::parse("file:///srv/jobs/x#y").is_err());
+        let bad = Container::parse("https://h/c%ZZ?sig=secret").map(|c| c.describe("x"));
+        assert!(!format!("{bad:?}").contains("secret"));
+        assert_eq!(redact("https://h/c#frag?sig=s"), "https://h/c");
     }
 
     #[test]
