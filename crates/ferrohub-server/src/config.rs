@@ -233,7 +233,8 @@ pub struct LogToml {
 pub struct HttpsLimits {
     /// Longest a client may take to complete the TLS handshake.
     pub handshake_timeout: std::time::Duration,
-    /// Longest a client may take to send a request's headers (HTTP/1.1).
+    /// Longest a client may take to send a request's headers (HTTP/1.1). hyper starts it when
+    /// it waits for a request, so it also ends keep-alive connections that send no next one.
     pub header_read_timeout: std::time::Duration,
     /// How long a connection may stay open with no request in flight (HTTP/1.1 keep-alive and
     /// HTTP/2 alike). WebSocket connections are not HTTP requests any more and never idle out.

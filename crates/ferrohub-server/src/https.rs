@@ -9,7 +9,9 @@
 //! to hold connections it does not use ([`HttpsLimits`], `[https]` in the configuration):
 //!
 //! * the TLS handshake must finish within `handshake_timeout`;
-//! * an HTTP/1.1 request's headers must arrive within `header_read_timeout` (hyper's timer);
+//! * an HTTP/1.1 request's headers must arrive within `header_read_timeout` (hyper's timer,
+//!   which runs from the moment hyper waits for a request: a keep-alive connection that sends
+//!   no next request ends after it too);
 //! * a connection with no request in flight for `idle_timeout` is closed, HTTP/1.1 keep-alive
 //!   and HTTP/2 alike (HTTP/2 pings also detect dead peers). A request in flight (a long poll,
 //!   an event stream) keeps its connection; a WebSocket (MQTT over WebSockets) is no longer an
