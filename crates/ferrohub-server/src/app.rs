@@ -158,6 +158,7 @@ pub struct App {
     ca_path: Option<PathBuf>,
     owner_connection_string: String,
     max_body: usize,
+    https_limits: crate::config::HttpsLimits,
     _lock: File,
 }
 
@@ -225,7 +226,8 @@ impl App {
             SessionStore::open(&data_dir.join("sessions.db"))
                 .map_err(|e| BuildError::Sessions(e.to_string()))?,
         );
-        let jobs = crate::jobs::Jobs::open(&data_dir, clock.now()).map_err(dir_err(&data_dir))?;
+        let jobs = crate::jobs::Jobs::open(&data_dir, &config.jobs, clock.now())
+            .map_err(dir_err(&data_dir))?;
 
         let https_req = SocketAddr::new(config.bind, config.https_port);
         let https = crate::https::bind(config.bind, config.https_port)
@@ -309,6 +311,7 @@ impl App {
             ca_path: tls.ca_path,
             owner_connection_string,
             max_body: config.max_request_body_bytes,
+            https_limits: config.https_limits.clone(),
             _lock: lock,
         })
     }
@@ -343,6 +346,7 @@ impl App {
             router,
             rx,
             SHUTDOWN_GRACE,
+            self.https_limits,
         ));
         let retention = tokio::spawn(enforce_retention(self.hub.clone(), self.log.clone()));
         let mqtt = tokio::spawn(crate::mqtt::serve(

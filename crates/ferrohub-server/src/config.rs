@@ -100,6 +100,9 @@ pub struct ConfigToml {
     /// `[log]`.
     #[serde(default)]
     pub log: LogToml,
+    /// `[jobs]`.
+    #[serde(default)]
+    pub jobs: JobsToml,
 }
 
 /// `[https]`.
@@ -110,6 +113,26 @@ pub struct HttpsToml {
     pub port: Option<u16>,
     /// `https.max_request_body_bytes`.
     pub max_request_body_bytes: Option<usize>,
+    /// `https.handshake_timeout`.
+    pub handshake_timeout: Option<String>,
+    /// `https.header_read_timeout`.
+    pub header_read_timeout: Option<String>,
+    /// `https.idle_timeout`.
+    pub idle_timeout: Option<String>,
+    /// `https.max_connections`.
+    pub max_connections: Option<usize>,
+}
+
+/// `[jobs]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsToml {
+    /// `jobs.file_root`.
+    pub file_root: Option<PathBuf>,
+    /// `jobs.allow_private_addresses`.
+    pub allow_private_addresses: Option<bool>,
+    /// `jobs.max_input_blob_bytes`.
+    pub max_input_blob_bytes: Option<u64>,
 }
 
 /// `[mqtt]`.
@@ -205,6 +228,49 @@ pub struct LogToml {
     pub format: Option<String>,
 }
 
+/// The HTTPS listener's protections against idle, slow and too many connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpsLimits {
+    /// Longest a client may take to complete the TLS handshake.
+    pub handshake_timeout: std::time::Duration,
+    /// Longest a client may take to send a request's headers (HTTP/1.1). hyper starts it when
+    /// it waits for a request, so it also ends keep-alive connections that send no next one.
+    pub header_read_timeout: std::time::Duration,
+    /// How long a connection may stay open with no request in flight (HTTP/1.1 keep-alive and
+    /// HTTP/2 alike). WebSocket connections are not HTTP requests any more and never idle out.
+    pub idle_timeout: std::time::Duration,
+    /// Most HTTPS connections open at once (including WebSocket ones); `None` sizes it from the
+    /// process's file-descriptor limit when the listener starts.
+    pub max_connections: Option<usize>,
+}
+
+impl Default for HttpsLimits {
+    fn default() -> Self {
+        HttpsLimits {
+            handshake_timeout: std::time::Duration::from_secs(10),
+            header_read_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(60),
+            max_connections: None,
+        }
+    }
+}
+
+/// Where import and export jobs may read and write, and how they reach blob stores.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobsSettings {
+    /// The only directory `file://` containers may name (they must lie inside it); `None` is
+    /// `<data_dir>/job-files`, created at start.
+    pub file_root: Option<PathBuf>,
+    /// Whether `http(s)` containers may resolve to loopback, private, link-local or other
+    /// non-public addresses. Defaults to true only when the hub binds a loopback address.
+    pub allow_private_addresses: bool,
+    /// Most bytes an import downloads from an `http(s)` input blob.
+    pub max_input_blob_bytes: u64,
+}
+
+/// The default of `jobs.max_input_blob_bytes`: 1 GiB (about four million identities).
+pub const DEFAULT_MAX_INPUT_BLOB_BYTES: u64 = 1 << 30;
+
 /// Values from the environment and the command line; each wins over the file when set.
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
@@ -270,6 +336,10 @@ pub struct Config {
     pub https_port: u16,
     /// Largest request body accepted.
     pub max_request_body_bytes: usize,
+    /// Timeouts and the connection cap of the HTTPS listener.
+    pub https_limits: HttpsLimits,
+    /// Import and export job containers.
+    pub jobs: JobsSettings,
     /// MQTT over TLS port.
     pub mqtt_port: u16,
     /// Plain-TCP MQTT port, only when configured.
@@ -342,6 +412,7 @@ impl Config {
             tls,
             policies,
             log,
+            jobs,
         } = raw;
 
         let data_dir = overrides
@@ -376,6 +447,10 @@ impl Config {
         let HttpsToml {
             port: https_port,
             max_request_body_bytes,
+            handshake_timeout,
+            header_read_timeout,
+            idle_timeout,
+            max_connections: https_max_connections,
         } = https;
         let https_port = overrides.https_port.or(https_port).unwrap_or(443);
         let max_request_body_bytes = max_request_body_bytes.unwrap_or(1 << 20);
@@ -385,6 +460,30 @@ impl Config {
                 "must be between 4096 and 67108864",
             ));
         }
+        let defaults = HttpsLimits::default();
+        let timeout = |key: &str, text: Option<String>, default: std::time::Duration| match text {
+            None => Ok(default),
+            Some(t) => parse_duration(&t)
+                .filter(|d| (1..=3600).contains(&d.as_secs()))
+                .ok_or_else(|| invalid(key, format!("{t:?}; expected a duration from 1s to 1h"))),
+        };
+        let https_limits = HttpsLimits {
+            handshake_timeout: timeout(
+                "https.handshake_timeout",
+                handshake_timeout,
+                defaults.handshake_timeout,
+            )?,
+            header_read_timeout: timeout(
+                "https.header_read_timeout",
+                header_read_timeout,
+                defaults.header_read_timeout,
+            )?,
+            idle_timeout: timeout("https.idle_timeout", idle_timeout, defaults.idle_timeout)?,
+            max_connections: match https_max_connections {
+                Some(0) => return Err(invalid("https.max_connections", "must be at least 1")),
+                other => other,
+            },
+        };
 
         let MqttToml {
             port: mqtt_port,
@@ -605,6 +704,32 @@ impl Config {
             }
         };
 
+        let JobsToml {
+            file_root,
+            allow_private_addresses,
+            max_input_blob_bytes,
+        } = jobs;
+        if let Some(root) = &file_root
+            && !root.is_absolute()
+        {
+            return Err(invalid("jobs.file_root", "must be an absolute directory"));
+        }
+        let max_input_blob_bytes = max_input_blob_bytes.unwrap_or(DEFAULT_MAX_INPUT_BLOB_BYTES);
+        if max_input_blob_bytes < 1 << 20 {
+            return Err(invalid(
+                "jobs.max_input_blob_bytes",
+                "must be at least 1048576",
+            ));
+        }
+        let jobs = JobsSettings {
+            file_root,
+            // A hub reachable only from this machine may fetch from this machine (local blob
+            // emulators, tests); one bound to a routable address must not be turned into a
+            // probe of its own network.
+            allow_private_addresses: allow_private_addresses.unwrap_or(bind.is_loopback()),
+            max_input_blob_bytes,
+        };
+
         Ok(Config {
             data_dir,
             hostname,
@@ -612,6 +737,8 @@ impl Config {
             bind,
             https_port,
             max_request_body_bytes,
+            https_limits,
+            jobs,
             mqtt_port,
             mqtt_plain_port,
             amqp_port,
@@ -716,6 +843,39 @@ mod tests {
             c.eventlog_retention,
             Some(std::time::Duration::from_secs(86_400))
         );
+        // The file's [https] and [jobs] values are the built-in defaults.
+        assert_eq!(c.https_limits, HttpsLimits::default());
+        assert_eq!(c.jobs.file_root, None);
+        assert!(!c.jobs.allow_private_addresses, "bound to 0.0.0.0");
+        assert_eq!(c.jobs.max_input_blob_bytes, DEFAULT_MAX_INPUT_BLOB_BYTES);
+        let c = Config::from_toml(ConfigToml::default(), &Overrides::default()).expect("valid");
+        assert_eq!(c.https_limits, HttpsLimits::default());
+    }
+
+    #[test]
+    fn private_addresses_follow_the_bind_address() {
+        let loopback = Overrides {
+            bind: Some("127.0.0.1".into()),
+            ..Overrides::default()
+        };
+        let c = Config::from_toml(ConfigToml::default(), &loopback).expect("valid");
+        assert!(c.jobs.allow_private_addresses);
+        let raw =
+            ConfigToml::parse("[jobs]\nallow_private_addresses = false", "f").expect("parses");
+        let c = Config::from_toml(raw, &loopback).expect("valid");
+        assert!(!c.jobs.allow_private_addresses, "the file wins");
+        let raw = ConfigToml::parse(
+            "[https]\nidle_timeout = \"5s\"\nmax_connections = 10\n[jobs]\nfile_root = \"/srv/j\"",
+            "f",
+        )
+        .expect("parses");
+        let c = Config::from_toml(raw, &Overrides::default()).expect("valid");
+        assert_eq!(
+            c.https_limits.idle_timeout,
+            std::time::Duration::from_secs(5)
+        );
+        assert_eq!(c.https_limits.max_connections, Some(10));
+        assert_eq!(c.jobs.file_root, Some(PathBuf::from("/srv/j")));
     }
 
     #[test]
@@ -779,6 +939,21 @@ mod tests {
             (
                 "[eventlog]\nmax_commit_wait_ms = 5000",
                 "eventlog.max_commit_wait_ms",
+            ),
+            ("[https]\nidle_timeout = \"0s\"", "https.idle_timeout"),
+            (
+                "[https]\nhandshake_timeout = \"2h\"",
+                "https.handshake_timeout",
+            ),
+            (
+                "[https]\nheader_read_timeout = \"x\"",
+                "https.header_read_timeout",
+            ),
+            ("[https]\nmax_connections = 0", "https.max_connections"),
+            ("[jobs]\nfile_root = \"relative\"", "jobs.file_root"),
+            (
+                "[jobs]\nmax_input_blob_bytes = 10",
+                "jobs.max_input_blob_bytes",
             ),
         ];
         for (text, key) in cases {

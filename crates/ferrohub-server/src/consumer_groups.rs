@@ -1,5 +1,5 @@
 //! Consumer groups of the built-in event endpoint and their checkpoints, kept in
-//! `<data_dir>/eventlog/consumer-groups.json` (written durably on every change).
+//! `<data_dir>/consumer-groups.json` (written durably on every change).
 //!
 //! `$Default` always exists; up to [`MAX_NAMED_GROUPS`] more can be created, as on Azure.
 

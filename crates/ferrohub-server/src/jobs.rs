@@ -20,14 +20,22 @@
 //!
 //! # Containers
 //!
-//! `file:///abs/dir` (a directory on the hub's host) or an `http(s)` container URL; anything
-//! else is refused when the job is created, as is a directory inside the hub's data directory
-//! (a job must not read or overwrite the hub's own state).
+//! `file:///abs/dir` (a directory inside the job file root, see [`files`]) or an `http(s)`
+//! container URL (reached under [`blob::HttpRules`]); anything else is refused when the job is
+//! created. A `file://` container must exist, and an output blob there must not: jobs create
+//! files, they never replace one.
+//!
+//! # Permissions
+//!
+//! An export needs RegistryRead, with or without keys: on Azure as here, RegistryRead already
+//! reads every identity's keys (`GET /devices/{id}`), so an export with keys reveals nothing
+//! that permission does not. An import needs RegistryWrite.
 //!
 //! The work itself (reading and writing blobs, applying records) is in [`run`]; the blob
-//! containers are in [`blob`].
+//! containers are in [`blob`] and [`files`].
 
 pub(crate) mod blob;
+pub(crate) mod files;
 pub(crate) mod run;
 
 use std::path::{Path, PathBuf};
@@ -39,9 +47,11 @@ use ferrohub_types::ErrorCode;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+use crate::config::JobsSettings;
 use crate::fsutil::{create_dir_durably, write_durably};
 use crate::rest::error::ApiError;
-use blob::Container;
+use blob::{Container, HttpRules, Stores};
+use files::FileRoot;
 
 /// How long finished jobs are kept, as on Azure.
 pub(crate) const RETENTION_DAYS: i64 = 30;
@@ -205,10 +215,8 @@ impl From<JobError> for ApiError {
             JobError::Invalid(_) => ErrorCode::ArgumentInvalid,
             JobError::Busy(_) => ErrorCode::ThrottlingMaxActiveJobCountExceeded,
             JobError::NotFound(_) => ErrorCode::JobNotFound,
-            JobError::Storage(_) => {
-                tracing::error!(error = %e, "job storage failed");
-                ErrorCode::ServerError
-            }
+            // Logged with the response's tracking id.
+            JobError::Storage(_) => ErrorCode::ServerError,
         };
         ApiError::new(code, e.to_string())
     }
@@ -329,9 +337,8 @@ struct FileState {
 /// The hub's import and export jobs.
 pub(crate) struct Jobs {
     path: PathBuf,
-    staging: PathBuf,
-    /// The data directory, resolved: no container may lie inside it.
-    data_dir: PathBuf,
+    /// How jobs reach their containers.
+    stores: Stores,
     /// Jobs in creation order.
     entries: Mutex<Vec<Entry>>,
     /// Held while the file is written, so writes land in the order their snapshots were taken.
@@ -339,9 +346,14 @@ pub(crate) struct Jobs {
 }
 
 impl Jobs {
-    /// Loads `<data_dir>/jobs.json`, marking jobs that were enqueued or running as failed, and
-    /// clears the staging directory of blobs an interrupted job left.
-    pub(crate) fn open(data_dir: &Path, now: DateTime<Utc>) -> std::io::Result<Jobs> {
+    /// Loads `<data_dir>/jobs.json`, marking jobs that were enqueued or running as failed,
+    /// clears the staging directory of blobs an interrupted job left, and prepares the file
+    /// root (`settings.file_root`, or `<data_dir>/job-files`).
+    pub(crate) fn open(
+        data_dir: &Path,
+        settings: &JobsSettings,
+        now: DateTime<Utc>,
+    ) -> std::io::Result<Jobs> {
         let path = data_dir.join("jobs.json");
         let staging = data_dir.join("jobs-staging");
         let mut state = match std::fs::read(&path) {
@@ -373,11 +385,20 @@ impl Jobs {
             std::fs::remove_dir_all(&staging)?;
         }
         create_dir_durably(&staging)?;
+        let root = FileRoot::prepare(data_dir, settings.file_root.as_deref())
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+        tracing::info!(root = %root.path().display(), "file:// job containers must be inside this directory");
 
         let jobs = Jobs {
             path,
-            staging,
-            data_dir: resolved(data_dir),
+            stores: Stores {
+                root,
+                http: HttpRules {
+                    allow_private: settings.allow_private_addresses,
+                    max_download: settings.max_input_blob_bytes,
+                },
+                staging,
+            },
             entries: Mutex::new(
                 state
                     .jobs
@@ -396,26 +417,38 @@ impl Jobs {
         Ok(jobs)
     }
 
-    /// Refuses directory containers inside the hub's data directory: a job must not read or
-    /// overwrite the hub's own state.
+    /// Checks the `file://` containers of `spec` against the file root: inside it, existing,
+    /// reachable without links, and the output blob not there yet.
     pub(crate) fn check_containers(&self, spec: &JobSpec) -> Result<(), JobError> {
-        let containers = spec.input.iter().chain(std::iter::once(&spec.output));
-        for (container, _) in containers {
-            if let Container::Dir(dir) = container
-                && resolved(dir).starts_with(&self.data_dir)
-            {
-                return Err(JobError::Invalid(format!(
-                    "The container {} is inside the hub's data directory.",
-                    dir.display()
-                )));
-            }
+        let root = &self.stores.root;
+        let refuse = |field: &str, dir: &Path, why: String| {
+            JobError::Invalid(format!("{field}: the container {}: {why}", dir.display()))
+        };
+        if let Some((Container::Dir(dir), _)) = &spec.input {
+            let field = "inputBlobContainerUri";
+            let rel = root
+                .relative(dir)
+                .map_err(|e| JobError::Invalid(format!("{field}: {e}")))?;
+            root.check_container(&rel)
+                .map_err(|e| refuse(field, dir, e.to_string()))?;
+        }
+        if let (Container::Dir(dir), name) = &spec.output {
+            let field = "outputBlobContainerUri";
+            let rel = root
+                .relative(dir)
+                .map_err(|e| JobError::Invalid(format!("{field}: {e}")))?;
+            root.check_container(&rel)
+                .map_err(|e| refuse(field, dir, e.to_string()))?;
+            root.check_new_blob(&rel, name).map_err(|e| {
+                JobError::Invalid(format!("outputBlobName: {}: {e}", dir.join(name).display()))
+            })?;
         }
         Ok(())
     }
 
-    /// Where blobs bound for `http(s)` containers are staged before their upload.
-    pub(crate) fn staging_dir(&self) -> &Path {
-        &self.staging
+    /// How jobs reach their containers.
+    pub(crate) fn stores(&self) -> &Stores {
+        &self.stores
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Entry>> {
@@ -597,25 +630,6 @@ impl Jobs {
     }
 }
 
-/// `path` with symbolic links and `..` resolved, as far as it exists; the missing rest is
-/// appended as given.
-fn resolved(path: &Path) -> PathBuf {
-    let mut existing = path;
-    let mut rest = Vec::new();
-    loop {
-        if let Ok(canonical) = existing.canonicalize() {
-            return rest.iter().rev().fold(canonical, |p, seg| p.join(seg));
-        }
-        match (existing.parent(), existing.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name.to_owned());
-                existing = parent;
-            }
-            _ => return path.to_owned(),
-        }
-    }
-}
-
 /// Finished more than [`RETENTION_DAYS`] ago.
 fn expired(job: &JobProperties, now: DateTime<Utc>) -> bool {
     let cutoff = now - TimeDelta::days(RETENTION_DAYS);
@@ -647,6 +661,22 @@ fn new_job_id() -> String {
 mod tests {
     use super::*;
 
+    /// Jobs in `<dir>/data`, and a container `exports` inside their file root.
+    fn open_jobs(dir: &Path) -> (Jobs, PathBuf) {
+        let jobs = Jobs::open(&dir.join("data"), &settings(), Utc::now()).expect("open");
+        let container = jobs.stores().root.path().join("exports");
+        std::fs::create_dir_all(&container).expect("container");
+        (jobs, container)
+    }
+
+    fn settings() -> JobsSettings {
+        JobsSettings {
+            file_root: None,
+            allow_private_addresses: true,
+            max_input_blob_bytes: crate::config::DEFAULT_MAX_INPUT_BLOB_BYTES,
+        }
+    }
+
     fn export_request(dir: &Path) -> JobRequest {
         JobRequest {
             kind: Some("export".into()),
@@ -671,8 +701,8 @@ mod tests {
     fn one_active_job_and_restart_marks_it_failed() {
         let dir = tempfile::tempdir().expect("tempdir");
         let now = Utc::now();
-        let jobs = Jobs::open(&dir.path().join("data"), now).expect("open");
-        let req = export_request(dir.path());
+        let (jobs, container) = open_jobs(dir.path());
+        let req = export_request(&container);
         let spec = JobSpec::from_request(&req).expect("spec");
         let first = jobs.create(&req, &spec, now).expect("create");
         assert_eq!(first.status, JobStatus::Enqueued);
@@ -683,7 +713,7 @@ mod tests {
         assert!(jobs.start(&first.job_id).is_some());
         drop(jobs);
 
-        let jobs = Jobs::open(&dir.path().join("data"), now).expect("reopen");
+        let (jobs, _) = open_jobs(dir.path());
         let job = jobs.get(&first.job_id).expect("kept");
         assert_eq!(job.status, JobStatus::Failed);
         assert_eq!(job.failure_reason.as_deref(), Some(RESTART_REASON));
@@ -693,16 +723,19 @@ mod tests {
     }
 
     #[test]
-    fn containers_in_the_data_dir_are_refused() {
+    fn containers_outside_the_file_root_are_refused() {
         let dir = tempfile::tempdir().expect("tempdir");
+        let (jobs, container) = open_jobs(dir.path());
         let data = dir.path().join("data");
-        let jobs = Jobs::open(&data, Utc::now()).expect("open");
-        for inside in [
+        let root = jobs.stores().root.path().to_owned();
+        for outside in [
             data.clone(),
-            data.join("eventlog/x"),
-            dir.path().join("data/../data"),
+            data.join("eventlog"),
+            dir.path().to_owned(),
+            PathBuf::from("/etc"),
+            root.join("missing"),
         ] {
-            let req = export_request(&inside);
+            let req = export_request(&outside);
             let spec = JobSpec::from_request(&req).expect("spec");
             assert!(
                 matches!(
@@ -710,21 +743,27 @@ mod tests {
                     Err(JobError::Invalid(_))
                 ),
                 "{}",
-                inside.display()
+                outside.display()
             );
         }
-        let req = export_request(&dir.path().join("exports"));
+        std::fs::write(container.join("devices.txt"), b"not ours").expect("existing");
+        let req = export_request(&container);
         let spec = JobSpec::from_request(&req).expect("spec");
+        assert!(
+            matches!(jobs.create(&req, &spec, Utc::now()), Err(JobError::Invalid(m)) if m.contains("never replace")),
+            "an existing output blob"
+        );
+        std::fs::remove_file(container.join("devices.txt")).expect("rm");
         jobs.create(&req, &spec, Utc::now())
-            .expect("outside the data dir");
+            .expect("inside the root");
     }
 
     #[test]
     fn cancel_keeps_finished_jobs_and_history_expires() {
         let dir = tempfile::tempdir().expect("tempdir");
         let now = Utc::now();
-        let jobs = Jobs::open(&dir.path().join("data"), now).expect("open");
-        let req = export_request(dir.path());
+        let (jobs, container) = open_jobs(dir.path());
+        let req = export_request(&container);
         let spec = JobSpec::from_request(&req).expect("spec");
         let job = jobs.create(&req, &spec, now).expect("create");
         let cancelled = jobs.cancel(&job.job_id, now).expect("cancel");

@@ -12,6 +12,8 @@ mod connections;
 pub mod consumer_groups;
 pub mod eventlog;
 mod fsutil;
+#[doc(hidden)]
+pub mod fuzzing;
 mod https;
 mod hub;
 mod jobs;

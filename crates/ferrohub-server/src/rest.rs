@@ -125,9 +125,12 @@ pub fn router(hub: Arc<Hub>, metrics: Option<PrometheusHandle>, max_body: usize)
             }),
         );
     }
+    // Every answer is in Azure's error shape, unknown paths and wrong methods included.
     app.fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn(record_metrics))
         .layer(DefaultBodyLimit::max(max_body))
+        .layer(axum::Extension(extract::BodyLimit(max_body)))
         .with_state(hub)
 }
 
@@ -201,6 +204,10 @@ async fn not_found() -> Response {
         "The requested resource does not exist.",
     )
     .into_response()
+}
+
+async fn method_not_allowed(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    error::method_not_allowed(&method, uri.path())
 }
 
 async fn record_metrics(req: Request, next: Next) -> Response {

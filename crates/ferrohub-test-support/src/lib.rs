@@ -76,7 +76,21 @@ impl TestHub {
         Self::start_on(data_dir, toml, None).await
     }
 
+    /// Starts a hub on `data_dir`, or says why it could not (a stopped hub's last tasks may
+    /// still hold the directory for a moment: callers retry until a deadline).
+    pub async fn try_start_in(data_dir: &Path) -> Result<TestHub, ferrohub_server::BuildError> {
+        Self::try_start_on(data_dir, "", None).await
+    }
+
     async fn start_on(data_dir: &Path, toml: &str, backends: Option<Backends>) -> TestHub {
+        Self::try_start_on(data_dir, toml, backends).await.unwrap()
+    }
+
+    async fn try_start_on(
+        data_dir: &Path,
+        toml: &str,
+        backends: Option<Backends>,
+    ) -> Result<TestHub, ferrohub_server::BuildError> {
         install_crypto();
         let overrides = Overrides {
             data_dir: Some(data_dir.to_owned()),
@@ -89,9 +103,7 @@ impl TestHub {
         };
         let raw = ferrohub_server::config::ConfigToml::parse(toml, "test configuration").unwrap();
         let config = Config::from_toml(raw, &overrides).unwrap();
-        let app = App::build_with(config, std::sync::Arc::new(SystemClock), backends)
-            .await
-            .unwrap();
+        let app = App::build_with(config, std::sync::Arc::new(SystemClock), backends).await?;
         let https = app.listeners().https;
         let mqtt = app.listeners().mqtt.unwrap();
         let mqtt_plain = app.listeners().mqtt_plain.unwrap();
@@ -102,7 +114,7 @@ impl TestHub {
         let task = tokio::spawn(app.run(async move {
             let _ = rx.await;
         }));
-        TestHub {
+        Ok(TestHub {
             dir: None,
             data_dir: data_dir.to_owned(),
             https,
@@ -113,7 +125,7 @@ impl TestHub {
             ca_path,
             stop: Some(tx),
             task: Some(task),
-        }
+        })
     }
 
     /// Stops the hub and waits until it has released its data directory. Returns the
@@ -231,6 +243,45 @@ impl Drop for TestHub {
         if let Some(tx) = self.stop.take() {
             let _ = tx.send(());
         }
+    }
+}
+
+/// A TLS connector trusting `ca_pem` (the hub's CA) that offers the `alpn` protocols, for
+/// tests that drive connections byte by byte.
+pub fn tls_connector(ca_pem: &[u8], alpn: &[&[u8]]) -> tokio_rustls::TlsConnector {
+    install_crypto();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        <rustls_pki_types::CertificateDer as rustls_pki_types::pem::PemObject>::pem_slice_iter(
+            ca_pem,
+        )
+    {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut config = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics with `what` after `limit`.
+/// Tests wait for conditions, never for fixed times.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {limit:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 

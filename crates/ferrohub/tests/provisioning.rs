@@ -41,7 +41,8 @@ async fn import_export_round_trip_between_hubs() {
     assert_eq!(stats["registry"]["totalDeviceCount"], 250);
     assert_eq!(stats["registry"]["disabledDeviceCount"], 25);
 
-    let export = dir.path().join("out").join("devices.txt");
+    // File containers live in the hub's job file root.
+    let export = hub.data_dir().join("job-files/out/devices.txt");
     std::fs::create_dir_all(export.parent().expect("parent")).expect("mkdir");
     let job = ok_json(
         &run(
@@ -62,7 +63,10 @@ async fn import_export_round_trip_between_hubs() {
 
     // A fresh hub imports the export through a job and ends up with the same identities.
     let fresh = TestHub::start().await;
-    let url = format!("file://{}", export.display());
+    let copy = fresh.data_dir().join("job-files/in/devices.txt");
+    std::fs::create_dir_all(copy.parent().expect("parent")).expect("mkdir");
+    std::fs::copy(&export, &copy).expect("copy");
+    let url = format!("file://{}", copy.display());
     let job = ok_json(&run(&fresh, &["devices", "import", &url, "--output", "json"]).await);
     assert_eq!(job["status"], "completed");
     for id in ["p0", "p7", "p249"] {

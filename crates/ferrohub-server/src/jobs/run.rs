@@ -179,12 +179,13 @@ async fn export(
     counts: &mut Counts,
 ) -> Result<(), Stop> {
     let (container, name) = &spec.output;
-    let mut out = BlobWriter::create(container, name, hub.jobs.staging_dir(), id)
+    let stores = hub.jobs.stores();
+    let mut out = BlobWriter::create(stores, container, name, id)
         .await
         .map_err(|e| Stop::Failed(format!("the output blob could not be created: {e}")))?;
     match export_into(hub, id, spec.exclude_keys, &mut out, ctl, counts).await {
         Ok(()) => out
-            .commit()
+            .commit(stores)
             .await
             .map_err(|e| Stop::Failed(format!("writing the output blob failed: {e}"))),
         Err(stop) => {
@@ -323,11 +324,12 @@ async fn import(
         .input
         .as_ref()
         .ok_or_else(|| Stop::Failed("the job names no input blob".to_owned()))?;
-    let mut lines = BlobLines::open(in_container, in_name)
+    let stores = hub.jobs.stores();
+    let mut lines = BlobLines::open(stores, in_container, in_name)
         .await
         .map_err(|e| Stop::Failed(format!("the input blob could not be read: {e}")))?;
     let (out_container, out_name) = &spec.output;
-    let errors = BlobWriter::create(out_container, out_name, hub.jobs.staging_dir(), id)
+    let errors = BlobWriter::create(stores, out_container, out_name, id)
         .await
         .map_err(|e| Stop::Failed(format!("the errors blob could not be created: {e}")))?;
     let mut importer = Importer {
@@ -346,12 +348,12 @@ async fn import(
     let Importer { errors, .. } = importer;
     match result {
         Ok(()) => errors
-            .commit()
+            .commit(stores)
             .await
             .map_err(|e| Stop::Failed(format!("writing the errors blob failed: {e}"))),
         Err(Stop::Cancelled) => {
             // Keep what was learnt before the cancellation.
-            if let Err(e) = errors.commit().await {
+            if let Err(e) = errors.commit(stores).await {
                 tracing::warn!(job = %id, error = %e, "writing the errors blob failed");
             }
             Err(Stop::Cancelled)
@@ -411,7 +413,7 @@ impl Importer<'_> {
                 continue;
             }
             self.counts.records += 1;
-            let record = match parse_record(&text, line_no) {
+            let record = match parse_import_line(&text, line_no) {
                 Ok(r) => r,
                 Err((device_id, module_id, msg)) => {
                     let code = ErrorCode::ArgumentInvalid.name();
@@ -546,7 +548,7 @@ impl Importer<'_> {
 }
 
 /// A registry record from one input line, or the failure's device id, module id and text.
-fn parse_record(
+pub(crate) fn parse_import_line(
     text: &[u8],
     line_no: u64,
 ) -> Result<reg::ImportRecord, (String, Option<String>, String)> {
@@ -586,22 +588,22 @@ mod tests {
 
     #[test]
     fn records_parse_like_bulk_requests() {
-        let r =
-            parse_record(br#"{"id":"d1","eTag":"MA==","status":"disabled"}"#, 1).expect("record");
+        let r = parse_import_line(br#"{"id":"d1","eTag":"MA==","status":"disabled"}"#, 1)
+            .expect("record");
         assert_eq!(r.device_id.as_str(), "d1");
         assert_eq!(r.import_mode, reg::ImportMode::CreateOrUpdate);
         assert_eq!(r.status, Some(reg::DeviceStatus::Disabled));
 
         let (id, module, msg) =
-            parse_record(br#"{"id":"d2","status":7}"#, 3).expect_err("bad status");
+            parse_import_line(br#"{"id":"d2","status":7}"#, 3).expect_err("bad status");
         assert_eq!((id.as_str(), module), ("d2", None));
         assert!(msg.starts_with("Line 3 "), "{msg}");
 
-        let (id, _, _) = parse_record(b"not json", 4).expect_err("not json");
+        let (id, _, _) = parse_import_line(b"not json", 4).expect_err("not json");
         assert_eq!(id, "");
 
         let (id, _, msg) =
-            parse_record(br#"{"id":"d3","importMode":"teleport"}"#, 5).expect_err("mode");
+            parse_import_line(br#"{"id":"d3","importMode":"teleport"}"#, 5).expect_err("mode");
         assert_eq!(id, "d3");
         assert!(msg.contains("teleport"), "{msg}");
     }

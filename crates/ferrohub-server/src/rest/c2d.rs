@@ -101,9 +101,10 @@ pub(crate) async fn send(
     uri: Uri,
     headers: HeaderMap,
     DevicePath(id): DevicePath,
-    body: Bytes,
+    req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     hub.authorize_service(&headers, uri.path(), &[Permission::ServiceConnect])?;
+    let body = super::extract::bytes(req).await?;
     let identity = hub.registry.identity(&id, None).ok_or_else(|| {
         ApiError::new(
             ErrorCode::DeviceNotFound,

@@ -110,7 +110,7 @@ pub(crate) async fn send_event(
     hub: HubState,
     headers: HeaderMap,
     DevicePath(id): DevicePath,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
+    req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
@@ -122,13 +122,7 @@ pub(crate) async fn send_event(
             )
         })?;
     let origin = hub.authenticate_device(token, &id, None)?;
-    let body = body.map_err(|e| {
-        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(ErrorCode::MessageTooLarge, "The message is too large.")
-        } else {
-            ApiError::invalid(format!("The request body could not be read: {e}"))
-        }
-    })?;
+    let body = super::extract::bytes(req).await?;
     if body.len() > MAX_MESSAGE_BYTES {
         return Err(ApiError::new(
             ErrorCode::MessageTooLarge,

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use super::convert::{device_spec, device_to_api};
 use super::error::ApiError;
-use super::extract::{AzureJson, AzureJsonObject, DevicePath};
+use super::extract::{self, DevicePath};
 use super::{HubState, json};
 
 /// Most devices `GET /devices` returns, and what an out-of-range `top` means.
@@ -74,9 +74,10 @@ pub(crate) async fn put_device(
     uri: Uri,
     headers: HeaderMap,
     DevicePath(id): DevicePath,
-    AzureJsonObject(body): AzureJsonObject<api::Device>,
+    req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     hub.authorize_service(&headers, uri.path(), &[Permission::RegistryWrite])?;
+    let body: api::Device = extract::json_object(req).await?;
     let condition = if_match(&headers)?;
     let spec = device_spec(id, &body)?;
     let now = hub.now();
@@ -150,9 +151,10 @@ pub(crate) async fn bulk_devices(
     hub: HubState,
     uri: Uri,
     headers: HeaderMap,
-    AzureJson(body): AzureJson<Vec<api::ExportImportDevice>>,
+    req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     hub.authorize_service(&headers, uri.path(), &[Permission::RegistryWrite])?;
+    let body: Vec<api::ExportImportDevice> = extract::json(req).await?;
     let records = super::bulk::records(body)?;
     let result = hub.registry.bulk(records.valid, hub.now()).await?;
     let body = super::bulk::result_to_api(records.invalid, &result);

@@ -3,6 +3,13 @@
 //! The body is Azure's legacy form `{"Message":"ErrorCode:<Name>;<text>","ExceptionMessage":…}`
 //! and the `iothub-errorcode` header repeats the name: both Node's and C#'s service SDKs read
 //! that combination (azure-contract §8.6).
+//!
+//! # Server errors
+//!
+//! The text of a 5xx error is an internal cause (a store's or a task's failure): it goes to the
+//! log, with the response's tracking id, and the client gets a generic text and that tracking
+//! id, which is all an operator needs to find the cause. 4xx texts are about the request and
+//! are shown as they are (they never hold secrets).
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -49,20 +56,29 @@ impl ApiError {
         Self::new(ErrorCode::ArgumentInvalid, message)
     }
 
-    /// The response body for this error.
-    ///
-    /// Direct-method failures (404103 DeviceNotOnline, 504101 GatewayTimeout) take the form the
-    /// real hub gives them today: the JSON error object inside `Message` (twins-methods-contract
-    /// §4.4); every other error the legacy form.
-    pub fn body(&self) -> ErrorBody {
-        let now = chrono::Utc::now();
-        if matches!(
+    /// Whether this error takes the form the real hub gives direct-method failures today
+    /// (404103 DeviceNotOnline, 504101 GatewayTimeout): the JSON error object inside `Message`
+    /// (twins-methods-contract §4.4). Their texts are about the device, not internal causes.
+    fn is_method_failure(&self) -> bool {
+        matches!(
             self.code,
             ErrorCode::DeviceNotOnline | ErrorCode::GatewayTimeout
-        ) {
+        )
+    }
+
+    /// Whether the text is an internal cause: a server error other than a direct-method failure.
+    fn hides_cause(&self) -> bool {
+        self.code.http_status() >= 500 && !self.is_method_failure()
+    }
+
+    /// The response body for this error with `tracking_id`, as the client sees it: a server
+    /// error's text replaced by [`SERVER_ERROR_TEXT`]; direct-method failures in the JSON form,
+    /// every other error in the legacy form.
+    pub fn body(&self, tracking_id: &str) -> ErrorBody {
+        let now = chrono::Utc::now();
+        if self.is_method_failure() {
             let tracking = format!(
-                "{}-TimeStamp:{}",
-                crate::random_hex(16),
+                "{tracking_id}-TimeStamp:{}",
                 now.format("%m/%d/%Y %H:%M:%S")
             );
             let inner = serde_json::json!({
@@ -77,15 +93,60 @@ impl ApiError {
                 exception_message: String::new(),
             };
         }
-        ErrorBody {
-            message: format!("ErrorCode:{};{}", self.code.name(), self.message),
-            exception_message: format!(
-                "Tracking ID:{}-TimeStamp:{}",
-                crate::random_hex(16),
-                now.format("%m/%d/%Y %H:%M:%S")
-            ),
-        }
+        let text = if self.hides_cause() {
+            SERVER_ERROR_TEXT
+        } else {
+            self.message.as_str()
+        };
+        legacy_body(self.code.name(), text, tracking_id)
     }
+}
+
+/// What a client is told about a server error; the cause is logged under the tracking id.
+pub const SERVER_ERROR_TEXT: &str =
+    "The hub failed to handle the request; its log has the cause under this tracking id.";
+
+/// Azure's legacy error body.
+fn legacy_body(name: &str, text: &str, tracking_id: &str) -> ErrorBody {
+    ErrorBody {
+        message: format!("ErrorCode:{name};{text}"),
+        exception_message: format!(
+            "Tracking ID:{tracking_id}-TimeStamp:{}",
+            chrono::Utc::now().format("%m/%d/%Y %H:%M:%S")
+        ),
+    }
+}
+
+/// A response in Azure's error shape: `status`, `iothub-errorcode: <name>`, the legacy body.
+fn render(status: StatusCode, name: &'static str, body: &ErrorBody) -> Response {
+    let body = serde_json::to_vec(body).unwrap_or_default();
+    let mut resp = (status, body).into_response();
+    let headers = resp.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(JSON_CONTENT_TYPE),
+    );
+    headers.insert(ERROR_CODE_HEADER, HeaderValue::from_static(name));
+    resp
+}
+
+/// The name a wrong method is answered with. Azure's code list has no 405 code; its
+/// `InvalidOperation` (400003) says what happened, and the SDKs take the exception type from the
+/// HTTP status, so the status stays HTTP's 405 Method Not Allowed.
+pub const METHOD_NOT_ALLOWED_NAME: &str = "InvalidOperation";
+
+/// 405 for a known path with a method it does not serve, in Azure's error shape.
+pub fn method_not_allowed(method: &axum::http::Method, path: &str) -> Response {
+    let body = legacy_body(
+        METHOD_NOT_ALLOWED_NAME,
+        &format!("The method {method} is not allowed on {path}."),
+        &crate::random_hex(16),
+    );
+    render(
+        StatusCode::METHOD_NOT_ALLOWED,
+        METHOD_NOT_ALLOWED_NAME,
+        &body,
+    )
 }
 
 impl From<crate::hub::HubError> for ApiError {
@@ -103,11 +164,8 @@ impl From<crate::hub::HubError> for ApiError {
 
 impl From<RegistryError> for ApiError {
     fn from(e: RegistryError) -> Self {
-        let code = e.error_code();
-        if code.http_status() >= 500 {
-            tracing::error!(error = %e, "registry operation failed");
-        }
-        ApiError::new(code, e.to_string())
+        // A server error's cause is logged with its tracking id when it is answered.
+        ApiError::new(e.error_code(), e.to_string())
     }
 }
 
@@ -122,20 +180,44 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = StatusCode::from_u16(self.code.http_status())
             .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        let body = serde_json::to_vec(&self.body()).unwrap_or_default();
-        let mut resp = (status, body).into_response();
-        let headers = resp.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(JSON_CONTENT_TYPE),
-        );
-        headers.insert(
-            ERROR_CODE_HEADER,
-            HeaderValue::from_static(self.code.name()),
-        );
+        let tracking_id = crate::random_hex(16);
+        if self.hides_cause() {
+            tracing::error!(
+                tracking_id = %tracking_id,
+                code = self.code.name(),
+                cause = %self.message,
+                "request failed with a server error"
+            );
+        }
+        let mut resp = render(status, self.code.name(), &self.body(&tracking_id));
         if let Some(secs) = self.retry_after {
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         resp
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn server_errors_hide_their_cause() {
+        let e = ApiError::new(ErrorCode::ServerError, "disk /var/lib/x: I/O error");
+        let body = e.body("abc");
+        assert_eq!(
+            body.message,
+            format!("ErrorCode:ServerError;{SERVER_ERROR_TEXT}")
+        );
+        assert!(
+            body.exception_message
+                .starts_with("Tracking ID:abc-TimeStamp:")
+        );
+        let e = ApiError::invalid("The id is not valid.");
+        assert_eq!(
+            e.body("t").message,
+            "ErrorCode:ArgumentInvalid;The id is not valid."
+        );
     }
 }

@@ -22,7 +22,7 @@ use futures_util::stream::Stream;
 use ferrohub_api::{ConsumerGroupInfo, EndpointInfo, EventBatch, EventData, PartitionProperties};
 
 use super::error::ApiError;
-use super::extract::AzureJson;
+use super::extract;
 use super::{HubState, json};
 use crate::consumer_groups::{Checkpoint, GroupError};
 use crate::hub::Hub;
@@ -503,9 +503,10 @@ pub(crate) async fn set_checkpoint(
     uri: Uri,
     headers: HeaderMap,
     Path((name, p)): Path<(String, String)>,
-    AzureJson(body): AzureJson<ferrohub_api::Checkpoint>,
+    req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     hub.authorize_service(&headers, uri.path(), &[Permission::ServiceConnect])?;
+    let body: ferrohub_api::Checkpoint = extract::json(req).await?;
     let partition = partition_param(&hub, &p)?;
     let cp = Checkpoint {
         sequence_number: body.sequence_number,

@@ -11,7 +11,7 @@ use ferrohub_api as api;
 use ferrohub_types::Permission;
 
 use super::error::ApiError;
-use super::extract::AzureJsonObject;
+use super::extract;
 use super::{HubState, json};
 use crate::jobs::{JobProperties, JobRequest, JobSpec, JobType};
 
@@ -34,13 +34,14 @@ pub(crate) async fn create_job(
     State(hub): HubState,
     uri: Uri,
     headers: HeaderMap,
-    AzureJsonObject(body): AzureJsonObject<JobRequest>,
+    req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     hub.authorize_service(
         &headers,
         uri.path(),
         &[Permission::RegistryRead, Permission::RegistryWrite],
     )?;
+    let body: JobRequest = extract::json_object(req).await?;
     let spec = JobSpec::from_request(&body)?;
     hub.authorize_service(&headers, uri.path(), &[permission(spec.kind)])?;
     let job = hub.jobs.create(&body, &spec, hub.now())?;

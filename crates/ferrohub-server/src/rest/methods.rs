@@ -152,9 +152,10 @@ pub(crate) async fn invoke_device_method(
     uri: Uri,
     headers: HeaderMap,
     DevicePath(id): DevicePath,
-    body: Bytes,
+    req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     hub.authorize_service(&headers, uri.path(), &[Permission::ServiceConnect])?;
+    let body = super::extract::bytes(req).await?;
     invoke(&hub, (id, None), &body).await
 }
 
@@ -169,9 +170,10 @@ pub(crate) async fn invoke_module_method(
     uri: Uri,
     headers: HeaderMap,
     ModulePath(id, mid): ModulePath,
-    body: Bytes,
+    req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     hub.authorize_service(&headers, uri.path(), &[Permission::ServiceConnect])?;
+    let body = super::extract::bytes(req).await?;
     invoke(&hub, (id, Some(mid)), &body).await
 }
 

@@ -9,7 +9,7 @@ use ferrohub_types::Permission;
 use super::convert::{module_spec, module_to_api};
 use super::devices::if_match;
 use super::error::ApiError;
-use super::extract::{AzureJsonObject, DevicePath, ModulePath};
+use super::extract::{self, DevicePath, ModulePath};
 use super::{HubState, json};
 
 /// Get a module identity.
@@ -43,9 +43,10 @@ pub(crate) async fn put_module(
     uri: Uri,
     headers: HeaderMap,
     ModulePath(id, mid): ModulePath,
-    AzureJsonObject(body): AzureJsonObject<api::Module>,
+    req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     hub.authorize_service(&headers, uri.path(), &[Permission::RegistryWrite])?;
+    let body: api::Module = extract::json_object(req).await?;
     let condition = if_match(&headers)?;
     let spec = module_spec(id, mid, &body)?;
     let now = hub.now();

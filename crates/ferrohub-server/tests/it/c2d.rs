@@ -11,7 +11,7 @@ use ferrohub_test_support::{TestHub, now_secs};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use super::{create_device, expect_error, send};
+use super::{WAIT, create_device, expect_error, send, wait_device};
 
 fn token(device: &Value) -> String {
     let id = device["deviceId"].as_str().unwrap();
@@ -163,8 +163,11 @@ async fn mqtt_delivery_online_offline_and_redelivery() {
     .await;
     c.send(Packet::PingReq).await;
     assert_eq!(c.recv().await, Some(Packet::PingResp));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let fb = feedback(&hub).await;
+    let fb = ferrohub_test_support::eventually(WAIT, "the delivery's feedback", || async {
+        let fb = feedback(&hub).await;
+        (!fb.is_empty()).then_some(fb)
+    })
+    .await;
     assert_eq!(fb.len(), 1);
     assert_eq!(fb[0]["originalMessageId"], "mid-1");
     assert_eq!(fb[0]["statusCode"], "Success");
@@ -173,7 +176,7 @@ async fn mqtt_delivery_online_offline_and_redelivery() {
 
     // Offline: queued, delivered when the persistent session comes back.
     drop(c);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_device(&hub, "c1", "connectionState", "Disconnected".into()).await;
     let resp = c2d_send(&hub, "c1", "while away", &[("iothub-messageid", "mid-2")]).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let dev: Value = send(&hub, Method::GET, "/devices/c1", None, &[], None)
@@ -189,7 +192,7 @@ async fn mqtt_delivery_online_offline_and_redelivery() {
     assert_eq!(&p.payload[..], b"while away");
     // Not acknowledged: comes again, marked DUP, on the next connection.
     drop(c);
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    wait_device(&hub, "c1", "connectionState", "Disconnected".into()).await;
     let mut c = mqtt_device(&hub, &d, false).await;
     let Some(Packet::Publish(p)) = c.recv().await else {
         panic!("expected the redelivery");
@@ -202,13 +205,8 @@ async fn mqtt_delivery_online_offline_and_redelivery() {
     .await;
     c.send(Packet::PingReq).await;
     assert_eq!(c.recv().await, Some(Packet::PingResp));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let dev: Value = send(&hub, Method::GET, "/devices/c1", None, &[], None)
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(dev["cloudToDeviceMessageCount"], 0, "completed on PUBACK");
+    // Completed on PUBACK.
+    wait_device(&hub, "c1", "cloudToDeviceMessageCount", 0.into()).await;
     assert!(
         c.recv_within(Duration::from_millis(500)).await.is_none(),
         "nothing delivered twice"

@@ -287,10 +287,11 @@ async fn read_positions_long_poll_and_stream() {
     assert_eq!(info["lastEnqueuedOffset"], events[4]["offset"]);
     assert_eq!(info["isEmpty"], false);
 
-    // A long poll from the end returns the event that arrives while it waits.
+    // A long poll from the end (after sequence number 4, the last) returns the event that arrives
+    // while it waits.
     let waiter = {
         let url = format!(
-            "{}{base}/events?from=latest&wait=20&api-version=1",
+            "{}{base}/events?sequenceNumber=4&wait=20&api-version=1",
             hub.base_url()
         );
         let client = hub.http();
@@ -307,7 +308,8 @@ async fn read_positions_long_poll_and_stream() {
                 .unwrap()
         })
     };
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The read names its start, so whether it reaches the hub before or after the event below,
+    // it must answer with exactly that event: no pause is needed to order them.
     let resp = post_event(&hub, "p1", &token, &[("iothub-app-i", "late")], b"x").await;
     assert_eq!(resp.status(), StatusCode::NO_CONTENT);
     let got = tokio::time::timeout(Duration::from_secs(15), waiter)

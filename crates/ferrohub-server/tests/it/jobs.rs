@@ -22,6 +22,25 @@ fn file_uri(dir: &Path) -> String {
     format!("file://{}", dir.display())
 }
 
+/// A new, empty container directory inside the hub's job file root (`<data_dir>/job-files`).
+pub(crate) struct JobDir(std::path::PathBuf);
+
+impl JobDir {
+    pub(crate) fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+pub(crate) fn job_dir(hub: &TestHub) -> JobDir {
+    let root = hub.data_dir().join("job-files");
+    let dir = tempfile::Builder::new()
+        .prefix("c")
+        .tempdir_in(&root)
+        .unwrap()
+        .keep();
+    JobDir(dir)
+}
+
 /// `POST /jobs/create` with the owner's token; returns the response.
 async fn post_job(hub: &TestHub, token: Option<&str>, body: &Value) -> reqwest::Response {
     send(
@@ -148,7 +167,7 @@ async fn identities(hub: &TestHub) -> Vec<(String, Value, Value)> {
 #[tokio::test]
 async fn export_then_import_into_a_fresh_hub() {
     let hub = seeded_hub().await;
-    let out = tempfile::tempdir().unwrap();
+    let out = job_dir(&hub);
 
     let created = create_job(
         &hub,
@@ -224,10 +243,16 @@ async fn export_then_import_into_a_fresh_hub() {
 
     // Import the keyed export into a fresh hub: the same identities.
     let fresh = TestHub::start().await;
-    let errors = tempfile::tempdir().unwrap();
+    let errors = job_dir(&fresh);
+    let input = job_dir(&fresh);
+    std::fs::copy(
+        out.path().join("devices.txt"),
+        input.path().join("devices.txt"),
+    )
+    .unwrap();
     let job = create_job(
         &fresh,
-        &json!({"type": "import", "inputBlobContainerUri": file_uri(out.path()),
+        &json!({"type": "import", "inputBlobContainerUri": file_uri(input.path()),
                 "outputBlobContainerUri": file_uri(errors.path())}),
     )
     .await;
@@ -257,7 +282,7 @@ async fn export_then_import_into_a_fresh_hub() {
 async fn import_reports_failed_records_and_completes() {
     let hub = TestHub::start().await;
     create_device(&hub, "taken").await;
-    let input = tempfile::tempdir().unwrap();
+    let input = job_dir(&hub);
     let lines = [
         r#"{"id":"n1","importMode":"create","status":"enabled"}"#,
         "this is not json",
@@ -334,13 +359,13 @@ async fn running_import(
     hub: &TestHub,
     device: &str,
     container: &str,
-) -> (BlobServer, tempfile::TempDir, String) {
+) -> (BlobServer, JobDir, String) {
     let blobs = BlobServer::start(false).await;
     blobs.put(
         "c/devices.txt",
         format!("{{\"id\":\"{device}\"}}\n").into_bytes(),
     );
-    let out = tempfile::tempdir().unwrap();
+    let out = job_dir(hub);
     let job = create_job(
         hub,
         &json!({"type": "import", "inputBlobContainerUri": blobs.url(container),
@@ -390,8 +415,16 @@ async fn one_job_at_a_time_and_cancel() {
     blobs.open();
     let done = wait_job(&hub, &second_id).await;
     assert_eq!(done["status"], "completed", "{done}");
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let first = get_job(&hub, &first_id).await;
+    // The cancelled job's task records its final count once its read returns.
+    let first = ferrohub_test_support::eventually(
+        Duration::from_secs(30),
+        "the cancelled job's task to stop",
+        || async {
+            let job = get_job(&hub, &first_id).await;
+            (job["deviceCount"] == 1).then_some(job)
+        },
+    )
+    .await;
     assert_eq!(first["status"], "cancelled", "{first}");
     let (status, _) = get_json(&hub, "/devices/late").await;
     assert_eq!(
@@ -433,7 +466,8 @@ async fn one_job_at_a_time_and_cancel() {
 #[tokio::test]
 async fn unknown_jobs_permissions_and_bad_requests() {
     let hub = TestHub::start().await;
-    let dir = tempfile::tempdir().unwrap();
+    let dir = job_dir(&hub);
+    let empty = job_dir(&hub);
     let unknown = "00000000-0000-4000-8000-000000000000";
     let resp = send(
         &hub,
@@ -502,7 +536,7 @@ async fn unknown_jobs_permissions_and_bad_requests() {
     );
     let job = create_job(
         &hub,
-        &json!({"type": "import", "inputBlobContainerUri": file_uri(&dir.path().join("none")),
+        &json!({"type": "import", "inputBlobContainerUri": file_uri(empty.path()),
                 "outputBlobContainerUri": file_uri(dir.path())}),
     )
     .await;
@@ -586,13 +620,17 @@ async fn http_containers_export_and_import() {
 async fn a_job_interrupted_by_a_restart_is_failed() {
     // Stopped while the job waits for its input blob.
     let hub = TestHub::start().await;
-    let (blobs, out, id) = running_import(&hub, "x", "c?sig=s").await;
+    let (blobs, _out, id) = running_import(&hub, "x", "c?sig=s").await;
     let data_dir = hub.data_dir().to_owned();
     let dir = hub.stop().await;
-    // The stopped hub's job task lets go of the hub's stores as soon as it sees the shutdown.
-    tokio::time::sleep(Duration::from_millis(200)).await;
-
-    let hub = TestHub::start_in(&data_dir).await;
+    // The stopped hub's job task lets go of the hub's stores as soon as it sees the shutdown;
+    // until then the event log's lock keeps a new hub out of the directory.
+    let hub = ferrohub_test_support::eventually(
+        Duration::from_secs(30),
+        "the stopped hub to release its data directory",
+        || async { TestHub::try_start_in(&data_dir).await.ok() },
+    )
+    .await;
     let job = get_job(&hub, &id).await;
     assert_eq!(job["status"], "failed", "{job}");
     assert_eq!(
@@ -600,9 +638,10 @@ async fn a_job_interrupted_by_a_restart_is_failed() {
         "the hub restarted while the job was running"
     );
     assert!(job["endTimeUtc"].is_string());
-    // The stopped hub's task does not bring it back.
+    // The stopped hub's task does not bring it back: it let go of its hub before this one could
+    // start, so the read it waited for has nowhere to report.
     blobs.open();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = blobs.get("c/devices.txt");
     assert_eq!(get_job(&hub, &id).await, job);
     let data_dir2 = tempfile::tempdir().unwrap();
     hub.stop().await;
@@ -610,14 +649,15 @@ async fn a_job_interrupted_by_a_restart_is_failed() {
 
     // A record left running in jobs.json, written as an older hub would have.
     let data = data_dir2.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
+    let out = data.join("job-files/out");
+    std::fs::create_dir_all(&out).unwrap();
     let record = json!({"jobs": [{
         "jobId": "11111111-2222-4333-8444-555555555555",
         "startTimeUtc": chrono::Utc::now().to_rfc3339(),
         "type": "export",
         "status": "running",
         "progress": 40,
-        "outputBlobContainerUri": file_uri(out.path()),
+        "outputBlobContainerUri": file_uri(&out),
         "outputBlobName": "devices.txt",
         "excludeKeysInExport": false,
     }]});
@@ -633,7 +673,7 @@ async fn a_job_interrupted_by_a_restart_is_failed() {
     // And the slot is free.
     let job = create_job(
         &hub,
-        &json!({"type": "export", "outputBlobContainerUri": file_uri(out.path())}),
+        &json!({"type": "export", "outputBlobContainerUri": file_uri(&out)}),
     )
     .await;
     assert_eq!(
@@ -655,7 +695,7 @@ async fn import_a_million_devices() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1_000_000);
     let hub = TestHub::start().await;
-    let input = tempfile::tempdir().unwrap();
+    let input = job_dir(&hub);
     {
         let mut f = std::io::BufWriter::new(
             std::fs::File::create(input.path().join("devices.txt")).unwrap(),
@@ -697,7 +737,7 @@ async fn import_a_million_devices() {
         return;
     }
 
-    let out = tempfile::tempdir().unwrap();
+    let out = job_dir(&hub);
     let started = Instant::now();
     let job = create_job(
         &hub,
@@ -862,4 +902,205 @@ async fn put_blob(
     }
     state.blobs.lock().unwrap().insert(path, body.to_vec());
     AxumStatus::CREATED
+}
+
+// === The job file root: what a REST caller may not reach on the hub's host ===
+
+/// Every file under `dir` with its content, for "nothing changed on disk".
+fn tree(dir: &Path) -> Vec<(std::path::PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let entry = entry.unwrap();
+            let meta = std::fs::symlink_metadata(entry.path()).unwrap();
+            if meta.is_dir() {
+                stack.push(entry.path());
+            } else if meta.is_file() {
+                out.push((entry.path(), std::fs::read(entry.path()).unwrap()));
+            } else {
+                out.push((entry.path(), b"<link>".to_vec()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[tokio::test]
+async fn file_containers_outside_the_root_are_refused_and_change_nothing() {
+    let hub = seeded_hub().await;
+    let host = tempfile::tempdir().unwrap();
+    // A directory elsewhere on the host holding a file worth overwriting, and one worth reading.
+    let victim_dir = host.path().join("etc");
+    std::fs::create_dir(&victim_dir).unwrap();
+    std::fs::write(victim_dir.join("devices.txt"), b"precious").unwrap();
+    std::fs::write(victim_dir.join("passwd"), b"root:x:0:0").unwrap();
+    let root = hub.data_dir().join("job-files");
+    let inside = job_dir(&hub);
+    std::fs::write(inside.path().join("mine.txt"), b"an operator's file").unwrap();
+    // Links inside the root leading out of it.
+    std::os::unix::fs::symlink(&victim_dir, root.join("escape")).unwrap();
+    std::os::unix::fs::symlink(victim_dir.join("passwd"), inside.path().join("devices.txt"))
+        .unwrap();
+    let before_host = tree(host.path());
+    let before_root = tree(&root);
+    let read = hub.policy_token("registryRead", 600);
+    let root_uri = file_uri(&root);
+
+    let refused = [
+        // Another directory on the host.
+        json!({"type": "export", "outputBlobContainerUri": file_uri(&victim_dir)}),
+        json!({"type": "export", "outputBlobContainerUri": file_uri(&victim_dir),
+               "outputBlobName": "passwd"}),
+        json!({"type": "export", "outputBlobContainerUri": "file:///etc/"}),
+        json!({"type": "export", "outputBlobContainerUri": "file:///"}),
+        // Climbing out of the root, written out or percent-encoded.
+        json!({"type": "export", "outputBlobContainerUri": format!("{root_uri}/../../etc")}),
+        json!({"type": "export", "outputBlobContainerUri": format!("{root_uri}/%2e%2e/%2E%2E")}),
+        json!({"type": "export", "outputBlobContainerUri": format!("{root_uri}/escape")}),
+        json!({"type": "export", "outputBlobContainerUri": file_uri(inside.path()),
+               "outputBlobName": "../../../etc/devices.txt"}),
+        json!({"type": "export", "outputBlobContainerUri": file_uri(inside.path()),
+               "outputBlobName": "/etc/devices.txt"}),
+        // A file that exists (the operator's, or a link out of the root).
+        json!({"type": "export", "outputBlobContainerUri": file_uri(inside.path()),
+               "outputBlobName": "mine.txt"}),
+        json!({"type": "export", "outputBlobContainerUri": file_uri(inside.path())}),
+        // Reading host files.
+        json!({"type": "import", "inputBlobContainerUri": "file:///etc/",
+               "inputBlobName": "passwd", "outputBlobContainerUri": file_uri(inside.path())}),
+        json!({"type": "import", "inputBlobContainerUri": file_uri(&victim_dir),
+               "inputBlobName": "passwd", "outputBlobContainerUri": file_uri(inside.path())}),
+        json!({"type": "import", "inputBlobContainerUri": format!("{root_uri}/escape"),
+               "inputBlobName": "passwd", "outputBlobContainerUri": file_uri(inside.path())}),
+        // The hub's own state.
+        json!({"type": "export", "outputBlobContainerUri": file_uri(hub.data_dir())}),
+        json!({"type": "import", "inputBlobContainerUri": file_uri(hub.data_dir()),
+               "inputBlobName": "policies.json", "outputBlobContainerUri": file_uri(inside.path())}),
+    ];
+    for body in &refused {
+        let is_export = body["type"] == "export";
+        // registryRead may export, so its export requests reach the container checks.
+        let token = if is_export { Some(read.as_str()) } else { None };
+        let resp = post_job(&hub, token, body).await;
+        let message = expect_error(resp, 400, "ArgumentInvalid").await;
+        assert!(!message.contains("root:x"), "{message}");
+    }
+    // registryRead may not import at all.
+    let resp = post_job(&hub, Some(&read), &refused[11]).await;
+    expect_error(resp, 401, "IotHubUnauthorizedAccess").await;
+
+    // A link as an input blob is caught when the job runs: it fails, reading nothing.
+    let job = create_job(
+        &hub,
+        &json!({"type": "import", "inputBlobContainerUri": file_uri(inside.path()),
+                "outputBlobContainerUri": file_uri(inside.path()), "outputBlobName": "errs.log"}),
+    )
+    .await;
+    let done = wait_job(&hub, job["jobId"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert!(
+        done["failureReason"].as_str().unwrap().contains("link"),
+        "{done}"
+    );
+
+    assert_eq!(
+        tree(host.path()),
+        before_host,
+        "nothing outside the root changed"
+    );
+    assert_eq!(tree(&root), before_root, "nothing inside the root changed");
+    let (_, jobs) = get_json(&hub, "/jobs").await;
+    assert_eq!(
+        jobs.as_array().unwrap().len(),
+        1,
+        "only the import that ran"
+    );
+}
+
+#[tokio::test]
+async fn a_read_only_policy_exports_with_keys_inside_the_root() {
+    // RegistryRead reads keys already (GET /devices/{id}), so an export with keys needs no more.
+    let hub = seeded_hub().await;
+    let read = hub.policy_token("registryRead", 600);
+    let resp = send(&hub, Method::GET, "/devices/d3", Some(&read), &[], None).await;
+    let d3: Value = resp.json().await.unwrap();
+    assert_eq!(
+        d3["authentication"]["symmetricKey"]["primaryKey"],
+        "AAECAwQFBgcICQoLDA0ODw=="
+    );
+    let out = job_dir(&hub);
+    let resp = post_job(
+        &hub,
+        Some(&read),
+        &json!({"type": "export", "outputBlobContainerUri": file_uri(out.path()),
+                "outputBlobName": "nested/dir/devices.txt", "excludeKeysInExport": false}),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let job: Value = resp.json().await.unwrap();
+    let done = wait_job(&hub, job["jobId"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "completed", "{done}");
+    let lines = json_lines(&out.path().join("nested/dir/devices.txt"));
+    assert_eq!(lines.len(), 4);
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(out.path().join("nested/dir/devices.txt"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "an export holds keys: owner-only");
+}
+
+#[tokio::test]
+async fn http_containers_on_private_addresses_or_redirecting_away_fail() {
+    let hub = TestHub::start_with_config("[jobs]\nallow_private_addresses = false\n").await;
+    let blobs = BlobServer::start(true).await;
+    blobs.put("c/devices.txt", b"{\"id\":\"x\"}\n".to_vec());
+    let out = job_dir(&hub);
+    let job = create_job(
+        &hub,
+        &json!({"type": "import", "inputBlobContainerUri": blobs.url("c?sig=s"),
+                "outputBlobContainerUri": file_uri(out.path())}),
+    )
+    .await;
+    let done = wait_job(&hub, job["jobId"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    let reason = done["failureReason"].as_str().unwrap();
+    assert!(reason.contains("allow_private_addresses"), "{reason}");
+    let job = create_job(
+        &hub,
+        &json!({"type": "export", "outputBlobContainerUri": "http://localhost:9/c?sig=s"}),
+    )
+    .await;
+    let done = wait_job(&hub, job["jobId"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "failed", "{done}");
+
+    // Allowed to reach this machine, a store redirecting to another host is not followed.
+    let hub = TestHub::start().await;
+    let redirector = Router::new().route(
+        "/{*path}",
+        get(|| async {
+            (
+                AxumStatus::TEMPORARY_REDIRECT,
+                [("location", "http://localhost:9/elsewhere")],
+            )
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, redirector).await;
+    });
+    let out = job_dir(&hub);
+    let job = create_job(
+        &hub,
+        &json!({"type": "import", "inputBlobContainerUri": format!("http://{addr}/c?sig=s"),
+                "outputBlobContainerUri": file_uri(out.path())}),
+    )
+    .await;
+    let done = wait_job(&hub, job["jobId"].as_str().unwrap()).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    let reason = done["failureReason"].as_str().unwrap();
+    assert!(reason.contains("307"), "{reason}");
 }

@@ -1,12 +1,14 @@
 //! Black-box tests of the hub through its real listeners: one binary, one module per area.
 #![allow(clippy::unwrap_used)]
 
+mod abuse;
 mod auth;
 mod bulk;
 mod c2d;
 mod devices;
 mod disk;
 mod events;
+mod https_limits;
 mod jobs;
 mod methods;
 mod modules;
@@ -86,6 +88,36 @@ async fn create_device(hub: &TestHub, id: &str) -> Value {
     .await;
     assert_eq!(resp.status(), StatusCode::OK);
     resp.json().await.unwrap()
+}
+
+/// How long a test waits for the hub to reach a state before it fails.
+const WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Device `id` as `GET /devices/{id}` shows it.
+async fn device_json(hub: &TestHub, id: &str) -> Value {
+    send(hub, Method::GET, &format!("/devices/{id}"), None, &[], None)
+        .await
+        .json()
+        .await
+        .unwrap()
+}
+
+/// Waits until device `id` shows `field` = `value`, and returns it.
+async fn wait_device(hub: &TestHub, id: &str, field: &str, value: Value) -> Value {
+    ferrohub_test_support::eventually(WAIT, &format!("{id}.{field} = {value}"), || async {
+        let d = device_json(hub, id).await;
+        (d[field] == value).then_some(d)
+    })
+    .await
+}
+
+/// Waits until the event log holds `n` events, and returns them.
+async fn wait_events(hub: &TestHub, n: usize) -> Vec<Value> {
+    ferrohub_test_support::eventually(WAIT, &format!("{n} events in the log"), || async {
+        let events = all_events(hub).await;
+        (events.len() >= n).then_some(events)
+    })
+    .await
 }
 
 /// The ids of every device, via `GET /devices`.

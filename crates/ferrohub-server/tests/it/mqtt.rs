@@ -10,7 +10,7 @@ use ferrohub_test_support::{TestHub, now_secs};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use super::{all_events, create_device, send};
+use super::{all_events, create_device, send, wait_device, wait_events};
 
 fn key_of(device: &Value) -> SymmetricKey {
     SymmetricKey::from_base64(
@@ -81,12 +81,8 @@ async fn telemetry_over_tls_is_acknowledged_once_durable() {
             .await
             .is_none()
     );
-    // A PINGREQ round trip proves the QoS 0 message was processed before we read the log.
-    c.send(Packet::PingReq).await;
-    assert_eq!(c.recv().await, Some(Packet::PingResp));
-    tokio::time::sleep(Duration::from_millis(200)).await;
-
-    let events = all_events(&hub).await;
+    // The QoS 0 message has no acknowledgement: wait until it is in the log.
+    let events = wait_events(&hub, 2).await;
     assert_eq!(events.len(), 2);
     let e = &events[0];
     let sys = &e["systemProperties"];
@@ -121,12 +117,7 @@ async fn telemetry_over_tls_is_acknowledged_once_durable() {
 
     c.send(Packet::Disconnect).await;
     assert!(c.closed_within(Duration::from_secs(5)).await);
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    let dev: Value = send(&hub, Method::GET, "/devices/m1", None, &[], None)
-        .await
-        .json()
-        .await
-        .unwrap();
+    let dev = wait_device(&hub, "m1", "connectionState", "Disconnected".into()).await;
     assert_eq!(dev["connectionState"], "Disconnected");
 }
 
@@ -281,7 +272,7 @@ async fn persistent_sessions_keep_subscriptions() {
         ]
     );
     drop(c);
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_device(&hub, "s1", "connectionState", "Disconnected".into()).await;
     let (_c, ack) = connect(&hub, "s1", &pw, false).await;
     assert!(
         ack.unwrap().session_present,
@@ -424,7 +415,10 @@ async fn will_is_published_on_abnormal_close_only() {
     .await;
     c.send(Packet::Disconnect).await;
     assert!(c.closed_within(Duration::from_secs(5)).await);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The second connection's close is complete once the device shows disconnected; by then
+    // a (wrong) will of its own would be in the log with the first one's.
+    wait_events(&hub, 1).await;
+    wait_device(&hub, "w1", "connectionState", "Disconnected".into()).await;
     let events = all_events(&hub).await;
     assert_eq!(events.len(), 1, "one will, from the abnormal close");
     assert_eq!(events[0]["properties"]["iothub-MessageType"], "Will");

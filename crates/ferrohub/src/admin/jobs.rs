@@ -2,8 +2,9 @@
 //!
 //! `devices import FILE` streams a local JSON Lines file (Azure's `devices.txt` format) through
 //! the bulk API, 100 records a request, so it works against any hub. `devices import URL` and
-//! `devices export` run an import/export job on the hub (`file://` directories on the hub's host,
-//! or http(s) container URLs) and follow its progress.
+//! `devices export` run an import/export job on the hub (`file://` directories inside the hub's
+//! job file root, `<data_dir>/job-files` unless configured, or http(s) container URLs) and follow
+//! its progress.
 
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -42,7 +43,8 @@ pub(crate) struct ImportArgs {
 /// `devices export`.
 #[derive(Debug, Args)]
 pub(crate) struct ExportArgs {
-    /// Where to write: a local path (the hub must run on this machine) or a blob URL.
+    /// Where to write: a local path inside the hub's job file root (the hub must run on this
+    /// machine; `<data_dir>/job-files` unless configured) or a blob URL.
     target: String,
     /// Write keys as null.
     #[arg(long)]
