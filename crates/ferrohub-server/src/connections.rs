@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use ferrohub_twin::MethodName;
 use ferrohub_types::{DeviceId, ModuleId};
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -27,12 +28,12 @@ pub(crate) enum DeviceCommand {
         /// The request id the device echoes.
         rid: String,
         /// The method's name.
-        name: String,
+        name: MethodName,
         /// The request body: JSON, `null` when the caller gave none.
         payload: Bytes,
     },
-    /// A desired-properties patch (the body includes `$version`).
-    #[allow(dead_code, reason = "sent once twins are stored")]
+    /// A desired-properties patch (the body includes `$version`), sent after the service
+    /// changed the identity's desired properties.
     DesiredPatch {
         /// The new desired version.
         version: u64,
