@@ -33,10 +33,7 @@ impl Hub {
     ///
     /// Errors: 404001 DeviceNotFound, 404010 ModuleNotFound.
     pub(crate) async fn twin(&self, identity: &Identity) -> Result<IdentityTwin, HubError> {
-        Ok(self
-            .registry
-            .twin(&identity.0, identity.1.as_ref())
-            .await?)
+        Ok(self.registry.twin(&identity.0, identity.1.as_ref()).await?)
     }
 
     /// The twin of a connected identity, for its own `GET` (desired and reported only matter).
@@ -129,9 +126,7 @@ impl Hub {
                 status_reason: d.status_reason.clone(),
                 status_update_time: d.status_updated_time,
                 connection_state: connection_state.to_owned(),
-                last_activity_time: presence
-                    .map(|p| p.last_activity)
-                    .or(d.last_activity_time),
+                last_activity_time: presence.map(|p| p.last_activity).or(d.last_activity_time),
                 cloud_to_device_message_count: self
                     .c2d
                     .depth(&d.device_id, self.now())
@@ -160,9 +155,7 @@ impl Hub {
                 status_reason: None,
                 status_update_time: None,
                 connection_state: connection_state.to_owned(),
-                last_activity_time: presence
-                    .map(|p| p.last_activity)
-                    .or(m.last_activity_time),
+                last_activity_time: presence.map(|p| p.last_activity).or(m.last_activity_time),
                 cloud_to_device_message_count: 0,
                 authentication_type: m.authentication.kind.as_str().to_owned(),
                 x509_thumbprint: X509Thumbprint {

@@ -42,8 +42,11 @@ fn if_match(headers: &HeaderMap) -> Result<IfMatch, ApiError> {
 
 /// A twin body as JSON; anything else is 400004.
 fn body_json(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::invalid(format!("The twin in the request body is not valid JSON: {e}")))
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::invalid(format!(
+            "The twin in the request body is not valid JSON: {e}"
+        ))
+    })
 }
 
 /// How a write reads its body.

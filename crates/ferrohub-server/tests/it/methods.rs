@@ -2,68 +2,16 @@
 
 use std::time::Duration;
 
-use ferrohub_auth::{SymmetricKey, mint};
-use ferrohub_mqtt::codec::ConnectReturnCode;
 use ferrohub_mqtt::{Packet, QoS};
-use ferrohub_test_support::mqtt::{MqttClient, Transport};
-use ferrohub_test_support::{TestHub, now_secs};
+use ferrohub_test_support::TestHub;
+use ferrohub_test_support::mqtt::MqttClient;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use super::{create_device, send};
+use super::{connect_identity, create_device, send};
 
 async fn device_client(hub: &TestHub, device: &Value, module: Option<&str>) -> MqttClient {
-    let id = device["deviceId"].as_str().unwrap();
-    let (client_id, resource, key) = match module {
-        None => (
-            id.to_owned(),
-            format!("localhost/devices/{id}"),
-            device["authentication"]["symmetricKey"]["primaryKey"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        ),
-        Some(m) => {
-            let module: Value = send(
-                hub,
-                Method::PUT,
-                &format!("/devices/{id}/modules/{m}"),
-                None,
-                &[],
-                Some("{}"),
-            )
-            .await
-            .json()
-            .await
-            .unwrap();
-            (
-                format!("{id}/{m}"),
-                format!("localhost/devices/{id}/modules/{m}"),
-                module["authentication"]["symmetricKey"]["primaryKey"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned(),
-            )
-        }
-    };
-    let token = mint(
-        &resource,
-        &SymmetricKey::from_base64(&key).unwrap(),
-        now_secs() + 600,
-        None,
-    );
-    let ca = hub.ca_pem();
-    let (mut c, ack) = MqttClient::connect(
-        Transport::Tls(hub.mqtt_addr(), &ca),
-        &client_id,
-        &format!("localhost/{client_id}/?api-version=2021-04-12"),
-        &token,
-        false,
-        60,
-        None,
-    )
-    .await;
-    assert_eq!(ack.map(|a| a.code), Some(ConnectReturnCode::Accepted));
+    let mut c = connect_identity(hub, device, module, true).await;
     c.subscribe(&[("$iothub/methods/POST/#", QoS::AtMostOnce)])
         .await;
     c
