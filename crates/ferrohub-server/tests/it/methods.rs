@@ -103,16 +103,52 @@ async fn offline_unsubscribed_and_silent_devices_get_azure_errors() {
     let hub = TestHub::start().await;
     let d = create_device(&hub, "meth3").await;
 
-    // Not connected: 404103 at once.
-    let started = std::time::Instant::now();
+    // Not connected: 404103 at once (no connect timeout), as the real hub words it.
     let (status, body) = invoke(&hub, "/twins/meth3/methods", r#"{"methodName":"m"}"#).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["ExceptionMessage"], "");
     let inner: Value = serde_json::from_str(body["Message"].as_str().unwrap()).unwrap();
     assert_eq!(inner["errorCode"], 404103);
+    assert_eq!(inner["info"]["timeout"], "00:00:00");
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "not waiting for a timeout"
+        inner["message"]
+            .as_str()
+            .unwrap()
+            .contains("isn't online or hasn't registered the direct method callback"),
+        "{inner}"
     );
+    assert!(inner["trackingId"].is_string() && inner["timestampUtc"].is_string());
+
+    // Connected but not subscribed to methods: the same.
+    let unsubscribed = connect_identity(&hub, &d, None, true).await;
+    let (status, _) = invoke(&hub, "/twins/meth3/methods", r#"{"methodName":"m"}"#).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    drop(unsubscribed);
+
+    // Bad requests: 400004.
+    for bad in [
+        r#"{"payload":1}"#,
+        r#"{"methodName":"a b"}"#,
+        r#"{"methodName":"m","responseTimeoutInSeconds":4}"#,
+        r#"{"methodName":"m","connectTimeoutInSeconds":301}"#,
+        "[]",
+    ] {
+        let resp = send(
+            &hub,
+            Method::POST,
+            "/twins/meth3/methods",
+            None,
+            &[],
+            Some(bad),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(
+            resp.headers()["iothub-errorcode"],
+            "ArgumentInvalid",
+            "{bad}"
+        );
+    }
 
     // Unknown device and module: 404001, 404010.
     let resp = send(
@@ -150,6 +186,37 @@ async fn offline_unsubscribed_and_silent_devices_get_azure_errors() {
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
     let inner: Value = serde_json::from_str(body["Message"].as_str().unwrap()).unwrap();
     assert_eq!(inner["errorCode"], 504101);
+    assert_eq!(
+        inner["message"],
+        "Timed out waiting for the response from device."
+    );
+}
+
+#[tokio::test]
+async fn an_answer_that_is_not_json_is_refused() {
+    let hub = TestHub::start().await;
+    let d = create_device(&hub, "meth5").await;
+    let mut device = device_client(&hub, &d, None).await;
+    let call = invoke(&hub, "/twins/meth5/methods", r#"{"methodName":"m"}"#);
+    let answer = async {
+        let (_, rid, _) = next_request(&mut device).await;
+        device
+            .publish(
+                &format!("$iothub/methods/res/200/?$rid={rid}"),
+                QoS::AtMostOnce,
+                b"not json",
+            )
+            .await;
+    };
+    let ((status, body), ()) = tokio::join!(call, answer);
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["Message"]
+            .as_str()
+            .unwrap()
+            .starts_with("ErrorCode:ArgumentInvalid;"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

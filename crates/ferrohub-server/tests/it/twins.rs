@@ -867,3 +867,56 @@ async fn bulk_records_update_twins_and_notify() {
     );
     assert_eq!(get_twin(&hub, "/twins/bk2").await["tags"], json!({}));
 }
+
+#[tokio::test]
+async fn modules_receive_no_cloud_to_device_messages() {
+    let hub = TestHub::start().await;
+    let d = create_device(&hub, "mc1").await;
+    let mut m = connect_identity(&hub, &d, Some("mod"), true).await;
+    // Neither the device's queue nor a module queue can be subscribed (§7.3).
+    let codes = m
+        .subscribe(&[
+            (
+                "devices/mc1/modules/mod/messages/devicebound/#",
+                QoS::AtLeastOnce,
+            ),
+            ("devices/mc1/messages/devicebound/#", QoS::AtLeastOnce),
+            ("devices/mc1/modules/mod/inputs/#", QoS::AtLeastOnce),
+        ])
+        .await;
+    assert_eq!(
+        codes,
+        vec![
+            ferrohub_mqtt::codec::SubscribeReturnCode::Failure,
+            ferrohub_mqtt::codec::SubscribeReturnCode::Failure,
+            ferrohub_mqtt::codec::SubscribeReturnCode::Success(QoS::AtLeastOnce),
+        ]
+    );
+    // And the service cannot address a module.
+    let resp = send(
+        &hub,
+        Method::POST,
+        "/devices/mc1/modules/mod/messages/deviceBound",
+        None,
+        &[],
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::NOT_FOUND);
+    assert!(resp.headers().contains_key("iothub-errorcode"));
+    // A message for the device stays the device's: the module connection gets nothing, and the
+    // next thing it gets is the answer to its own request.
+    let resp = send(
+        &hub,
+        Method::POST,
+        "/devices/mc1/messages/deviceBound",
+        None,
+        &[],
+        Some("for the device"),
+    )
+    .await;
+    assert!(resp.status().is_success());
+    m.subscribe(&[(RESPONSES, QoS::AtMostOnce)]).await;
+    let (status, _) = mqtt_get(&mut m, "after").await;
+    assert_eq!(status, 200);
+}
