@@ -542,6 +542,9 @@ impl Driver {
             .and_then(|p| std::str::from_utf8(p).ok())
             .and_then(|t| token_deadline(hub, t));
         let registration = hub.connections.register(identity.clone(), hub.now());
+        if let Some(model) = &origin.model_id {
+            hub.connections.set_model_id(&identity, model);
+        }
         let (session_present, subscriptions) = restore(hub, &cid, req.clean_session).await;
         tracing::info!(peer = %self.peer, client_id = %cid, clean_session = req.clean_session, "MQTT client connected");
         let budget = hub.budgets.messages(&identity, Instant::now());

@@ -5,7 +5,9 @@
 //! hub adds:
 //!
 //! * the REST rendering's identity fields ([`Hub::twin_identity`]): the stored identity's, and
-//!   `connectionState` / `lastActivityTime` from live presence, as the device API shows them;
+//!   `connectionState` / `lastActivityTime` from live presence, as the device API shows them,
+//!   and `modelId` from what the identity announced when it last connected (kept in memory,
+//!   like presence);
 //! * writes that run to their end on a task of their own ([`Hub::update_twin`],
 //!   [`Hub::report_twin`]): a caller that goes away (an HTTP client that hangs up) never leaves a
 //!   stored change whose notification was not sent;
@@ -111,6 +113,7 @@ impl Hub {
     pub(crate) async fn twin_identity(&self, owner: &TwinOwner) -> TwinIdentity {
         let identity: Identity = (owner.device_id().clone(), owner.module_id().cloned());
         let presence = self.connections.presence(&identity);
+        let model_id = self.connections.model_id(&identity).unwrap_or_default();
         let connected = presence.is_some_and(|p| p.connected);
         let connection_state = if connected {
             "Connected"
@@ -141,7 +144,7 @@ impl Hub {
                         .secondary_thumbprint
                         .clone(),
                 },
-                model_id: String::new(),
+                model_id,
                 iot_edge: Some(d.iot_edge),
                 device_scope: d.device_scope.clone(),
                 parent_scopes: d.parent_scopes.clone(),
@@ -166,7 +169,7 @@ impl Hub {
                         .secondary_thumbprint
                         .clone(),
                 },
-                model_id: String::new(),
+                model_id,
                 iot_edge: None,
                 device_scope: None,
                 parent_scopes: Vec::new(),

@@ -7,7 +7,6 @@
 //! for methods (404103) or does not answer in time (504101) gets the bodies the real hub sends
 //! today, the JSON error inside the legacy `Message` (§4.4), with the `iothub-errorcode` header.
 
-use axum::body::Bytes;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use ferrohub_api::{ERROR_CODE_HEADER, JSON_CONTENT_TYPE};

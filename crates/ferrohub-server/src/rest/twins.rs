@@ -11,7 +11,6 @@
 //! * A write with desired properties notifies the connected device (the hub's notification
 //!   path); the answer does not wait for the device.
 
-use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::Response;
 use ferrohub_registry::IdentityTwin;
@@ -38,15 +37,6 @@ fn if_match(headers: &HeaderMap) -> Result<IfMatch, ApiError> {
             .map(IfMatch::parse)
             .map_err(|_| ApiError::invalid("The If-Match header is not valid text.")),
     }
-}
-
-/// A twin body as JSON; anything else is 400004.
-fn body_json(body: &[u8]) -> Result<Value, ApiError> {
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::invalid(format!(
-            "The twin in the request body is not valid JSON: {e}"
-        ))
-    })
 }
 
 /// How a write reads its body.
@@ -77,14 +67,13 @@ async fn write(
     hub: &HubState,
     identity: Identity,
     headers: &HeaderMap,
-    body: &[u8],
+    body: &Value,
     kind: Write,
 ) -> Result<Response, ApiError> {
     let condition = if_match(headers)?;
-    let body = body_json(body)?;
     let update = match kind {
-        Write::Patch => TwinUpdate::patch(&body),
-        Write::Replace => TwinUpdate::replace(&body),
+        Write::Patch => TwinUpdate::patch(body),
+        Write::Replace => TwinUpdate::replace(body),
     }
     .map_err(|e| ApiError::new(e.error_code(), e.to_string()))?;
     let t = hub.update_twin(identity, update, condition).await?;
@@ -128,9 +117,10 @@ pub(crate) async fn patch_twin(
     uri: Uri,
     headers: HeaderMap,
     DevicePath(id): DevicePath,
-    body: Bytes,
+    req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     hub.authorize_service(&headers, uri.path(), WRITE)?;
+    let body: Value = super::extract::json(req).await?;
     write(&hub, device(id), &headers, &body, Write::Patch).await
 }
 
@@ -148,9 +138,10 @@ pub(crate) async fn replace_twin(
     uri: Uri,
     headers: HeaderMap,
     DevicePath(id): DevicePath,
-    body: Bytes,
+    req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     hub.authorize_service(&headers, uri.path(), WRITE)?;
+    let body: Value = super::extract::json(req).await?;
     write(&hub, device(id), &headers, &body, Write::Replace).await
 }
 
@@ -182,9 +173,10 @@ pub(crate) async fn patch_module_twin(
     uri: Uri,
     headers: HeaderMap,
     ModulePath(id, mid): ModulePath,
-    body: Bytes,
+    req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     hub.authorize_service(&headers, uri.path(), WRITE)?;
+    let body: Value = super::extract::json(req).await?;
     write(&hub, module(id, mid), &headers, &body, Write::Patch).await
 }
 
@@ -201,8 +193,9 @@ pub(crate) async fn replace_module_twin(
     uri: Uri,
     headers: HeaderMap,
     ModulePath(id, mid): ModulePath,
-    body: Bytes,
+    req: axum::extract::Request,
 ) -> Result<Response, ApiError> {
     hub.authorize_service(&headers, uri.path(), WRITE)?;
+    let body: Value = super::extract::json(req).await?;
     write(&hub, module(id, mid), &headers, &body, Write::Replace).await
 }

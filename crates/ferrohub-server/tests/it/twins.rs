@@ -920,3 +920,38 @@ async fn modules_receive_no_cloud_to_device_messages() {
     let (status, _) = mqtt_get(&mut m, "after").await;
     assert_eq!(status, 200);
 }
+
+#[tokio::test]
+async fn the_twin_shows_the_model_id_a_device_announced() {
+    use ferrohub_auth::{SymmetricKey, mint};
+    use ferrohub_mqtt::codec::ConnectReturnCode;
+    use ferrohub_test_support::mqtt::Transport;
+
+    let hub = TestHub::start().await;
+    let d = create_device(&hub, "pnp1").await;
+    assert_eq!(get_twin(&hub, "/twins/pnp1").await["modelId"], "");
+    let key = d["authentication"]["symmetricKey"]["primaryKey"]
+        .as_str()
+        .unwrap();
+    let token = mint(
+        "localhost/devices/pnp1",
+        &SymmetricKey::from_base64(key).unwrap(),
+        ferrohub_test_support::now_secs() + 600,
+        None,
+    );
+    let ca = hub.ca_pem();
+    let (_c, ack) = MqttClient::connect(
+        Transport::Tls(hub.mqtt_addr(), &ca),
+        "pnp1",
+        "localhost/pnp1/?api-version=2020-09-30&model-id=dtmi%3Acom%3Aexample%3AThermostat%3B1",
+        &token,
+        true,
+        60,
+        None,
+    )
+    .await;
+    assert_eq!(ack.map(|a| a.code), Some(ConnectReturnCode::Accepted));
+    let twin = get_twin(&hub, "/twins/pnp1").await;
+    assert_eq!(twin["modelId"], "dtmi:com:example:Thermostat;1");
+    assert_eq!(twin["connectionState"], "Connected");
+}
