@@ -13,6 +13,9 @@
 //   * onDeviceMethod subscribes $iothub/methods/POST/#; res.send(status, payload) answers on
 //     $iothub/methods/res/{status}/?$rid=…; an empty request body is answered 400 by the SDK
 //     itself, so the hub must send `null`.
+//   * twin.on('properties.desired') subscribes without telling when the SUBACK came; the test
+//     waits for it with twin.enableTwinDesiredPropertiesUpdates(callback), which the listener
+//     calls itself.
 //   * Registry.updateTwin requires an etag and quotes it; twin.update() uses the etag of the last
 //     response. Client.invokeDeviceMethod is a REST call through the same REST client (its AMQP
 //     transport is never opened here); its default retry policy retries 500/503/429 for 4 minutes
@@ -132,6 +135,14 @@ for (const transport of TRANSPORTS) {
       const desired = new Events(twin, 'properties.desired');
       // The listener fires at once with the cached desired properties.
       assert.equal((await desired.next()).fw, '1.0');
+      // Adding the listener subscribes in the background; the same call with a callback
+      // returns once the SUBACK is in, so the service write below cannot overtake it (the hub
+      // queues nothing for a device that is not subscribed yet).
+      await withTimeout(
+        new Promise((resolve, reject) => twin.enableTwinDesiredPropertiesUpdates((err) => (err ? reject(err) : resolve()))),
+        OP_MS,
+        'enableTwinDesiredPropertiesUpdates',
+      );
       // twin.update() uses the etag of the last response: the current one.
       await afterReport.update({ properties: { desired: { fw: '2.0', cfg: { rate: 5 } } } });
       const patch = await desired.next();
