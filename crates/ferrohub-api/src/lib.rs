@@ -11,6 +11,7 @@ mod events;
 mod jobs;
 mod registry;
 mod time;
+mod twin;
 
 pub use c2d::{C2dSendResult, FeedbackRecord, PurgeMessageQueueResult};
 pub use device::{
@@ -27,6 +28,7 @@ pub use registry::{
     ExportImportDevice, RegistryStatistics, ServiceStatistics,
 };
 pub use time::Timestamp;
+pub use twin::{CloudToDeviceMethod, CloudToDeviceMethodResult, Twin, TwinProperties};
 
 /// The api-version Ferrohub behaves as. Requests may carry any `api-version`.
 pub const API_VERSION: &str = "2021-04-12";

@@ -35,18 +35,20 @@ pub struct ExportImportDevice {
     /// Credentials.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub authentication: Option<AuthenticationMechanism>,
-    /// The twin's ETag (twins are not served yet; accepted and ignored).
+    /// The twin's ETag: exported; on import, checked by `updateTwinIfMatchETag` only.
     #[serde(
         rename = "twinETag",
         alias = "twinEtag",
         skip_serializing_if = "Option::is_none"
     )]
     pub twin_e_tag: Option<String>,
-    /// Twin tags (accepted and ignored until twins are served).
+    /// Twin tags: exported; on import, they replace the twin's tags (every mode but the deletes).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Object)]
     pub tags: Option<serde_json::Value>,
-    /// Twin properties (accepted and ignored until twins are served).
+    /// Twin properties, `{"desired":{…},"reported":{…}}` with `$metadata` and `$version` as
+    /// exported; on import, `desired` replaces the twin's desired properties (the rest is
+    /// ignored).
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Object)]
     pub properties: Option<serde_json::Value>,

@@ -11,6 +11,8 @@
 //! * [`e2e`]: stamped messages read back through the hub's event read API; end-to-end latency.
 //! * [`c2d`]: stamped cloud-to-device messages sent over HTTPS to devices subscribed over MQTT;
 //!   delivered rate, end-to-end and enqueue latency.
+//! * [`twin`]: direct methods (`methods`: the REST call's round trip through an MQTT device) and
+//!   desired-property updates (`twin`: write latency, and the time until the device hears of it).
 //!
 //! Everything it measures goes into HdrHistograms ([`stats`]); every figure it reports comes with
 //! the offered load. It only ever connects to loopback addresses ([`target`]).
@@ -27,3 +29,4 @@ pub mod provision;
 pub mod publish;
 pub mod stats;
 pub mod target;
+pub mod twin;

@@ -17,7 +17,7 @@ use ferrohub_bench::pacing::secs_to_duration;
 use ferrohub_bench::progress::Counters;
 use ferrohub_bench::publish::{self, Mode, PublishConfig};
 use ferrohub_bench::target::{Target, TargetSpec, TlsOptions};
-use ferrohub_bench::{c2d, e2e, provision};
+use ferrohub_bench::{c2d, e2e, provision, twin};
 use ferrohub_mqtt::QoS;
 use serde::Serialize;
 
@@ -45,6 +45,12 @@ enum Command {
     /// Send cloud-to-device messages over HTTPS to devices subscribed over MQTT (Ferrohub
     /// only); reports delivery, end-to-end and enqueue latency.
     C2d(C2dArgs),
+    /// Invoke direct methods over REST on devices that answer over MQTT (Ferrohub only);
+    /// reports the round-trip latency.
+    Methods(CallArgs),
+    /// Update desired properties over REST while the devices listen over MQTT (Ferrohub only);
+    /// reports the write and the notification latency.
+    Twin(CallArgs),
     /// Create (or update) the bench devices in a Ferrohub with a given key.
     Provision(ProvisionArgs),
 }
@@ -208,6 +214,30 @@ struct C2dArgs {
     /// for a device at the bound is skipped and counted.
     #[arg(long, default_value_t = 40)]
     max_outstanding: usize,
+}
+
+#[derive(Args)]
+struct CallArgs {
+    #[command(flatten)]
+    target: TargetArgs,
+    /// Device connections.
+    #[arg(short = 'n', long, default_value_t = 10)]
+    connections: usize,
+    /// Total offered rate, calls per second (open loop), round robin over the devices.
+    #[arg(long, default_value_t = 100.0)]
+    rate: f64,
+    /// Measured seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Seconds of calls before measuring.
+    #[arg(long, default_value_t = 1.0)]
+    warmup: f64,
+    /// Seconds to wait for answers and notifications after sending ends.
+    #[arg(long, default_value_t = 10.0)]
+    read_timeout: f64,
+    /// Most calls in progress at once.
+    #[arg(long, default_value_t = 64)]
+    concurrency: usize,
 }
 
 #[derive(Args)]
@@ -396,6 +426,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             .await?;
             output(json, &summary, || c2d_text(&summary))
         }
+        Command::Methods(args) => calls(twin::Call::Methods, args, json).await,
+        Command::Twin(args) => calls(twin::Call::Desired, args, json).await,
         Command::Provision(args) => {
             let TargetSpec::Ferrohub(dir) = &args.target else {
                 anyhow::bail!("provision needs a ferrohub:// target");
@@ -425,6 +457,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             })
         }
     }
+}
+
+/// Runs the `methods` or `twin` workload.
+async fn calls(call: twin::Call, args: CallArgs, json: bool) -> anyhow::Result<()> {
+    let cfg = twin::TwinConfig {
+        call,
+        connections: args.connections,
+        rate: args.rate,
+        warmup: secs_to_duration(args.warmup),
+        duration: secs_to_duration(args.duration),
+        read_timeout: secs_to_duration(args.read_timeout),
+        concurrency: args.concurrency,
+        open: PublishConfig::open_plan_default(),
+        device_prefix: args.target.device_prefix.clone(),
+        server_pid: args.target.server_pid,
+    };
+    cfg.check()?;
+    let (target, creds) = prepare(&args.target, args.connections).await?;
+    let Some(hub) = target.ferrohub.clone() else {
+        anyhow::bail!(
+            "{} calls Ferrohub's service API: use a ferrohub:// target",
+            call.name()
+        );
+    };
+    let summary = twin::run(
+        &hub,
+        target.spec.to_string(),
+        &target.endpoint,
+        &creds,
+        &cfg,
+    )
+    .await?;
+    output(json, &summary, || twin::text(&summary))
 }
 
 /// Parses `--device-key` or makes a new one.

@@ -1,4 +1,5 @@
-//! [`HubClient`]: the service REST API (identity registry and statistics) over HTTPS.
+//! [`HubClient`]: the service REST API (identity registry, statistics, twins and methods) over
+//! HTTPS.
 
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -351,12 +352,41 @@ impl HubClient {
         if_match: Option<String>,
         body: Option<&B>,
     ) -> Result<Reply, ClientError> {
+        self.request(method, path, query, if_match, body, None)
+            .await
+    }
+
+    /// [`HubClient::send`] of a request that may take up to `wait` (a direct method call waits
+    /// for the device), whatever the client's usual request timeout.
+    pub(crate) async fn send_within<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        wait: Duration,
+    ) -> Result<Reply, ClientError> {
+        self.request(method, path, None, None, body, Some(wait))
+            .await
+    }
+
+    async fn request<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        query: Option<&str>,
+        if_match: Option<String>,
+        body: Option<&B>,
+        timeout: Option<Duration>,
+    ) -> Result<Reply, ClientError> {
         let url = request_url(&self.base_url, path, query);
         let mut req = self
             .http
             .request(method, url)
             .header(AUTHORIZATION, self.authorization())
             .header(ACCEPT, "application/json");
+        if let Some(wait) = timeout {
+            req = req.timeout(wait);
+        }
         if let Some(tag) = if_match {
             req = req.header(IF_MATCH, tag);
         }
@@ -484,7 +514,7 @@ fn needs_renewal(expiry: u64, now: u64) -> bool {
 }
 
 /// The `If-Match` value: the ETag in double quotes (kept as is if already quoted), or `"*"`.
-fn if_match(etag: Option<&str>) -> String {
+pub(crate) fn if_match(etag: Option<&str>) -> String {
     match etag {
         None => "\"*\"".to_owned(),
         Some(t) if t.len() >= 2 && t.starts_with('"') && t.ends_with('"') => t.to_owned(),

@@ -66,7 +66,10 @@ impl ClientError {
         let parsed = serde_json::from_slice::<ErrorBody>(body).ok();
         let (body_code, message) = match &parsed {
             Some(b) => {
-                let code = b.code_name().map(str::to_owned);
+                let code = b
+                    .code_name()
+                    .map(str::to_owned)
+                    .or_else(|| current_form_code(&b.message));
                 (
                     code,
                     current_form_message(&b.message).unwrap_or_else(|| b.text().trim().to_owned()),
@@ -85,6 +88,18 @@ impl ClientError {
             message,
         }
     }
+}
+
+/// The code name of the current error form (the direct-method errors 404103 and 504101 take
+/// it), whose `Message` is a JSON object with a numeric `errorCode`; a number Ferrohub does not
+/// know is kept as its digits.
+fn current_form_code(message: &str) -> Option<String> {
+    let inner: serde_json::Value = serde_json::from_str(message).ok()?;
+    let number = inner.get("errorCode")?.as_u64()?;
+    let known = u32::try_from(number)
+        .ok()
+        .and_then(ferrohub_types::ErrorCode::from_number);
+    Some(known.map_or_else(|| number.to_string(), |c| c.name().to_owned()))
 }
 
 /// The text of the current error form, whose `Message` is a JSON object with a `message`.
@@ -136,6 +151,23 @@ mod tests {
         assert_eq!(
             e.to_string(),
             "The operation failed because the device is offline. (HTTP 404)"
+        );
+    }
+
+    #[test]
+    fn current_json_form_gives_the_code_without_a_header() {
+        let body = br#"{"Message":"{\"errorCode\":504101,\"trackingId\":\"x\",\"message\":\"Timed out waiting for the response from device.\",\"info\":{},\"timestampUtc\":\"2019-12-03T15:00:09.0082523Z\"}","ExceptionMessage":""}"#;
+        let e = ClientError::from_response(504, None, body);
+        assert_eq!(e.code(), Some("GatewayTimeout"));
+        assert_eq!(
+            e.to_string(),
+            "Timed out waiting for the response from device. (HTTP 504)"
+        );
+        let body =
+            br#"{"Message":"{\"errorCode\":409999,\"message\":\"new\"}","ExceptionMessage":""}"#;
+        assert_eq!(
+            ClientError::from_response(409, None, body).code(),
+            Some("409999")
         );
     }
 

@@ -1,6 +1,6 @@
 //! A typed async client for Ferrohub's service REST API, which is Azure IoT Hub's
 //! (api-version 2021-04-12): the identity registry (devices and modules), bulk registry
-//! operations and statistics.
+//! operations and statistics, twins and direct methods, messaging and jobs.
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
@@ -21,6 +21,7 @@
 mod client;
 mod error;
 mod messaging;
+mod twins;
 
 pub use client::{HubClient, TOKEN_RENEW_MARGIN_SECS, TOKEN_TTL_SECS};
 pub use error::ClientError;

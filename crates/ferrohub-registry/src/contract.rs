@@ -25,7 +25,10 @@ use std::thread::{self, Thread};
 use chrono::{DateTime, Utc};
 use ferrohub_types::{DeviceId, ModuleId};
 
-use crate::{Authentication, ConnectionState, Device, DeviceStatus, ETag, Module, X509Thumbprints};
+use crate::{
+    Authentication, ConnectionState, Device, DeviceStatus, ETag, Module, StoredTwin,
+    X509Thumbprints,
+};
 
 struct ThreadWaker(Thread);
 
@@ -138,6 +141,31 @@ pub fn module(d: &str, m: &str, version: u64) -> Module {
     }
 }
 
+/// A stored twin at store version `version` whose documents differ by `n`: tags, desired and
+/// reported properties set (nested objects, arrays, non-ASCII text) by the twin's own
+/// operations.
+pub fn twin(version: u64, n: u64) -> StoredTwin {
+    use ferrohub_twin::{IfMatch, Twin};
+    let body = serde_json::json!({
+        "tags": {"n": n, "site": {"building": "B7", "floor": 3}},
+        "properties": {"desired": {"fw": format!("{n}.0"), "cfg": {"rates": [1, 2.5, "x"], "ünï": true}}}
+    });
+    let base = Twin::new(at(0));
+    let twin = base
+        .service_patch(&body, &IfMatch::Any, at(10))
+        .expect("a valid patch")
+        .twin;
+    let twin = twin
+        .device_report(
+            format!(r#"{{"fw":"{n}.0","temp":{{"c":21.5}}}}"#).as_bytes(),
+            None,
+            at(20),
+        )
+        .expect("a valid report")
+        .twin;
+    StoredTwin { version, twin }
+}
+
 /// The contract's cases, generic over the store. Each starts from an empty store.
 pub mod cases {
     use super::*;
@@ -151,6 +179,208 @@ pub mod cases {
 
     fn put_module(m: crate::Module, expect: Expect) -> Change {
         Change::PutModule { module: m, expect }
+    }
+
+    fn put_twin(d: &str, m: Option<&str>, twin: StoredTwin, expect: Expect) -> Change {
+        Change::PutTwin {
+            device_id: did(d),
+            module_id: m.map(mid),
+            twin,
+            expect,
+        }
+    }
+
+    pub async fn twins_need_their_identity<S: RegistryStore>(s: &S) {
+        assert_eq!(
+            s.apply(vec![put_twin("d1", None, twin(0, 1), Expect::Absent)])
+                .await,
+            Err(StoreError::Conflict { index: 0 }),
+            "no twin without its device"
+        );
+        s.apply(vec![
+            put(device("d1", 0), Expect::Absent),
+            put_twin("d1", None, twin(0, 1), Expect::Absent),
+        ])
+        .await
+        .expect("a device and its twin in one batch");
+        assert_eq!(
+            s.apply(vec![put_twin("d1", Some("m1"), twin(0, 2), Expect::Absent)])
+                .await,
+            Err(StoreError::Conflict { index: 0 }),
+            "no module twin without its module"
+        );
+        s.apply(vec![
+            put_module(module("d1", "m1", 0), Expect::Absent),
+            put_twin("d1", Some("m1"), twin(0, 2), Expect::Absent),
+        ])
+        .await
+        .expect("a module and its twin in one batch");
+        assert_eq!(
+            s.twin(&did("d1"), None).await.expect("read"),
+            Some(twin(0, 1))
+        );
+        assert_eq!(
+            s.twin(&did("d1"), Some(&mid("m1"))).await.expect("read"),
+            Some(twin(0, 2)),
+            "the module's twin is its own"
+        );
+        assert_eq!(s.twin(&did("nope"), None).await.expect("read"), None);
+        assert_eq!(
+            s.twin(&did("d1"), Some(&mid("m2"))).await.expect("read"),
+            None
+        );
+        s.apply(vec![put(device("d2", 0), Expect::Absent)])
+            .await
+            .expect("insert");
+        assert_eq!(
+            s.twin(&did("d2"), None).await.expect("read"),
+            None,
+            "a device starts without a stored twin"
+        );
+    }
+
+    pub async fn twin_writes_need_the_current_version<S: RegistryStore>(s: &S) {
+        s.apply(vec![
+            put(device("d1", 0), Expect::Absent),
+            put_twin("d1", None, twin(0, 1), Expect::Absent),
+        ])
+        .await
+        .expect("seed");
+        assert_eq!(
+            s.apply(vec![put_twin("d1", None, twin(0, 2), Expect::Absent)])
+                .await,
+            Err(StoreError::Conflict { index: 0 }),
+            "a second first write conflicts"
+        );
+        s.apply(vec![put_twin("d1", None, twin(1, 3), Expect::Version(0))])
+            .await
+            .expect("update from version 0");
+        assert_eq!(
+            s.apply(vec![put_twin("d1", None, twin(2, 4), Expect::Version(0))])
+                .await,
+            Err(StoreError::Conflict { index: 0 }),
+            "a stale version conflicts"
+        );
+        assert_eq!(
+            s.twin(&did("d1"), None).await.expect("read"),
+            Some(twin(1, 3))
+        );
+        // A device update leaves its twin alone, and a twin write its device.
+        s.apply(vec![put(device("d1", 1), Expect::Version(0))])
+            .await
+            .expect("device update");
+        assert_eq!(
+            s.twin(&did("d1"), None).await.expect("read"),
+            Some(twin(1, 3))
+        );
+        assert_eq!(
+            s.device(&did("d1")).await.expect("read").map(|d| d.version),
+            Some(1)
+        );
+    }
+
+    pub async fn twins_go_with_their_identity<S: RegistryStore>(s: &S) {
+        s.apply(vec![
+            put(device("d1", 0), Expect::Absent),
+            put_module(module("d1", "m1", 0), Expect::Absent),
+            put_module(module("d1", "m2", 0), Expect::Absent),
+            put_twin("d1", None, twin(0, 1), Expect::Absent),
+            put_twin("d1", Some("m1"), twin(0, 2), Expect::Absent),
+            put_twin("d1", Some("m2"), twin(0, 3), Expect::Absent),
+            put(device("d2", 0), Expect::Absent),
+            put_twin("d2", None, twin(0, 4), Expect::Absent),
+        ])
+        .await
+        .expect("seed");
+        s.apply(vec![Change::DeleteModule {
+            device_id: did("d1"),
+            module_id: mid("m1"),
+            expect: Expect::Version(0),
+        }])
+        .await
+        .expect("delete module");
+        assert_eq!(
+            s.twin(&did("d1"), Some(&mid("m1"))).await.expect("read"),
+            None
+        );
+        assert_eq!(
+            s.twin(&did("d1"), None).await.expect("read"),
+            Some(twin(0, 1)),
+            "the device's twin stays"
+        );
+        // A module re-created under the old id starts without a twin.
+        s.apply(vec![put_module(module("d1", "m1", 0), Expect::Absent)])
+            .await
+            .expect("re-create module");
+        assert_eq!(
+            s.twin(&did("d1"), Some(&mid("m1"))).await.expect("read"),
+            None
+        );
+        s.apply(vec![Change::DeleteDevice {
+            id: did("d1"),
+            expect: Expect::Version(0),
+        }])
+        .await
+        .expect("delete device");
+        assert_eq!(s.twin(&did("d1"), None).await.expect("read"), None);
+        assert_eq!(
+            s.twin(&did("d1"), Some(&mid("m2"))).await.expect("read"),
+            None,
+            "its modules' twins go too"
+        );
+        assert_eq!(
+            s.twin(&did("d2"), None).await.expect("read"),
+            Some(twin(0, 4)),
+            "other devices' twins stay"
+        );
+        s.apply(vec![
+            put(device("d1", 0), Expect::Absent),
+            put_module(module("d1", "m2", 0), Expect::Absent),
+        ])
+        .await
+        .expect("re-create");
+        assert_eq!(s.twin(&did("d1"), None).await.expect("read"), None);
+        assert_eq!(
+            s.twin(&did("d1"), Some(&mid("m2"))).await.expect("read"),
+            None
+        );
+    }
+
+    pub async fn twin_changes_roll_back_with_their_batch<S: RegistryStore>(s: &S) {
+        s.apply(vec![
+            put(device("d1", 0), Expect::Absent),
+            put_module(module("d1", "m1", 0), Expect::Absent),
+            put_twin("d1", None, twin(0, 1), Expect::Absent),
+            put_twin("d1", Some("m1"), twin(0, 2), Expect::Absent),
+        ])
+        .await
+        .expect("seed");
+        let result = s
+            .apply(vec![
+                put_twin("d1", None, twin(1, 5), Expect::Version(0)),
+                put(device("new", 0), Expect::Absent),
+                put_twin("new", None, twin(0, 6), Expect::Absent),
+                Change::DeleteModule {
+                    device_id: did("d1"),
+                    module_id: mid("m1"),
+                    expect: Expect::Version(0),
+                },
+                put(device("c", 8), Expect::Version(7)),
+            ])
+            .await;
+        assert_eq!(result, Err(StoreError::Conflict { index: 4 }));
+        assert_eq!(
+            s.twin(&did("d1"), None).await.expect("read"),
+            Some(twin(0, 1)),
+            "the twin update was rolled back"
+        );
+        assert_eq!(
+            s.twin(&did("d1"), Some(&mid("m1"))).await.expect("read"),
+            Some(twin(0, 2)),
+            "the module's twin came back with its module"
+        );
+        assert_eq!(s.twin(&did("new"), None).await.expect("read"), None);
+        assert_eq!(s.device(&did("new")).await.expect("read"), None);
     }
 
     pub async fn insert_then_insert_again_conflicts<S: RegistryStore>(s: &S) {
@@ -622,6 +852,30 @@ macro_rules! registry_store_contract {
             fn concurrent_applies_all_land() {
                 let (s, _guard) = $make;
                 cases::concurrent_applies_all_land(&s);
+            }
+
+            #[test]
+            fn twins_need_their_identity() {
+                let (s, _guard) = $make;
+                block_on(cases::twins_need_their_identity(&s));
+            }
+
+            #[test]
+            fn twin_writes_need_the_current_version() {
+                let (s, _guard) = $make;
+                block_on(cases::twin_writes_need_the_current_version(&s));
+            }
+
+            #[test]
+            fn twins_go_with_their_identity() {
+                let (s, _guard) = $make;
+                block_on(cases::twins_go_with_their_identity(&s));
+            }
+
+            #[test]
+            fn twin_changes_roll_back_with_their_batch() {
+                let (s, _guard) = $make;
+                block_on(cases::twin_changes_roll_back_with_their_batch(&s));
             }
 
             #[test]

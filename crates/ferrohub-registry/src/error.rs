@@ -48,6 +48,10 @@ pub enum RegistryError {
     /// a module).
     #[error("The identity '{0}' is defined more than once in the request.")]
     DeviceDefinedMultipleTimes(String),
+    /// A twin operation was refused by the twin's rules (a bad patch, a section over its size,
+    /// an `If-Match` or `$version` that is not the twin's): 400004 or 412001.
+    #[error("{0}")]
+    Twin(#[from] ferrohub_twin::TwinError),
     /// The store failed; the operation may be retried.
     #[error("{0}")]
     Store(#[from] StoreError),
@@ -67,6 +71,7 @@ impl RegistryError {
             RegistryError::ModuleAlreadyExists { .. } => ErrorCode::ModuleAlreadyExistsOnDevice,
             RegistryError::PreconditionFailed => ErrorCode::PreconditionFailed,
             RegistryError::InvalidArgument(_) => ErrorCode::ArgumentInvalid,
+            RegistryError::Twin(e) => e.error_code(),
             RegistryError::TooManyDevices { .. } => ErrorCode::TooManyDevices,
             RegistryError::DeviceDefinedMultipleTimes(_) => ErrorCode::DeviceDefinedMultipleTimes,
             RegistryError::Store(StoreError::Unavailable(_)) => ErrorCode::ServiceUnavailable,

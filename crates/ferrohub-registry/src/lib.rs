@@ -8,6 +8,10 @@
 //! * Applies Azure's rules in [`Registry`]: ETags and `If-Match`, generated SAS keys and generation
 //!   ids, key and status-reason validation, bulk import modes, and Azure's error codes
 //!   ([`RegistryError::error_code`]).
+//! * Keeps a twin beside every identity ([`Registry::twin`], [`Registry::update_twin`],
+//!   [`Registry::report_twin`]): stored in the same store, deleted with the identity, changed
+//!   with `ferrohub-twin`'s operations under compare-and-set, and each desired change reported
+//!   to [`Registry::on_desired_change`] listeners in order, for the device's notification.
 //! * Keeps every identity's credentials in memory ([`Registry::identity`]) so authenticating a
 //!   connection never touches the disk, and tells listeners ([`Registry::on_change`]) when an
 //!   identity is deleted, disabled or re-keyed so live connections can be closed.
@@ -21,7 +25,8 @@
 //! * No async runtime: stores answer through runtime-agnostic futures (the SQLite store runs its
 //!   own threads), so any executor can drive it.
 //! * No clock: operations that record a time take `now`.
-//! * No SAS token verification (that is `ferrohub-auth`), no twins, no connection tracking.
+//! * No SAS token verification (that is `ferrohub-auth`), no connection tracking. Twins are
+//!   stored and changed here, but their rules are `ferrohub-twin`'s.
 
 #[cfg(feature = "contract-suite")]
 pub mod contract;
@@ -33,11 +38,11 @@ pub mod store;
 
 pub use error::{RegistryError, StoreError};
 pub use model::{
-    AuthType, Authentication, BulkError, BulkResult, BulkWarning, ConnectionState, Device,
-    DeviceSpec, DeviceStatus, ETag, IdentityAuth, IdentityChange, IdentityChangeKind, IfMatch,
-    ImportMode, ImportRecord, Module, ModuleSpec, RegistryStatistics, SymmetricKeys, UnknownName,
-    X509Thumbprints,
+    AuthType, Authentication, BulkError, BulkResult, BulkWarning, ConnectionState, DesiredChange,
+    Device, DeviceSpec, DeviceStatus, ETag, IdentityAuth, IdentityChange, IdentityChangeKind,
+    IdentityTwin, IfMatch, ImportMode, ImportRecord, Module, ModuleSpec, RegistryStatistics,
+    StoredTwin, SymmetricKeys, TwinOwner, UnknownName, X509Thumbprints,
 };
-pub use registry::{MAX_BULK_RECORDS, MAX_LIST_DEVICES, Registry};
+pub use registry::{MAX_BULK_RECORDS, MAX_LIST_DEVICES, Registry, initial_twin};
 pub use rules::{GENERATED_KEY_BYTES, MAX_KEY_BYTES, MAX_STATUS_REASON_CHARS, MIN_KEY_BYTES};
 pub use store::{AnyStore, Change, Expect, MemoryStore, RegistryStore, SqliteStore, WriteStats};

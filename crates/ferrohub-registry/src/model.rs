@@ -15,6 +15,7 @@ use std::str::FromStr;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD;
 use chrono::{DateTime, Utc};
+use ferrohub_twin::{DesiredPatch, Twin, TwinUpdate};
 use ferrohub_types::{DeviceId, ModuleId};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -590,6 +591,13 @@ pub struct ImportRecord {
     pub parent_scopes: Vec<String>,
     /// Who manages the module.
     pub managed_by: Option<String>,
+    /// The twin's `tags` and `properties.desired` the record carries, as a replace: they
+    /// overwrite the twin's sections (a section the record leaves out is kept). Applied by every
+    /// mode but the deletes, after the identity's own change.
+    pub twin: Option<TwinUpdate>,
+    /// The record's `twinETag`, checked by [`ImportMode::UpdateTwinIfMatchETag`] only (the
+    /// swagger's rule: an export's twin ETags belong to the hub it came from).
+    pub twin_etag: Option<String>,
 }
 
 impl ImportRecord {
@@ -607,6 +615,8 @@ impl ImportRecord {
             device_scope: None,
             parent_scopes: Vec::new(),
             managed_by: None,
+            twin: None,
+            twin_etag: None,
         }
     }
 
@@ -763,4 +773,69 @@ pub enum IdentityChangeKind {
     KeysChanged,
     /// Anything else changed.
     Updated,
+}
+
+// === Twins ===
+
+/// A twin as a store keeps it: the document and the version its compare-and-set writes check.
+///
+/// The version is the store's own counter (0 for the first write, +1 per write), not the twin's
+/// ETag or `version`: a reported patch leaves the ETag alone, and the store must still see every
+/// write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredTwin {
+    /// The store's version of the document.
+    pub version: u64,
+    /// The document.
+    pub twin: Twin,
+}
+
+/// The identity a twin belongs to, as stored: its fields (`deviceEtag`, `status`, credentials'
+/// type, …) are part of the twin's REST rendering.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TwinOwner {
+    /// A device's own twin.
+    Device(Device),
+    /// A module's twin.
+    Module(Module),
+}
+
+impl TwinOwner {
+    /// The device, or the module's device.
+    pub fn device_id(&self) -> &DeviceId {
+        match self {
+            TwinOwner::Device(d) => &d.device_id,
+            TwinOwner::Module(m) => &m.device_id,
+        }
+    }
+
+    /// The module, for a module twin.
+    pub fn module_id(&self) -> Option<&ModuleId> {
+        match self {
+            TwinOwner::Device(_) => None,
+            TwinOwner::Module(m) => Some(&m.module_id),
+        }
+    }
+}
+
+/// A twin with its identity, as the service reads and writes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdentityTwin {
+    /// The identity.
+    pub owner: TwinOwner,
+    /// The twin (the initial twin when it was never written).
+    pub twin: Twin,
+}
+
+/// A change of an identity's desired properties, reported to
+/// [`crate::Registry::on_desired_change`] listeners after it is stored, in the order the
+/// identity's twin changed: the notification its connected device must get.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DesiredChange {
+    /// The device, or the module's device.
+    pub device_id: DeviceId,
+    /// The module, for a module twin.
+    pub module_id: Option<ModuleId>,
+    /// The notification: the new desired `$version` and the patch to send.
+    pub patch: DesiredPatch,
 }

@@ -18,6 +18,9 @@
 
 mod bulk;
 mod cache;
+mod twins;
+
+pub use twins::initial_twin;
 
 use std::fmt;
 use std::sync::Arc;
@@ -50,7 +53,10 @@ pub struct Registry<S> {
     store: S,
     cache: IdentityCache,
     listeners: Listeners,
-    /// Per-device write locks, held until the cache reflects the stored result.
+    /// Who hears of desired-property changes.
+    desired_listeners: twins::DesiredListeners,
+    /// Per-device write locks, held until the cache reflects the stored result (and twin writes
+    /// until their notification is reported).
     locks: KeyLocks<DeviceId>,
 }
 
@@ -76,6 +82,7 @@ impl<S: RegistryStore> Registry<S> {
             store,
             cache,
             listeners: Listeners::default(),
+            desired_listeners: twins::DesiredListeners::default(),
             locks: KeyLocks::default(),
         })
     }

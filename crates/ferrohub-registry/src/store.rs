@@ -4,6 +4,11 @@
 //! relational database (SQLite here, PostgreSQL later) implements each [`Change`] as one guarded
 //! statement. Stores know nothing of Azure's rules: they check [`Expect`]ations and keep documents.
 //!
+//! Twins are kept beside their identities: one document per device and per module, written with
+//! the same compare-and-set rule ([`Change::PutTwin`]), never without its identity, and removed
+//! with it in the same `apply` (deleting a device removes its twin and its modules' twins). An
+//! identity whose twin was never written has no stored twin; the registry shows the initial one.
+//!
 //! Every implementation must pass the contract suite, `crate::contract` (feature
 //! `contract-suite`), as the memory and SQLite stores do in `tests/integration/store_contract.rs`.
 
@@ -16,7 +21,7 @@ use std::future::Future;
 use ferrohub_types::{DeviceId, ModuleId};
 
 pub use crate::error::StoreError;
-use crate::model::{Device, IdentityAuth, Module, RegistryStatistics};
+use crate::model::{Device, IdentityAuth, Module, RegistryStatistics, StoredTwin};
 pub use any::AnyStore;
 pub use memory::MemoryStore;
 pub use sqlite::{SqliteStore, WriteStats};
@@ -62,6 +67,19 @@ pub enum Change {
         /// The module.
         module_id: ModuleId,
         /// The state the module must be in.
+        expect: Expect,
+    },
+    /// Insert (`Expect::Absent`) or replace (`Expect::Version`) the twin of a device
+    /// (`module_id: None`) or module. Its identity must exist (counting earlier changes of the
+    /// same `apply`), else the change conflicts: a twin never outlives its identity.
+    PutTwin {
+        /// The device, or the module's device.
+        device_id: DeviceId,
+        /// The module, for a module twin.
+        module_id: Option<ModuleId>,
+        /// The new document; its `version` is stored as is.
+        twin: StoredTwin,
+        /// The state the twin must be in (`Absent`: never written).
         expect: Expect,
     },
 }
@@ -114,6 +132,14 @@ pub trait RegistryStore: Send + Sync + 'static {
         &self,
         device_id: &DeviceId,
     ) -> impl Future<Output = Result<Vec<Module>, StoreError>> + Send;
+
+    /// The twin of the device (`module_id: None`) or module; `None` when it was never written or
+    /// the identity does not exist.
+    fn twin(
+        &self,
+        device_id: &DeviceId,
+        module_id: Option<&ModuleId>,
+    ) -> impl Future<Output = Result<Option<StoredTwin>, StoreError>> + Send;
 
     /// Device counts.
     fn statistics(&self) -> impl Future<Output = Result<RegistryStatistics, StoreError>> + Send;

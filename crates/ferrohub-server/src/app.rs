@@ -299,6 +299,7 @@ impl App {
             },
         }));
         watch_revocations(&hub);
+        crate::hub::notify_desired_changes(&hub);
         Ok(App {
             hub,
             log,

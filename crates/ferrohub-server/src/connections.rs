@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use ferrohub_twin::MethodName;
 use ferrohub_types::{DeviceId, ModuleId};
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -27,12 +28,12 @@ pub(crate) enum DeviceCommand {
         /// The request id the device echoes.
         rid: String,
         /// The method's name.
-        name: String,
+        name: MethodName,
         /// The request body: JSON, `null` when the caller gave none.
         payload: Bytes,
     },
-    /// A desired-properties patch (the body includes `$version`).
-    #[allow(dead_code, reason = "sent once twins are stored")]
+    /// A desired-properties patch (the body includes `$version`), sent after the service
+    /// changed the identity's desired properties.
     DesiredPatch {
         /// The new desired version.
         version: u64,
@@ -67,6 +68,8 @@ pub(crate) struct Presence {
 struct Entry {
     /// `None` until the identity first connects.
     presence: Option<Presence>,
+    /// The PnP model id the identity last announced when connecting (the twin's `modelId`).
+    model_id: Option<String>,
     /// Woken when a cloud-to-device message is queued for the identity.
     c2d: Arc<Notify>,
     /// Woken when the live connection changes or changes its interests.
@@ -122,6 +125,7 @@ impl Connections {
         };
         let entry = entries.entry(identity).or_insert_with(|| Entry {
             presence: None,
+            model_id: None,
             c2d: Arc::new(Notify::new()),
             changed: Arc::new(Notify::new()),
             live: None,
@@ -149,6 +153,24 @@ impl Connections {
             c2d: entry.c2d.clone(),
             commands,
         }
+    }
+
+    /// Records the PnP model id `identity` announced when connecting (`model-id` in its MQTT
+    /// user name); an identity that connects without one keeps the last one it announced.
+    pub(crate) fn set_model_id(&self, identity: &Identity, model_id: &str) {
+        if let Ok(mut entries) = self.entries.lock()
+            && let Some(entry) = entries.get_mut(identity)
+        {
+            entry.model_id = Some(model_id.to_owned());
+        }
+    }
+
+    /// The PnP model id `identity` last announced since the hub started.
+    pub(crate) fn model_id(&self, identity: &Identity) -> Option<String> {
+        self.entries
+            .lock()
+            .ok()
+            .and_then(|e| e.get(identity).and_then(|entry| entry.model_id.clone()))
     }
 
     /// Records what connection `id` of `identity` has subscribed to.
@@ -213,6 +235,7 @@ impl Connections {
                 };
                 let entry = entries.entry(identity.clone()).or_insert_with(|| Entry {
                     presence: None,
+                    model_id: None,
                     c2d: Arc::new(Notify::new()),
                     changed: Arc::new(Notify::new()),
                     live: None,

@@ -1,6 +1,7 @@
 //! The `Hub` handle: the state every endpoint shares (registry, policies, names, clock) and the
 //! operations every protocol calls the same way: who a token speaks for, submitting telemetry,
-//! sending and delivering cloud-to-device messages, admitting a device under its limits.
+//! sending and delivering cloud-to-device messages, admitting a device under its limits, twins
+//! and their desired notifications, direct methods.
 //!
 //! The hub is transport-neutral: its operations take and return domain types and fail with
 //! [`HubError`]; the REST API, MQTT and AMQP drivers each render those in their own protocol.
@@ -10,12 +11,14 @@ mod c2d;
 mod error;
 mod methods;
 mod readers;
+mod twins;
 
 pub(crate) use budgets::{Budgets, Metered};
 pub(crate) use c2d::C2dDelivery;
 pub use error::HubError;
-pub(crate) use methods::{MethodCall, MethodResult, PendingMethods};
+pub(crate) use methods::{DeviceAnswer, PendingMethods};
 pub(crate) use readers::{Displaced, ReaderRefusal, ReaderTicket, Readers};
+pub(crate) use twins::notify_desired_changes;
 
 use std::sync::Arc;
 

@@ -4,9 +4,20 @@
 //! The driver owns the socket and the clock and carries out what the session asks: it
 //! authenticates the CONNECT against the registry and policies, submits telemetry to the event
 //! log and acknowledges it (PUBACK) only once it is durable, keeps CleanSession=0 subscriptions
-//! in the session store, and closes the connection when the hub revokes the identity, when its
-//! token expires, or when a newer connection for the same identity arrives. The protocol rules
-//! themselves live in the session, not here.
+//! in the session store, answers twin requests, carries direct methods and desired-property
+//! notifications, and closes the connection when the hub revokes the identity, when its token
+//! expires, or when a newer connection for the same identity arrives. The protocol rules
+//! themselves live in the session, not here, and the twin and method topics are
+//! `ferrohub-twin`'s.
+//!
+//! # Twin requests
+//!
+//! A connection's twin `GET`s and reported patches are carried out one at a time, in the order
+//! the device sent them (so its patches apply in its order), each answered on
+//! `$iothub/twin/res/{status}/?$rid=…` once done: `200` with the twin's device view, `204` with
+//! `&$version=` once the patch is durable, or an error status with Azure's JSON error body
+//! (twins-methods-contract §1.3, §12.1; Node reads only the body). While
+//! [`MAX_QUEUED_TWIN_REQUESTS`] wait, the driver stops reading from the device.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,6 +31,7 @@ use ferrohub_mqtt::codec::{ConnectReturnCode, LastWill};
 use ferrohub_mqtt::session::{AuthDecision, CloseReason, TelemetryId};
 use ferrohub_mqtt::topic::{PropertyBag, PropertyName, SystemProperty, TelemetryTopic, Username};
 use ferrohub_mqtt::{Session, SessionConfig, SessionEvent, TopicName};
+use ferrohub_twin::DeviceTopic;
 use ferrohub_types::{DeviceId, ErrorCode, ModuleId};
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
@@ -30,7 +42,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::connections::{DeviceCommand, Identity, Interests, Registration};
-use crate::hub::{C2dDelivery, Hub, HubError, Metered, MethodResult};
+use crate::hub::{C2dDelivery, DeviceAnswer, Hub, HubError, Metered};
 use crate::limits::Admission;
 use crate::sessions::client_id;
 use crate::telemetry::{DeviceMessage, Origin};
@@ -104,23 +116,84 @@ struct Authenticated {
     methods_out: std::collections::HashSet<String>,
 }
 
-/// The subscription that asks for direct method requests.
-const METHODS_FILTER: &str = "$iothub/methods/POST/#";
+/// Twin requests of one connection waiting to be carried out, at most; reading pauses while
+/// this many wait.
+const MAX_QUEUED_TWIN_REQUESTS: usize = 8;
 
-/// The subscription that asks for desired-property notifications.
-const DESIRED_FILTER: &str = "$iothub/twin/PATCH/properties/desired/#";
+/// A twin request of the device, waiting its turn.
+enum TwinRequest {
+    /// `$iothub/twin/GET/?$rid=…`.
+    Get { rid: String },
+    /// `$iothub/twin/PATCH/properties/reported/?$rid=…[&$version=…]`.
+    Patch {
+        rid: String,
+        version: Option<u64>,
+        body: Bytes,
+    },
+}
 
-/// The value of `key` in a topic's query (`?k=v&k=v`), as written.
-fn query_param<'a>(query: &'a str, key: &str) -> Option<&'a str> {
-    query
-        .strip_prefix('?')
-        .unwrap_or(query)
-        .split('&')
-        .find_map(|pair| {
-            pair.split_once('=')
-                .filter(|(k, _)| *k == key)
-                .map(|(_, v)| v)
-        })
+/// The answer to a twin request, to publish on its response topic.
+struct TwinReply {
+    rid: String,
+    status: u16,
+    /// The new reported `$version`, on a `204`.
+    version: Option<u64>,
+    body: Bytes,
+}
+
+impl TwinReply {
+    /// An error status with Azure's JSON error body. A server error's cause is logged, not
+    /// shown.
+    fn error(rid: String, e: &HubError, now: chrono::DateTime<chrono::Utc>) -> Self {
+        let tracking_id = format!(
+            "{}-TimeStamp:{}",
+            crate::random_hex(16),
+            now.format("%m/%d/%Y %H:%M:%S")
+        );
+        let message = if e.is_server_error() {
+            tracing::error!(tracking_id = %tracking_id, error = %e, "a twin request failed");
+            "The hub failed to handle the request; its log has the cause under this tracking id."
+        } else {
+            e.message.as_str()
+        };
+        TwinReply {
+            rid,
+            status: e.code.http_status(),
+            version: None,
+            body: Bytes::from(ferrohub_twin::device_error_body(
+                e.code,
+                message,
+                &tracking_id,
+                now,
+            )),
+        }
+    }
+}
+
+/// Carries out one twin request of `identity`.
+async fn serve_twin_request(hub: Arc<Hub>, identity: Identity, request: TwinRequest) -> TwinReply {
+    match request {
+        TwinRequest::Get { rid } => match hub.device_twin(&identity).await {
+            Ok(twin) => TwinReply {
+                rid,
+                status: 200,
+                version: None,
+                body: Bytes::from(twin.device_view().body()),
+            },
+            Err(e) => TwinReply::error(rid, &e, hub.now()),
+        },
+        TwinRequest::Patch { rid, version, body } => {
+            match hub.report_twin(identity, body, version).await {
+                Ok(v) => TwinReply {
+                    rid,
+                    status: 204,
+                    version: Some(v),
+                    body: Bytes::new(),
+                },
+                Err(e) => TwinReply::error(rid, &e, hub.now()),
+            }
+        }
+    }
 }
 
 /// Most cloud-to-device messages in flight to one device at a time.
@@ -137,6 +210,10 @@ struct Driver {
     auth: Option<Authenticated>,
     /// While shaping a device that sends too fast, nothing is read from it until then.
     throttled_until: Option<Instant>,
+    /// Twin requests waiting for the one in flight.
+    twin_queue: std::collections::VecDeque<TwinRequest>,
+    /// The twin request being carried out.
+    twin_inflight: Option<BoxFuture<'static, TwinReply>>,
 }
 
 /// Drives one MQTT connection to its end.
@@ -152,6 +229,8 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
         durables: FuturesUnordered::new(),
         auth: None,
         throttled_until: None,
+        twin_queue: std::collections::VecDeque::new(),
+        twin_inflight: None,
     };
     // Both buffers are released whenever they are empty: idle connections hold neither.
     let mut inbuf = BytesMut::new();
@@ -159,7 +238,11 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
 
     loop {
         // Decode what is buffered, as far as the session wants to read.
-        while d.session.wants_read() && d.throttled_until.is_none() && !inbuf.is_empty() {
+        while d.session.wants_read()
+            && d.throttled_until.is_none()
+            && d.twin_room()
+            && !inbuf.is_empty()
+        {
             match ferrohub_mqtt::decode(&mut inbuf, max_packet) {
                 Ok(Some(packet)) => d.session.handle_packet(Instant::now(), packet),
                 Ok(None) => break,
@@ -213,6 +296,8 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
         let timeout = d.session.poll_timeout();
         let token_deadline = d.auth.as_ref().and_then(|a| a.token_deadline);
         let c2d_notify = d.auth.as_ref().map(|a| a.registration.c2d.clone());
+        let can_read = d.session.wants_read() && d.throttled_until.is_none() && d.twin_room();
+        let twin = d.twin_inflight.as_mut();
         let (closed, commands) = match d.auth.as_mut() {
             Some(a) => (
                 Some(&mut a.registration.closed),
@@ -241,8 +326,15 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
                 None => std::future::pending().await,
             }
         };
+        let twin_done = async {
+            match twin {
+                Some(f) => f.await,
+                None => std::future::pending().await,
+            }
+        };
         let mut pump = false;
         let mut command = None;
+        let mut twin_reply = None;
         tokio::select! {
             biased;
             _ = wait_true(&mut shutdown) => {
@@ -252,6 +344,7 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
                 d.session.close(CloseReason::ServerClose(reason));
             }
             Some(c) = next_command => command = Some(c),
+            reply = twin_done => twin_reply = Some(reply),
             Some(first) = d.durables.next(), if !d.durables.is_empty() => {
                 // Every acknowledgement that is ready leaves in one write.
                 let mut ready = Some(first);
@@ -276,7 +369,7 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
             _ = sleep_until(d.throttled_until.map(tokio::time::Instant::from_std)) => {
                 d.throttled_until = None;
             }
-            read = transport.read(&mut inbuf), if d.session.wants_read() && d.throttled_until.is_none() => match read {
+            read = transport.read(&mut inbuf), if can_read => match read {
                 Ok(0) => d.session.close(CloseReason::ServerClose("the client closed the connection".into())),
                 Ok(_) => {}
                 Err(e) => d.session.close(CloseReason::ServerClose(format!("the connection broke: {e}"))),
@@ -287,6 +380,11 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
         }
         if let Some(c) = command {
             d.command(c);
+        }
+        if let Some(reply) = twin_reply {
+            d.twin_inflight = None;
+            d.twin_reply(reply);
+            d.next_twin_request();
         }
     }
 
@@ -444,6 +542,9 @@ impl Driver {
             .and_then(|p| std::str::from_utf8(p).ok())
             .and_then(|t| token_deadline(hub, t));
         let registration = hub.connections.register(identity.clone(), hub.now());
+        if let Some(model) = &origin.model_id {
+            hub.connections.set_model_id(&identity, model);
+        }
         let (session_present, subscriptions) = restore(hub, &cid, req.clean_session).await;
         tracing::info!(peer = %self.peer, client_id = %cid, clean_session = req.clean_session, "MQTT client connected");
         let budget = hub.budgets.messages(&identity, Instant::now());
@@ -484,8 +585,8 @@ impl Driver {
                 .any(|(filter, _)| filter.as_str() == f)
         };
         let interests = Interests {
-            methods: has(METHODS_FILTER),
-            desired: has(DESIRED_FILTER),
+            methods: has(ferrohub_twin::topics::METHOD_REQUEST_FILTER),
+            desired: has(ferrohub_twin::topics::DESIRED_PATCH_FILTER),
         };
         self.hub
             .connections
@@ -499,21 +600,22 @@ impl Driver {
         };
         let (topic, payload, rid) = match command {
             DeviceCommand::Method { rid, name, payload } => (
-                format!("$iothub/methods/POST/{name}/?$rid={rid}"),
+                ferrohub_twin::method_request_topic(&name, &rid),
                 payload,
                 Some(rid),
             ),
-            DeviceCommand::DesiredPatch { version, body } => (
-                format!("$iothub/twin/PATCH/properties/desired/?$version={version}"),
-                body,
-                None,
-            ),
+            DeviceCommand::DesiredPatch { version, body } => {
+                (ferrohub_twin::desired_patch_topic(version), body, None)
+            }
         };
         let sent = TopicName::new(topic).ok().is_some_and(|topic| {
             self.session
                 .send_publish(topic, ferrohub_mqtt::QoS::AtMostOnce, payload)
                 .is_ok()
         });
+        if sent {
+            self.hub.connections.touch(&a.identity, self.hub.now());
+        }
         if let Some(rid) = rid {
             if sent {
                 a.methods_out.insert(rid);
@@ -529,22 +631,84 @@ impl Driver {
         let Some(a) = self.auth.as_mut() else {
             return;
         };
-        if let Some(rest) = topic.strip_prefix("$iothub/methods/res/") {
-            let Some((status, query)) = rest.split_once('/') else {
+        self.hub.connections.touch(&a.identity, self.hub.now());
+        let request = match ferrohub_twin::parse_device_topic(topic) {
+            Ok(DeviceTopic::MethodResponse(r)) => {
+                if a.methods_out.remove(r.rid) {
+                    let answer = DeviceAnswer {
+                        status: r.status,
+                        body: payload,
+                    };
+                    self.hub.method_response(&a.identity, r.rid, answer);
+                }
                 return;
-            };
-            let (Ok(status), Some(rid)) = (status.parse::<i32>(), query_param(query, "$rid"))
-            else {
-                tracing::debug!(peer = %self.peer, topic, "malformed method response dropped");
-                return;
-            };
-            if a.methods_out.remove(rid) {
-                self.hub
-                    .method_response(&a.identity, rid, MethodResult { status, payload });
             }
-        } else {
-            tracing::debug!(peer = %self.peer, topic, "twin request not served");
+            Ok(DeviceTopic::TwinGet { rid }) => TwinRequest::Get {
+                rid: rid.to_owned(),
+            },
+            Ok(DeviceTopic::ReportedPatch(r)) => TwinRequest::Patch {
+                rid: r.rid.to_owned(),
+                version: r.version,
+                body: payload,
+            },
+            Err(e) => {
+                // A twin request whose id is known is answered, never left waiting (§12.1).
+                if topic.starts_with("$iothub/twin/")
+                    && let Some(rid) = e.request_id()
+                {
+                    let reply = TwinReply::error(
+                        rid.to_owned(),
+                        &HubError::invalid(e.to_string()),
+                        self.hub.now(),
+                    );
+                    self.twin_reply(reply);
+                } else {
+                    tracing::debug!(peer = %self.peer, topic, error = %e, "unreadable request dropped");
+                }
+                return;
+            }
+        };
+        self.queue_twin_request(request);
+    }
+
+    /// Queues a twin request, starting it at once when none is in flight.
+    fn queue_twin_request(&mut self, request: TwinRequest) {
+        self.twin_queue.push_back(request);
+        self.next_twin_request();
+    }
+
+    /// Starts the next queued twin request when none is in flight.
+    fn next_twin_request(&mut self) {
+        let Some(a) = self.auth.as_ref() else {
+            return;
+        };
+        if self.twin_inflight.is_some() {
+            return;
         }
+        if let Some(request) = self.twin_queue.pop_front() {
+            let hub = Arc::clone(&self.hub);
+            let identity = a.identity.clone();
+            self.twin_inflight = Some(Box::pin(serve_twin_request(hub, identity, request)));
+        }
+    }
+
+    /// Publishes the answer to a twin request on `$iothub/twin/res/{status}/?$rid=…`.
+    fn twin_reply(&mut self, reply: TwinReply) {
+        let topic = ferrohub_twin::twin_response_topic(reply.status, &reply.rid, reply.version);
+        let sent = TopicName::new(topic).ok().is_some_and(|topic| {
+            self.session
+                .send_publish(topic, ferrohub_mqtt::QoS::AtMostOnce, reply.body)
+                .is_ok()
+        });
+        if !sent {
+            tracing::debug!(peer = %self.peer, rid = %reply.rid, "twin response not sent: the device is not subscribed to $iothub/twin/res/#");
+        }
+    }
+
+    /// Whether the driver may read more requests: fewer than [`MAX_QUEUED_TWIN_REQUESTS`] twin
+    /// requests wait.
+    fn twin_room(&self) -> bool {
+        self.twin_queue.len() < MAX_QUEUED_TWIN_REQUESTS
     }
 
     /// Admits a telemetry message under the device's budget and submits it to the log.

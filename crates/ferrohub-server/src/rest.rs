@@ -15,6 +15,7 @@ pub(crate) mod jobs;
 pub(crate) mod methods;
 pub(crate) mod modules;
 pub(crate) mod stats;
+pub(crate) mod twins;
 
 use std::sync::Arc;
 
@@ -81,6 +82,16 @@ fn api_router() -> OpenApiRouter<Arc<Hub>> {
         .routes(routes!(jobs::get_job, jobs::cancel_job))
         .routes(routes!(methods::invoke_device_method))
         .routes(routes!(methods::invoke_module_method))
+        .routes(routes!(
+            twins::get_twin,
+            twins::patch_twin,
+            twins::replace_twin
+        ))
+        .routes(routes!(
+            twins::get_module_twin,
+            twins::patch_module_twin,
+            twins::replace_module_twin
+        ))
 }
 
 /// The OpenAPI document of the service API.

@@ -52,7 +52,7 @@ use crate::time;
 const READ_ONLY_NAMES: [&str; 2] = ["$metadata", "$version"];
 
 /// The desired or the reported properties of a twin: user values, `$version` and `$metadata`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Properties {
     pub(crate) version: u64,
     pub(crate) values: Map<String, Value>,
@@ -100,7 +100,7 @@ impl Properties {
 ///
 /// Its serde form is the compact storage form ([`crate::storage`]), not the REST rendering (that
 /// is [`Twin::rest_view`]).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Twin {
     pub(crate) etag: TwinEtag,
     pub(crate) tags: Map<String, Value>,
@@ -109,7 +109,7 @@ pub struct Twin {
 }
 
 /// How a service write changes one section.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SectionChange {
     /// Merge this patch into the section (`PATCH`).
     Merge(Map<String, Value>),
@@ -121,7 +121,7 @@ pub enum SectionChange {
 /// A service write of a twin, read and validated from a `PATCH` or `PUT` body (or a twin job's
 /// `updateTwin`); apply it with [`Twin::apply_update`]. Parsing once and applying to many twins
 /// is how a twin job uses it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TwinUpdate {
     tags: Option<SectionChange>,
     desired: Option<SectionChange>,
@@ -129,7 +129,7 @@ pub struct TwinUpdate {
 
 /// A device's reported-properties patch, read and validated; apply it with
 /// [`Twin::apply_reported`].
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReportedPatch(Map<String, Value>);
 
 /// What the connected device must hear after a desired-properties write: published on
@@ -140,7 +140,7 @@ pub struct ReportedPatch(Map<String, Value>);
 /// changed values, and `null` for every removed member. Either way, a device that merges it into
 /// its copy of the desired properties and drops nulls (Node's cache) ends up with the hub's
 /// desired properties.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DesiredPatch {
     pub(crate) version: u64,
     pub(crate) patch: Map<String, Value>,

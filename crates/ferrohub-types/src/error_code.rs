@@ -121,6 +121,41 @@ impl ErrorCode {
         }
     }
 
+    /// Every code, for lookups by number or name.
+    pub const ALL: [ErrorCode; 25] = [
+        ErrorCode::ArgumentInvalid,
+        ErrorCode::DeviceDefinedMultipleTimes,
+        ErrorCode::BulkRegistryOperationFailure,
+        ErrorCode::EtagDoesNotMatch,
+        ErrorCode::IotHubUnauthorizedAccess,
+        ErrorCode::IotHubUnauthorized,
+        ErrorCode::IotHubQuotaExceeded,
+        ErrorCode::DeviceMaximumQueueDepthExceeded,
+        ErrorCode::DeviceDisabled,
+        ErrorCode::GenericNotFound,
+        ErrorCode::DeviceNotFound,
+        ErrorCode::JobNotFound,
+        ErrorCode::ModuleNotFound,
+        ErrorCode::DeviceNotOnline,
+        ErrorCode::DeviceAlreadyExists,
+        ErrorCode::ModuleAlreadyExistsOnDevice,
+        ErrorCode::PreconditionFailed,
+        ErrorCode::DeviceMessageLockLost,
+        ErrorCode::MessageTooLarge,
+        ErrorCode::TooManyDevices,
+        ErrorCode::ThrottlingException,
+        ErrorCode::ThrottlingMaxActiveJobCountExceeded,
+        ErrorCode::ServerError,
+        ErrorCode::ServiceUnavailable,
+        ErrorCode::GatewayTimeout,
+    ];
+
+    /// The code with this six-digit number (the `errorCode` of Azure's JSON error bodies),
+    /// if it is one Ferrohub knows.
+    pub fn from_number(number: u32) -> Option<ErrorCode> {
+        Self::ALL.into_iter().find(|c| c.number() == number)
+    }
+
     /// The HTTP status that carries this code.
     pub const fn http_status(self) -> u16 {
         (self.number() / 1000) as u16
@@ -142,5 +177,21 @@ mod tests {
         assert_eq!(ErrorCode::DeviceNotFound.http_status(), 404);
         assert_eq!(ErrorCode::PreconditionFailed.number(), 412001);
         assert_eq!(ErrorCode::TooManyDevices.http_status(), 413);
+    }
+
+    #[test]
+    fn numbers_find_their_code() {
+        for code in ErrorCode::ALL {
+            assert_eq!(ErrorCode::from_number(code.number()), Some(code), "{code}");
+        }
+        let mut numbers: Vec<u32> = ErrorCode::ALL.iter().map(|c| c.number()).collect();
+        numbers.sort_unstable();
+        numbers.dedup();
+        assert_eq!(numbers.len(), ErrorCode::ALL.len(), "each code once");
+        assert_eq!(
+            ErrorCode::from_number(404103),
+            Some(ErrorCode::DeviceNotOnline)
+        );
+        assert_eq!(ErrorCode::from_number(999999), None);
     }
 }

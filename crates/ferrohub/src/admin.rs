@@ -15,6 +15,7 @@ mod output;
 mod stats;
 mod token;
 mod ttl;
+mod twin;
 
 use std::fmt;
 use std::io::Write as _;
@@ -31,6 +32,7 @@ pub(crate) use jobs::{DevicesCommand, JobsCommand};
 pub(crate) use module::ModuleCommand;
 pub(crate) use stats::StatsArgs;
 pub(crate) use token::TokenCommand;
+pub(crate) use twin::{MethodCommand, TwinCommand};
 
 /// The admin subcommands of the `ferrohub` binary.
 #[derive(Debug, clap::Subcommand)]
@@ -41,6 +43,12 @@ pub(crate) enum AdminCommand {
     /// Manage module identities
     #[command(subcommand)]
     Module(ModuleCommand),
+    /// Show and update device and module twins
+    #[command(subcommand)]
+    Twin(TwinCommand),
+    /// Invoke direct methods on devices and modules
+    #[command(subcommand)]
+    Method(MethodCommand),
     /// Mint SAS tokens for devices, modules and the connection string's policy
     #[command(subcommand)]
     Token(TokenCommand),
@@ -66,6 +74,8 @@ pub(crate) async fn run(cmd: AdminCommand) -> ExitCode {
     let result = match cmd {
         AdminCommand::Device(c) => c.run().await,
         AdminCommand::Module(c) => c.run().await,
+        AdminCommand::Twin(c) => c.run().await,
+        AdminCommand::Method(c) => c.run().await,
         AdminCommand::Token(c) => c.run().await,
         AdminCommand::Stats(c) => c.run().await,
         AdminCommand::C2d(c) => c.run().await,
@@ -304,6 +314,34 @@ mod tests {
             &["x", "module", "create", "d1", "m1"],
             &["x", "module", "list", "d1"],
             &[
+                "x", "twin", "show", "d1", "--module", "m1", "--output", "json",
+            ],
+            &[
+                "x",
+                "twin",
+                "update",
+                "d1",
+                "--desired",
+                "{\"a\":1}",
+                "--tags",
+                "{}",
+                "--etag",
+                "AAAAAAAAAAE=",
+            ],
+            &[
+                "x",
+                "method",
+                "invoke",
+                "d1",
+                "reboot",
+                "--payload",
+                "{\"delay\":5}",
+                "--timeout",
+                "5",
+                "--connect-timeout",
+                "300",
+            ],
+            &[
                 "x", "token", "device", "d1", "--ttl", "15m", "--policy", "device",
             ],
             &["x", "token", "policy", "--ttl", "2d"],
@@ -325,6 +363,17 @@ mod tests {
             &["x", "device", "regenerate-key", "d1"][..],
             &["x", "token", "policy", "--ttl", "soon"],
             &["x", "device", "list", "--output", "yaml"],
+            &["x", "method", "invoke", "d1", "m", "--timeout", "4"],
+            &[
+                "x",
+                "method",
+                "invoke",
+                "d1",
+                "m",
+                "--connect-timeout",
+                "301",
+            ],
+            &["x", "method", "invoke", "d1"],
         ];
         for args in bad {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?} should fail");

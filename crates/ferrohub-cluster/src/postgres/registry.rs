@@ -8,6 +8,12 @@
 //! * `modules((device_id, module_id) PK, version, doc JSONB)`, `device_id` a foreign key to
 //!   `devices` with `ON DELETE CASCADE`: deleting a device deletes its modules in the same
 //!   statement.
+//! * `twins((device_id, module_id) PK, version, doc JSONB)`: the twins written so far,
+//!   `module_id` `''` for a device's own twin, `doc` `ferrohub-twin`'s stored form (its user
+//!   sections at `tags`, `properties.desired`, `properties.reported`). `device_id` is a foreign
+//!   key to `devices` with `ON DELETE CASCADE`; deleting a module deletes its twin in the same
+//!   transaction, and a module's first twin write locks the module row (`FOR KEY SHARE`, as a
+//!   foreign key would), so no twin outlives its identity.
 //!
 //! Ids are `TEXT COLLATE "C"`, so listings come out in byte order whatever the database's
 //! locale. `doc` is the identity's serde JSON as `JSONB`, so that queries (the twin documents
@@ -31,7 +37,7 @@ use tokio_postgres::types::Json;
 
 use ferrohub_registry::{
     Change, Device, DeviceStatus, Expect, IdentityAuth, Module, RegistryStatistics, RegistryStore,
-    StoreError,
+    StoreError, StoredTwin,
 };
 use ferrohub_types::{DeviceId, ModuleId};
 
@@ -62,8 +68,20 @@ pub(crate) const MIGRATIONS: Migrations = Migrations {
              doc       JSONB NOT NULL,
              PRIMARY KEY (device_id, module_id)
          );",
+        // 2: twins, beside their identities.
+        "CREATE TABLE twins (
+             device_id TEXT COLLATE \"C\" NOT NULL
+                       REFERENCES devices (device_id) ON DELETE CASCADE,
+             module_id TEXT COLLATE \"C\" NOT NULL,
+             version   BIGINT NOT NULL,
+             doc       JSONB NOT NULL,
+             PRIMARY KEY (device_id, module_id)
+         );",
     ],
 };
+
+/// The `module_id` of a device's own twin in the `twins` table.
+const DEVICE_TWIN: &str = "";
 
 /// The payload of a notification on [`REGISTRY_CHANNEL`]: which identity changed and its new
 /// version (`None`: it was deleted). Deleting a device announces the device only; its modules
@@ -220,6 +238,36 @@ impl RegistryStore for PgRegistryStore {
                 .map(|r| r.try_get::<_, Json<Module>>(0).map(|j| j.0))
                 .collect::<Result<_, _>>()
                 .map_err(decode_error)
+        })
+    }
+
+    fn twin(
+        &self,
+        device_id: &DeviceId,
+        module_id: Option<&ModuleId>,
+    ) -> impl Future<Output = Result<Option<StoredTwin>, StoreError>> + Send {
+        let d = device_id.as_str().to_owned();
+        let m = module_id.map_or(DEVICE_TWIN, ModuleId::as_str).to_owned();
+        self.read(move |client| async move {
+            let stmt = client
+                .prepare_cached(
+                    "SELECT version, doc FROM twins WHERE device_id = $1 AND module_id = $2",
+                )
+                .await
+                .map_err(sql_error)?;
+            let Some(row) = client
+                .query_opt(&stmt, &[&d, &m])
+                .await
+                .map_err(sql_error)?
+            else {
+                return Ok(None);
+            };
+            let version: i64 = row.try_get(0).map_err(decode_error)?;
+            let doc: Json<_> = row.try_get(1).map_err(decode_error)?;
+            Ok(Some(StoredTwin {
+                version: to_u64(version)?,
+                twin: doc.0,
+            }))
         })
     }
 
@@ -383,21 +431,81 @@ fn encode(changes: Vec<Change>) -> Result<Vec<Step>, PgError> {
             } => {
                 let d = device_id.as_str().to_owned();
                 let m = module_id.as_str().to_owned();
-                steps.push(match expect {
-                    Expect::Absent => step(
+                match expect {
+                    Expect::Absent => steps.push(step(
                         "SELECT 1 FROM modules WHERE device_id = $1 AND module_id = $2",
                         vec![Box::new(d), Box::new(m)],
                         Want::Zero,
-                    ),
+                    )),
                     Expect::Version(expected) => {
                         notes.push(note(&d, Some(&m), None)?);
-                        step(
+                        steps.push(step(
                             "DELETE FROM modules
                              WHERE device_id = $1 AND module_id = $2 AND version = $3",
-                            vec![Box::new(d), Box::new(m), Box::new(to_i64(expected)?)],
+                            vec![
+                                Box::new(d.clone()),
+                                Box::new(m.clone()),
+                                Box::new(to_i64(expected)?),
+                            ],
                             Want::One,
-                        )
+                        ));
+                        // Its twin goes with it.
+                        steps.push(step(
+                            "DELETE FROM twins WHERE device_id = $1 AND module_id = $2",
+                            vec![Box::new(d), Box::new(m)],
+                            Want::Any,
+                        ));
                     }
+                }
+            }
+            Change::PutTwin {
+                device_id,
+                module_id,
+                twin,
+                expect,
+            } => {
+                let d = device_id.as_str().to_owned();
+                let version = to_i64(twin.version)?;
+                let doc = json(&twin.twin)?;
+                steps.push(match (expect, module_id) {
+                    // A device's first twin write: the foreign key needs the device.
+                    (Expect::Absent, None) => step(
+                        "INSERT INTO twins (device_id, module_id, version, doc)
+                         SELECT $1, '', $2, $3
+                         WHERE EXISTS (SELECT 1 FROM devices WHERE device_id = $1)
+                         ON CONFLICT (device_id, module_id) DO NOTHING",
+                        vec![Box::new(d), Box::new(version), doc],
+                        Want::One,
+                    ),
+                    // A module's first twin write: the module must exist, and stays until
+                    // this transaction ends (a concurrent delete waits for it).
+                    (Expect::Absent, Some(m)) => step(
+                        "INSERT INTO twins (device_id, module_id, version, doc)
+                         SELECT $1, $2, $3, $4
+                         WHERE EXISTS (SELECT 1 FROM modules
+                                       WHERE device_id = $1 AND module_id = $2
+                                       FOR KEY SHARE)
+                         ON CONFLICT (device_id, module_id) DO NOTHING",
+                        vec![
+                            Box::new(d),
+                            Box::new(m.as_str().to_owned()),
+                            Box::new(version),
+                            doc,
+                        ],
+                        Want::One,
+                    ),
+                    (Expect::Version(expected), m) => step(
+                        "UPDATE twins SET version = $3, doc = $4
+                         WHERE device_id = $1 AND module_id = $2 AND version = $5",
+                        vec![
+                            Box::new(d),
+                            Box::new(m.as_ref().map_or(DEVICE_TWIN, ModuleId::as_str).to_owned()),
+                            Box::new(version),
+                            doc,
+                            Box::new(to_i64(expected)?),
+                        ],
+                        Want::One,
+                    ),
                 });
             }
         }

@@ -3,7 +3,9 @@
 //! Records are judged in request order against the stored state as changed by the records
 //! before them (a module record can follow its device's create record in the same request).
 //! Records that fail are reported and the others are applied, all in one store `apply` so they
-//! commit together. If another writer changes one of the identities between the read and the
+//! commit together. A record's twin data (`tags`, `properties.desired`) is applied to its twin
+//! in the same `apply`, after its identity's change, and fails the record (and nothing else) when
+//! the twin's rules refuse it. If another writer changes one of the identities between the read and the
 //! commit, the whole request is judged again; after repeated interference records are applied
 //! one by one.
 
@@ -12,6 +14,8 @@ use std::collections::{HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use ferrohub_types::{DeviceId, ModuleId};
 
+use super::twins::initial_twin;
+
 use super::cache::{CacheOp, Effects};
 use super::{
     MAX_ATTEMPTS, MAX_BULK_RECORDS, Registry, change, device_put_effects, new_device, new_module,
@@ -19,8 +23,8 @@ use super::{
 };
 use crate::error::{RegistryError, StoreError};
 use crate::model::{
-    BulkError, BulkResult, Device, DeviceSpec, IdentityAuth, IdentityChangeKind, IfMatch,
-    ImportMode, ImportRecord, Module, ModuleSpec,
+    BulkError, BulkResult, DesiredChange, Device, DeviceSpec, IdentityAuth, IdentityChangeKind,
+    IfMatch, ImportMode, ImportRecord, Module, ModuleSpec, StoredTwin,
 };
 use crate::store::{Change, Expect, RegistryStore};
 
@@ -29,6 +33,8 @@ use crate::store::{Change, Expect, RegistryStore};
 struct State {
     devices: HashMap<DeviceId, Option<Device>>,
     modules: HashMap<(DeviceId, ModuleId), Option<Module>>,
+    /// The stored twins of the records that carry twin data.
+    twins: HashMap<(DeviceId, Option<ModuleId>), Option<StoredTwin>>,
 }
 
 /// What planning decided for a set of records.
@@ -36,6 +42,8 @@ struct State {
 struct Plan {
     changes: Vec<Change>,
     effects: Effects,
+    /// The desired notifications of the twin changes, reported once they are stored.
+    desired: Vec<DesiredChange>,
     errors: Vec<BulkError>,
 }
 
@@ -43,7 +51,7 @@ struct Plan {
 enum Wanted {
     Put,
     Delete,
-    /// `updateTwin*`: the twin is not the registry's; the identity only has to exist.
+    /// `updateTwin*`: only the twin changes; the identity has to exist.
     Exists,
 }
 
@@ -55,8 +63,10 @@ impl<S: RegistryStore> Registry<S> {
     /// Errors for the whole request: `TooManyDevices` above [`MAX_BULK_RECORDS`],
     /// `DeviceDefinedMultipleTimes` when two records name the same identity.
     ///
-    /// `updateTwin` and `updateTwinIfMatchETag` records only check that the identity exists; the
-    /// twin (and the twin ETag) is the caller's business.
+    /// A record's twin data replaces the twin's `tags` and `properties.desired` (those it
+    /// carries) for every mode but the deletes; `updateTwin` and `updateTwinIfMatchETag` change
+    /// only the twin, the latter if the record's `twinETag` is the twin's. Desired changes are
+    /// reported to [`Registry::on_desired_change`] listeners.
     pub async fn bulk(
         &self,
         records: Vec<ImportRecord>,
@@ -129,6 +139,12 @@ impl<S: RegistryStore> Registry<S> {
                     .modules
                     .insert((r.device_id.clone(), m.clone()), module);
             }
+            if r.twin.is_some() && !is_delete(r.import_mode) {
+                let twin = self.store.twin(&r.device_id, r.module_id.as_ref()).await?;
+                state
+                    .twins
+                    .insert((r.device_id.clone(), r.module_id.clone()), twin);
+            }
         }
 
         let mut plan = Plan::default();
@@ -136,7 +152,7 @@ impl<S: RegistryStore> Registry<S> {
             let r = &records[i];
             let outcome = match &r.module_id {
                 None => plan_device(r, &mut state, &mut plan, now),
-                Some(m) => plan_module(r, m, &mut state, &mut plan),
+                Some(m) => plan_module(r, m, &mut state, &mut plan, now),
             };
             match outcome {
                 Ok(()) => {}
@@ -153,6 +169,7 @@ impl<S: RegistryStore> Registry<S> {
         match self.store.apply(plan.changes).await {
             Ok(()) => {
                 pending.commit();
+                self.desired_listeners.notify(&plan.desired);
                 tracing::info!(
                     applied = count,
                     failed = plan.errors.len(),
@@ -226,6 +243,70 @@ fn decide(
     }
 }
 
+fn is_delete(mode: ImportMode) -> bool {
+    matches!(mode, ImportMode::Delete | ImportMode::DeleteIfMatchETag)
+}
+
+/// The twin change of a record whose identity change is decided (`wanted`) and which will exist
+/// afterwards, or `None` when the record carries no twin data. `Err` fails the record.
+fn plan_twin(
+    r: &ImportRecord,
+    wanted: &Wanted,
+    state: &State,
+    now: DateTime<Utc>,
+) -> Result<Option<(Change, Option<DesiredChange>)>, RegistryError> {
+    let Some(update) = &r.twin else {
+        return Ok(None);
+    };
+    if matches!(wanted, Wanted::Delete) {
+        return Ok(None);
+    }
+    let key = (r.device_id.clone(), r.module_id.clone());
+    let stored = state.twins.get(&key).cloned().flatten();
+    let if_match = match (r.import_mode, &r.twin_etag) {
+        (ImportMode::UpdateTwinIfMatchETag, Some(etag)) => ferrohub_twin::IfMatch::parse(etag),
+        // No twin ETag to match: nothing matches.
+        (ImportMode::UpdateTwinIfMatchETag, None) => {
+            return Err(RegistryError::Twin(
+                ferrohub_twin::TwinError::PreconditionFailed,
+            ));
+        }
+        _ => ferrohub_twin::IfMatch::Any,
+    };
+    let (twin, expect, version) = match stored {
+        Some(s) => (
+            s.twin,
+            Expect::Version(s.version),
+            s.version.saturating_add(1),
+        ),
+        None => (initial_twin(), Expect::Absent, 0),
+    };
+    let updated = twin.apply_update(update, &if_match, now)?;
+    let desired = updated.desired_patch.map(|patch| DesiredChange {
+        device_id: r.device_id.clone(),
+        module_id: r.module_id.clone(),
+        patch,
+    });
+    let change = Change::PutTwin {
+        device_id: r.device_id.clone(),
+        module_id: r.module_id.clone(),
+        twin: StoredTwin {
+            version,
+            twin: updated.twin,
+        },
+        expect,
+    };
+    Ok(Some((change, desired)))
+}
+
+/// Adds a planned twin change after its identity's change.
+fn push_twin(plan: &mut Plan, twin: Option<(Change, Option<DesiredChange>)>) {
+    if let Some((change, desired)) = twin {
+        plan.changes.push(change);
+        plan.desired.extend(desired);
+    }
+}
+
 fn etag_matches(record: &ImportRecord, etag: Option<&crate::model::ETag>) -> bool {
     match (&record.etag, etag) {
         (Some(given), Some(current)) => IfMatch::parse(given).matches(current),
@@ -253,6 +334,7 @@ fn plan_device(
         || RegistryError::DeviceAlreadyExists(id.clone()),
         || RegistryError::DeviceNotFound(id.clone()),
     )?;
+    let twin = plan_twin(r, &wanted, state, now)?;
     match (wanted, current) {
         (Wanted::Put, None) => {
             let spec: DeviceSpec = prepare_device(r.device_spec())?;
@@ -291,6 +373,7 @@ fn plan_device(
         }
         (Wanted::Exists, _) => {}
     }
+    push_twin(plan, twin);
     Ok(())
 }
 
@@ -299,6 +382,7 @@ fn plan_module(
     m: &ModuleId,
     state: &mut State,
     plan: &mut Plan,
+    now: DateTime<Utc>,
 ) -> Result<(), RegistryError> {
     let d = &r.device_id;
     if state.devices.get(d).is_none_or(Option::is_none) {
@@ -319,6 +403,7 @@ fn plan_module(
             module_id: m.clone(),
         },
     )?;
+    let twin = plan_twin(r, &wanted, state, now)?;
     let spec = || -> Result<ModuleSpec, RegistryError> {
         let spec = r.module_spec().ok_or_else(|| {
             RegistryError::InvalidArgument("The record names no module.".to_owned())
@@ -374,5 +459,6 @@ fn plan_module(
         }
         (Wanted::Exists, _) => {}
     }
+    push_twin(plan, twin);
     Ok(())
 }

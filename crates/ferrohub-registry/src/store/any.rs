@@ -13,7 +13,7 @@ use std::sync::Arc;
 use ferrohub_types::{DeviceId, ModuleId};
 
 use super::{Change, RegistryStore, StoreError};
-use crate::model::{Device, IdentityAuth, Module, RegistryStatistics};
+use crate::model::{Device, IdentityAuth, Module, RegistryStatistics, StoredTwin};
 
 /// A boxed, sendable future.
 type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -39,6 +39,11 @@ trait DynStore: Send + Sync + 'static {
         &'a self,
         device_id: &'a DeviceId,
     ) -> BoxFuture<'a, Result<Vec<Module>, StoreError>>;
+    fn twin<'a>(
+        &'a self,
+        device_id: &'a DeviceId,
+        module_id: Option<&'a ModuleId>,
+    ) -> BoxFuture<'a, Result<Option<StoredTwin>, StoreError>>;
     fn statistics(&self) -> BoxFuture<'_, Result<RegistryStatistics, StoreError>>;
     fn identities(&self) -> BoxFuture<'_, Result<Identities, StoreError>>;
 }
@@ -76,6 +81,14 @@ impl<S: RegistryStore> DynStore for S {
         device_id: &'a DeviceId,
     ) -> BoxFuture<'a, Result<Vec<Module>, StoreError>> {
         Box::pin(RegistryStore::modules(self, device_id))
+    }
+
+    fn twin<'a>(
+        &'a self,
+        device_id: &'a DeviceId,
+        module_id: Option<&'a ModuleId>,
+    ) -> BoxFuture<'a, Result<Option<StoredTwin>, StoreError>> {
+        Box::pin(RegistryStore::twin(self, device_id, module_id))
     }
 
     fn statistics(&self) -> BoxFuture<'_, Result<RegistryStatistics, StoreError>> {
@@ -134,6 +147,14 @@ impl RegistryStore for AnyStore {
 
     async fn modules(&self, device_id: &DeviceId) -> Result<Vec<Module>, StoreError> {
         self.0.modules(device_id).await
+    }
+
+    async fn twin(
+        &self,
+        device_id: &DeviceId,
+        module_id: Option<&ModuleId>,
+    ) -> Result<Option<StoredTwin>, StoreError> {
+        self.0.twin(device_id, module_id).await
     }
 
     fn statistics(&self) -> impl Future<Output = Result<RegistryStatistics, StoreError>> + Send {

@@ -10,7 +10,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use ferrohub_types::{DeviceId, ModuleId};
 
 use super::{Change, Expect, RegistryStore, StoreError};
-use crate::model::{Device, DeviceStatus, IdentityAuth, Module, RegistryStatistics};
+use crate::model::{Device, DeviceStatus, IdentityAuth, Module, RegistryStatistics, StoredTwin};
 
 /// An in-memory [`RegistryStore`].
 #[derive(Default)]
@@ -29,6 +29,8 @@ impl std::fmt::Debug for MemoryStore {
 struct Entry {
     device: Device,
     modules: BTreeMap<ModuleId, Module>,
+    /// The twins written so far: the device's under `None`, each module's under its id.
+    twins: BTreeMap<Option<ModuleId>, StoredTwin>,
 }
 
 /// How to take back one change of a failed batch.
@@ -39,6 +41,8 @@ enum Undo {
     Entry(DeviceId, Entry),
     /// Restore the module to this (None: remove it).
     Module(DeviceId, ModuleId, Option<Module>),
+    /// Restore the twin to this (None: remove it).
+    Twin(DeviceId, Option<ModuleId>, Option<StoredTwin>),
 }
 
 impl MemoryStore {
@@ -79,6 +83,14 @@ impl MemoryStore {
                                 };
                             }
                         }
+                        Undo::Twin(d, m, prev) => {
+                            if let Some(entry) = map.get_mut(&d) {
+                                match prev {
+                                    Some(twin) => entry.twins.insert(m, twin),
+                                    None => entry.twins.remove(&m),
+                                };
+                            }
+                        }
                     }
                 }
                 return Err(StoreError::Conflict { index });
@@ -116,8 +128,12 @@ fn apply_one(
                     if !version_ok(None, expect) {
                         return Err(());
                     }
-                    let modules = BTreeMap::new();
-                    map.insert(id.clone(), Entry { device, modules });
+                    let entry = Entry {
+                        device,
+                        modules: BTreeMap::new(),
+                        twins: BTreeMap::new(),
+                    };
+                    map.insert(id.clone(), entry);
                     undo.push(Undo::DeviceDoc(id, None));
                 }
             }
@@ -156,8 +172,31 @@ fn apply_one(
             if let Some(entry) = map.get_mut(&device_id)
                 && let Some(prev) = entry.modules.remove(&module_id)
             {
+                let key = Some(module_id.clone());
+                if let Some(twin) = entry.twins.remove(&key) {
+                    undo.push(Undo::Twin(device_id.clone(), key, Some(twin)));
+                }
                 undo.push(Undo::Module(device_id, module_id, Some(prev)));
             }
+        }
+        Change::PutTwin {
+            device_id,
+            module_id,
+            twin,
+            expect,
+        } => {
+            let entry = map.get_mut(&device_id).ok_or(())?;
+            if let Some(m) = &module_id
+                && !entry.modules.contains_key(m)
+            {
+                return Err(());
+            }
+            let prev = entry.twins.get(&module_id).cloned();
+            if !version_ok(prev.as_ref().map(|t| t.version), expect) {
+                return Err(());
+            }
+            entry.twins.insert(module_id.clone(), twin);
+            undo.push(Undo::Twin(device_id, module_id, prev));
         }
     }
     Ok(())
@@ -208,6 +247,18 @@ impl RegistryStore for MemoryStore {
             .get(device_id)
             .map(|e| e.modules.values().cloned().collect())
             .unwrap_or_default()))
+    }
+
+    fn twin(
+        &self,
+        device_id: &DeviceId,
+        module_id: Option<&ModuleId>,
+    ) -> impl Future<Output = Result<Option<StoredTwin>, StoreError>> + Send {
+        ready(Ok(self
+            .lock()
+            .get(device_id)
+            .and_then(|e| e.twins.get(&module_id.cloned()))
+            .cloned()))
     }
 
     fn statistics(&self) -> impl Future<Output = Result<RegistryStatistics, StoreError>> + Send {

@@ -14,6 +14,13 @@
 //! `devices(device_id PK, version, status, doc)` and `modules((device_id, module_id) PK, version,
 //! doc)`, where `doc` is the identity's JSON ([`Device`]/[`Module`] serde form) and `version`
 //! guards compare-and-set updates. Deleting a device deletes its modules in the same transaction.
+//!
+//! `twins((device_id, module_id) PK, version, doc)` holds the twins written so far (`module_id`
+//! is `''` for a device's own twin, which no module id can be), `doc` being `ferrohub-twin`'s
+//! stored form as JSON text: its user sections sit at the JSON paths `$.tags`,
+//! `$.properties.desired` and `$.properties.reported`, where the query language's SQL reaches
+//! them. Deleting a device deletes its twin and its modules' twins, deleting a module its twin,
+//! in the same transaction.
 //! `schema_version` records the migrations applied; a database written by a newer schema is
 //! refused rather than misread.
 
@@ -29,8 +36,11 @@ pub use ferrohub_storage::sqlite::WriteStats;
 
 use super::{Change, Expect, RegistryStore, StoreError};
 use crate::model::{
-    Authentication, Device, DeviceStatus, IdentityAuth, Module, RegistryStatistics,
+    Authentication, Device, DeviceStatus, IdentityAuth, Module, RegistryStatistics, StoredTwin,
 };
+
+/// The `module_id` of a device's own twin in the `twins` table.
+const DEVICE_TWIN: &str = "";
 
 /// The schema this build writes; each entry of `MIGRATIONS` brings the schema one version up.
 const MIGRATIONS: &[&str] = &[
@@ -43,6 +53,14 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX devices_by_status ON devices (status);
      CREATE TABLE modules (
+         device_id TEXT NOT NULL,
+         module_id TEXT NOT NULL,
+         version   INTEGER NOT NULL,
+         doc       TEXT NOT NULL,
+         PRIMARY KEY (device_id, module_id)
+     );",
+    // 2: twins, beside their identities.
+    "CREATE TABLE twins (
          device_id TEXT NOT NULL,
          module_id TEXT NOT NULL,
          version   INTEGER NOT NULL,
@@ -92,6 +110,14 @@ enum Op {
     DeleteModule {
         device_id: String,
         module_id: String,
+        expect: Option<i64>,
+    },
+    PutTwin {
+        device_id: String,
+        /// [`DEVICE_TWIN`] for a device's twin.
+        module_id: String,
+        version: i64,
+        doc: String,
         expect: Option<i64>,
     },
 }
@@ -237,6 +263,35 @@ impl RegistryStore for SqliteStore {
                 .and_then(Iterator::collect::<Result<Vec<_>, _>>)
                 .map_err(sql_error)?;
             docs.iter().map(|doc| decode::<Module>(doc)).collect()
+        })
+    }
+
+    fn twin(
+        &self,
+        device_id: &DeviceId,
+        module_id: Option<&ModuleId>,
+    ) -> impl Future<Output = Result<Option<StoredTwin>, StoreError>> + Send {
+        let d = device_id.as_str().to_owned();
+        let m = module_id.map_or(DEVICE_TWIN, ModuleId::as_str).to_owned();
+        self.read(move |conn| {
+            let row: Option<(i64, String)> = conn
+                .prepare_cached(
+                    "SELECT version, doc FROM twins WHERE device_id = ?1 AND module_id = ?2",
+                )
+                .and_then(|mut s| {
+                    s.query_row([&d, &m], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                })
+                .map_err(sql_error)?;
+            row.map(|(version, doc)| {
+                Ok(StoredTwin {
+                    version: u64::try_from(version).map_err(|_| {
+                        StoreError::Corrupt(format!("twin version {version} is negative"))
+                    })?,
+                    twin: decode(&doc)?,
+                })
+            })
+            .transpose()
         })
     }
 
@@ -397,6 +452,8 @@ fn run_op(conn: &Connection, op: &Op) -> rusqlite::Result<bool> {
             if deleted {
                 conn.prepare_cached("DELETE FROM modules WHERE device_id = ?1")?
                     .execute([id])?;
+                conn.prepare_cached("DELETE FROM twins WHERE device_id = ?1")?
+                    .execute([id])?;
             }
             deleted
         }
@@ -435,20 +492,59 @@ fn run_op(conn: &Connection, op: &Op) -> rusqlite::Result<bool> {
             device_id,
             module_id,
             expect: None,
-        } => conn
-            .prepare_cached("SELECT 1 FROM modules WHERE device_id = ?1 AND module_id = ?2")?
-            .query_row([device_id, module_id], |_| Ok(()))
-            .optional()?
-            .is_none(),
+        } => !module_exists(conn, device_id, module_id)?,
         Op::DeleteModule {
             device_id,
             module_id,
             expect: Some(expected),
         } => {
+            let deleted = conn
+                .prepare_cached(
+                    "DELETE FROM modules WHERE device_id = ?1 AND module_id = ?2 AND version = ?3",
+                )?
+                .execute(params![device_id, module_id, expected])?
+                == 1;
+            if deleted {
+                conn.prepare_cached("DELETE FROM twins WHERE device_id = ?1 AND module_id = ?2")?
+                    .execute([device_id, module_id])?;
+            }
+            deleted
+        }
+        Op::PutTwin {
+            device_id,
+            module_id,
+            version,
+            doc,
+            expect: None,
+        } => {
+            let owner_exists = if module_id == DEVICE_TWIN {
+                device_exists(conn, device_id)?
+            } else {
+                module_exists(conn, device_id, module_id)?
+            };
+            owner_exists
+                && conn
+                    .prepare_cached(
+                        "INSERT INTO twins (device_id, module_id, version, doc)
+                         VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (device_id, module_id) DO NOTHING",
+                    )?
+                    .execute(params![device_id, module_id, version, doc])?
+                    == 1
+        }
+        Op::PutTwin {
+            device_id,
+            module_id,
+            version,
+            doc,
+            expect: Some(expected),
+        } => {
+            // A stored twin always has its identity: deletes take it along.
             conn.prepare_cached(
-                "DELETE FROM modules WHERE device_id = ?1 AND module_id = ?2 AND version = ?3",
+                "UPDATE twins SET version = ?3, doc = ?4
+                 WHERE device_id = ?1 AND module_id = ?2 AND version = ?5",
             )?
-            .execute(params![device_id, module_id, expected])?
+            .execute(params![device_id, module_id, version, doc, expected])?
                 == 1
         }
     })
@@ -458,6 +554,14 @@ fn device_exists(conn: &Connection, id: &str) -> rusqlite::Result<bool> {
     Ok(conn
         .prepare_cached("SELECT 1 FROM devices WHERE device_id = ?1")?
         .query_row([id], |_| Ok(()))
+        .optional()?
+        .is_some())
+}
+
+fn module_exists(conn: &Connection, device_id: &str, module_id: &str) -> rusqlite::Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM modules WHERE device_id = ?1 AND module_id = ?2")?
+        .query_row([device_id, module_id], |_| Ok(()))
         .optional()?
         .is_some())
 }
@@ -491,6 +595,21 @@ fn encode(change: Change) -> Result<Op, StoreError> {
         } => Op::DeleteModule {
             device_id: device_id.as_str().to_owned(),
             module_id: module_id.as_str().to_owned(),
+            expect: expect_to_sql(expect)?,
+        },
+        Change::PutTwin {
+            device_id,
+            module_id,
+            twin,
+            expect,
+        } => Op::PutTwin {
+            device_id: device_id.as_str().to_owned(),
+            module_id: module_id
+                .as_ref()
+                .map_or(DEVICE_TWIN, ModuleId::as_str)
+                .to_owned(),
+            version: to_i64(twin.version)?,
+            doc: to_json(&twin.twin)?,
             expect: expect_to_sql(expect)?,
         },
     })

@@ -7,7 +7,7 @@ use ferrohub_registry::{MemoryStore, SqliteStore};
 use tempfile::TempDir;
 
 pub(crate) use ferrohub_registry::contract::{
-    at, block_on, device, did, full_device, key, mid, module,
+    at, block_on, device, did, full_device, key, mid, module, twin,
 };
 
 /// Polls a future once with a waker that does nothing.

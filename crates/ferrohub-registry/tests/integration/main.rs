@@ -5,3 +5,4 @@ mod common;
 mod props;
 mod registry;
 mod store_contract;
+mod twins;

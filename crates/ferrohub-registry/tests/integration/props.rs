@@ -33,22 +33,39 @@ fn change() -> impl Strategy<Value = Change> {
                 expect,
             }
         }),
-        (d, m, expect()).prop_map(|(d, m, expect)| Change::DeleteModule {
+        (d.clone(), m.clone(), expect()).prop_map(|(d, m, expect)| Change::DeleteModule {
             device_id: did(DEVICES[d]),
             module_id: mid(MODULES[m]),
             expect,
         }),
+        (d, prop::option::of(m), 0u64..3, expect()).prop_map(|(d, m, v, expect)| {
+            Change::PutTwin {
+                device_id: did(DEVICES[d]),
+                module_id: m.map(|m| mid(MODULES[m])),
+                twin: twin(v, v),
+                expect,
+            }
+        }),
     ]
 }
 
-type Snapshot = Vec<(ferrohub_registry::Device, Vec<ferrohub_registry::Module>)>;
+type Twins = Vec<Option<ferrohub_registry::StoredTwin>>;
+type Snapshot = Vec<(
+    ferrohub_registry::Device,
+    Vec<ferrohub_registry::Module>,
+    Twins,
+)>;
 
 fn snapshot<S: RegistryStore>(s: &S) -> Snapshot {
     block_on(async {
         let mut out = Vec::new();
         for d in s.devices(100).await.expect("list") {
             let modules = s.modules(&d.device_id).await.expect("modules");
-            out.push((d, modules));
+            let mut twins = vec![s.twin(&d.device_id, None).await.expect("twin")];
+            for m in MODULES {
+                twins.push(s.twin(&d.device_id, Some(&mid(m))).await.expect("twin"));
+            }
+            out.push((d, modules, twins));
         }
         out
     })

@@ -910,7 +910,7 @@ mod gated {
 
     use ferrohub_registry::{
         Change, Device, IdentityAuth, MemoryStore, Module, RegistryStatistics, RegistryStore,
-        StoreError,
+        StoreError, StoredTwin,
     };
     use ferrohub_types::{DeviceId, ModuleId};
     use futures_channel::oneshot;
@@ -971,6 +971,14 @@ mod gated {
             d: &DeviceId,
         ) -> impl Future<Output = Result<Vec<Module>, StoreError>> + Send {
             self.inner.modules(d)
+        }
+
+        fn twin(
+            &self,
+            d: &DeviceId,
+            m: Option<&ModuleId>,
+        ) -> impl Future<Output = Result<Option<StoredTwin>, StoreError>> + Send {
+            self.inner.twin(d, m)
         }
 
         fn statistics(

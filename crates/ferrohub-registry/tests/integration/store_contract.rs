@@ -72,7 +72,7 @@ mod sqlite_only {
             let version: i64 = conn
                 .query_row("SELECT max(version) FROM schema_version", [], |r| r.get(0))
                 .expect("schema version");
-            assert_eq!(version, 1);
+            assert_eq!(version, 2);
             let mode: String = conn
                 .query_row("PRAGMA journal_mode", [], |r| r.get(0))
                 .expect("journal mode");
@@ -84,7 +84,7 @@ mod sqlite_only {
         let rows: i64 = conn
             .query_row("SELECT count(*) FROM schema_version", [], |r| r.get(0))
             .expect("rows");
-        assert_eq!(rows, 1);
+        assert_eq!(rows, 2);
         // A database from a newer build is refused, not misread.
         conn.execute("INSERT INTO schema_version (version) VALUES (99)", [])
             .expect("bump");
@@ -93,6 +93,94 @@ mod sqlite_only {
             Err(StoreError::Incompatible(msg)) => assert!(msg.contains("99"), "{msg}"),
             other => panic!("expected Incompatible, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_version_1_database_gains_twins_and_keeps_its_identities() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("registry.db");
+        {
+            let s = SqliteStore::open(&path).expect("open");
+            block_on(s.apply(vec![Change::PutDevice {
+                device: full_device("d1"),
+                expect: Expect::Absent,
+            }]))
+            .expect("insert");
+        }
+        {
+            // Back to what a build without twins wrote.
+            let conn = Connection::open(&path).expect("inspect");
+            conn.execute_batch("DROP TABLE twins; DELETE FROM schema_version WHERE version = 2;")
+                .expect("downgrade");
+        }
+        let s = SqliteStore::open(&path).expect("migrate");
+        assert_eq!(
+            block_on(s.device(&did("d1"))).expect("read"),
+            Some(full_device("d1"))
+        );
+        assert_eq!(block_on(s.twin(&did("d1"), None)).expect("read"), None);
+        block_on(s.apply(vec![Change::PutTwin {
+            device_id: did("d1"),
+            module_id: None,
+            twin: twin(0, 1),
+            expect: Expect::Absent,
+        }]))
+        .expect("a twin after the migration");
+    }
+
+    #[test]
+    fn twin_sections_sit_at_the_query_paths() {
+        let (s, dir) = sqlite();
+        block_on(s.apply(vec![
+            Change::PutDevice {
+                device: device("d1", 0),
+                expect: Expect::Absent,
+            },
+            Change::PutModule {
+                module: module("d1", "m1", 0),
+                expect: Expect::Absent,
+            },
+            Change::PutTwin {
+                device_id: did("d1"),
+                module_id: None,
+                twin: twin(0, 7),
+                expect: Expect::Absent,
+            },
+            Change::PutTwin {
+                device_id: did("d1"),
+                module_id: Some(mid("m1")),
+                twin: twin(0, 8),
+                expect: Expect::Absent,
+            },
+        ]))
+        .expect("seed");
+        let path = dir.as_ref().expect("dir").path().join("registry.db");
+        let conn = Connection::open(path).expect("inspect");
+        let row = |module: &str| -> (i64, String, String, f64, String) {
+            conn.query_row(
+                "SELECT json_extract(doc, '$.tags.n'),
+                        json_extract(doc, '$.tags.site.building'),
+                        json_extract(doc, '$.properties.desired.fw'),
+                        json_extract(doc, '$.properties.reported.temp.c'),
+                        json_type(doc, '$.properties.desired.cfg.rates')
+                 FROM twins WHERE device_id = 'd1' AND module_id = ?1",
+                [module],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
+            )
+            .expect("the twin's row")
+        };
+        assert_eq!(
+            row(""),
+            (
+                7,
+                "B7".to_owned(),
+                "7.0".to_owned(),
+                21.5,
+                "array".to_owned()
+            ),
+            "the device's twin has module id ''"
+        );
+        assert_eq!(row("m1").0, 8);
     }
 
     #[test]

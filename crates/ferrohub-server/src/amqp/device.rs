@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 use super::auth::{Authorization, Need};
 use super::{Done, Driver, Link, convert};
 use crate::connections::{DeviceCommand, Identity, Interests, Registration};
-use crate::hub::{C2dDelivery, Hub, HubError, Metered, MethodResult};
+use crate::hub::{C2dDelivery, DeviceAnswer, Hub, HubError, Metered};
 use crate::limits::Admission;
 use crate::telemetry::{DeviceMessage, Origin};
 
@@ -387,9 +387,9 @@ impl Driver {
             return;
         };
         if state.methods_out.remove(&rid) {
-            let payload = convert::body_bytes(&message);
+            let body = convert::body_bytes(&message);
             self.hub
-                .method_response(identity, &rid, MethodResult { status, payload });
+                .method_response(identity, &rid, DeviceAnswer { status, body });
         }
     }
 

@@ -1,54 +1,45 @@
-//! Direct methods (azure-contract §4.11): a service call waits for the device's answer.
+//! Direct methods (twins-methods-contract §4): a service call waits for the device's answer.
 //!
 //! [`Hub::invoke_method`] finds the identity's live connection that subscribed to methods
 //! (waiting up to the call's connect timeout for one), queues the request on it under a fresh
 //! request id, and waits up to the response timeout for [`Hub::method_response`] with the same
 //! id. The driver of whichever protocol the device uses carries the request and reports the
-//! answer. Requests whose connection goes away fail at once as not online.
+//! answer. Requests whose connection goes away fail at once as not online. The request and
+//! result rules (names, timeouts, payloads, the device's JSON) are `ferrohub-twin`'s.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
 
 use bytes::Bytes;
+use ferrohub_twin::methods::{
+    CONNECT_TIMEOUT_MESSAGE, DEVICE_NOT_ONLINE_MESSAGE, RESPONSE_TIMEOUT_MESSAGE,
+};
+use ferrohub_twin::{CloudToDeviceMethod, MethodResult};
 use ferrohub_types::ErrorCode;
 use tokio::sync::oneshot;
 
 use super::{Hub, HubError};
 use crate::connections::{DeviceCommand, Identity, Interests};
 
-/// A direct method call as the service made it, validated.
+/// A device's answer as its connection got it: the status from the topic and the body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct MethodCall {
-    /// The method's name.
-    pub(crate) name: String,
-    /// The request body sent to the device: JSON (`null` for none).
-    pub(crate) payload: Bytes,
-    /// How long to wait for the device's answer.
-    pub(crate) response_timeout: Duration,
-    /// How long to wait for the device to connect and subscribe to methods (0: it must be
-    /// already).
-    pub(crate) connect_timeout: Duration,
-}
-
-/// The device's answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct MethodResult {
+pub(crate) struct DeviceAnswer {
     /// The status the device chose.
     pub(crate) status: i32,
     /// The device's response body, as sent (JSON, or empty).
-    pub(crate) payload: Bytes,
+    pub(crate) body: Bytes,
 }
 
 /// Calls waiting for their answer, by identity and request id (a random UUID: AMQP devices
 /// carry it as a `uuid`-typed correlation id).
 #[derive(Default)]
 pub(crate) struct PendingMethods {
-    waiting: Mutex<HashMap<(Identity, String), oneshot::Sender<MethodResult>>>,
+    waiting: Mutex<HashMap<(Identity, String), oneshot::Sender<DeviceAnswer>>>,
 }
 
 impl PendingMethods {
-    fn insert(&self, identity: &Identity) -> (String, oneshot::Receiver<MethodResult>) {
+    fn insert(&self, identity: &Identity) -> (String, oneshot::Receiver<DeviceAnswer>) {
+        // Never empty, and nothing in it needs encoding in an MQTT topic.
         let rid = crate::random_uuid();
         let (tx, rx) = oneshot::channel();
         if let Ok(mut w) = self.waiting.lock() {
@@ -57,7 +48,7 @@ impl PendingMethods {
         (rid, rx)
     }
 
-    fn remove(&self, identity: &Identity, rid: &str) -> Option<oneshot::Sender<MethodResult>> {
+    fn remove(&self, identity: &Identity, rid: &str) -> Option<oneshot::Sender<DeviceAnswer>> {
         self.waiting
             .lock()
             .ok()
@@ -65,47 +56,50 @@ impl PendingMethods {
     }
 }
 
-fn wants_methods(i: Interests) -> bool {
+/// Whether a connection takes direct method requests.
+pub(crate) fn wants_methods(i: Interests) -> bool {
     i.methods
 }
 
-/// 404103 DeviceNotOnline, as the real hub words it.
-fn not_online(connect_timeout: Duration) -> HubError {
-    let message = if connect_timeout.is_zero() {
-        "The operation failed because the requested device isn't online or hasn't registered the direct method callback. To learn more, see https://aka.ms/iothub404103"
+/// 404103 DeviceNotOnline, worded as the real hub words it for `call`'s connect timeout.
+fn not_online(call: &CloudToDeviceMethod) -> HubError {
+    let message = if call.connect_timeout().is_zero() {
+        DEVICE_NOT_ONLINE_MESSAGE
     } else {
-        "Timed out waiting for device to connect."
+        CONNECT_TIMEOUT_MESSAGE
     };
     HubError::new(ErrorCode::DeviceNotOnline, message)
 }
 
 impl Hub {
-    /// Invokes a direct method on `identity` and waits for its answer.
+    /// Invokes a direct method on `identity` and waits for its answer: the device's status and
+    /// JSON payload.
     ///
     /// Errors: 404103 when no connection of the identity subscribed to methods within the
     /// connect timeout (or it went away before answering), 504101 when the device did not
-    /// answer within the response timeout. The caller has checked that the identity exists.
+    /// answer within the response timeout, 400004 when its answer is not JSON. The caller has
+    /// checked that the identity exists.
     pub(crate) async fn invoke_method(
         &self,
         identity: &Identity,
-        call: MethodCall,
+        call: &CloudToDeviceMethod,
     ) -> Result<MethodResult, HubError> {
         if !self.connections.has_interest(identity, wants_methods) {
-            let deadline = tokio::time::Instant::now() + call.connect_timeout;
-            if call.connect_timeout.is_zero()
+            let deadline = tokio::time::Instant::now() + call.connect_timeout();
+            if call.connect_timeout().is_zero()
                 || !self
                     .connections
                     .wait_for_interest(identity, wants_methods, deadline)
                     .await
             {
-                return Err(not_online(call.connect_timeout));
+                return Err(not_online(call));
             }
         }
         let (rid, answer) = self.methods.insert(identity);
         let command = DeviceCommand::Method {
             rid: rid.clone(),
-            name: call.name,
-            payload: call.payload,
+            name: call.method_name().clone(),
+            payload: Bytes::from(call.device_body()),
         };
         if self
             .connections
@@ -113,18 +107,19 @@ impl Hub {
             .is_err()
         {
             self.methods.remove(identity, &rid);
-            return Err(not_online(call.connect_timeout));
+            return Err(not_online(call));
         }
         metrics::counter!("ferrohub_methods_invoked_total").increment(1);
-        match tokio::time::timeout(call.response_timeout, answer).await {
-            Ok(Ok(result)) => Ok(result),
+        match tokio::time::timeout(call.response_timeout(), answer).await {
+            Ok(Ok(answer)) => MethodResult::from_device_response(answer.status, &answer.body)
+                .map_err(|e| HubError::new(e.error_code(), e.to_string())),
             // The connection ended (or dropped the request) before answering.
-            Ok(Err(_)) => Err(not_online(call.connect_timeout)),
+            Ok(Err(_)) => Err(not_online(call)),
             Err(_) => {
                 self.methods.remove(identity, &rid);
                 Err(HubError::new(
                     ErrorCode::GatewayTimeout,
-                    "Timed out waiting for the response from device.",
+                    RESPONSE_TIMEOUT_MESSAGE,
                 ))
             }
         }
@@ -132,10 +127,10 @@ impl Hub {
 
     /// The device's answer to request `rid`; answers for unknown or expired requests are
     /// dropped.
-    pub(crate) fn method_response(&self, identity: &Identity, rid: &str, result: MethodResult) {
+    pub(crate) fn method_response(&self, identity: &Identity, rid: &str, answer: DeviceAnswer) {
         match self.methods.remove(identity, rid) {
             Some(waiting) => {
-                let _ = waiting.send(result);
+                let _ = waiting.send(answer);
             }
             None => tracing::debug!(?identity, rid, "a method response nobody waits for"),
         }

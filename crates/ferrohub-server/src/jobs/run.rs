@@ -1,8 +1,9 @@
 //! Running import and export jobs, each in its own tokio task.
 //!
 //! * **Export** writes every device, each followed by its modules (records with `moduleId`),
-//!   ordered by id, as JSON Lines of `ExportImportDevice` to the output blob; keys are null when
-//!   `excludeKeysInExport` is set. The blob appears only when complete. An identity created or
+//!   ordered by id, as JSON Lines of `ExportImportDevice` to the output blob, each with its twin
+//!   (`twinETag`, `tags`, `properties` with `$metadata` and `$version`, as Azure's exports have
+//!   them); keys are null when `excludeKeysInExport` is set. The blob appears only when complete. An identity created or
 //!   deleted while the export runs may or may not be in it.
 //! * **Import** reads the input blob line by line, converts each record as `POST /devices`
 //!   does (a missing `importMode` is `createOrUpdate`), and applies them through
@@ -223,7 +224,7 @@ async fn export_into(
     for batch in ids.chunks(EXPORT_BATCH) {
         ctl.check()?;
         let docs = futures_util::future::try_join_all(batch.iter().map(|(d, m)| async move {
-            Ok::<_, reg::StoreError>(match m {
+            let record = match m {
                 None => store
                     .device(d)
                     .await?
@@ -232,6 +233,14 @@ async fn export_into(
                     .module(d, m)
                     .await?
                     .map(|m| module_record(&m, exclude_keys)),
+            };
+            Ok::<_, reg::StoreError>(match record {
+                Some(r) => {
+                    let twin = store.twin(d, m.as_ref()).await?;
+                    let twin = twin.map_or_else(reg::initial_twin, |t| t.twin);
+                    Some(with_twin(r, &twin))
+                }
+                None => None,
             })
         }))
         .await
@@ -265,6 +274,20 @@ fn without_keys(mut auth: api::AuthenticationMechanism) -> api::AuthenticationMe
         keys.secondary_key = None;
     }
     auth
+}
+
+/// An export line with the identity's twin: `twinETag`, `tags` and `properties` (desired and
+/// reported with their `$metadata` and `$version`), as the REST twin shows them.
+fn with_twin(
+    mut record: api::ExportImportDevice,
+    twin: &ferrohub_twin::Twin,
+) -> api::ExportImportDevice {
+    let identity = ferrohub_twin::TwinIdentity::default();
+    let mut rendered = twin.rest_view(&identity).to_json();
+    record.twin_e_tag = Some(twin.etag().to_string());
+    record.tags = rendered.get_mut("tags").map(serde_json::Value::take);
+    record.properties = rendered.get_mut("properties").map(serde_json::Value::take);
+    record
 }
 
 /// A device as an export line.

@@ -77,7 +77,28 @@ pub(crate) fn record(rec: &api::ExportImportDevice) -> Result<reg::ImportRecord,
     r.iot_edge = rec.capabilities.as_ref().is_some_and(|c| c.iot_edge);
     r.device_scope = rec.device_scope.clone();
     r.parent_scopes = rec.parent_scopes.clone().unwrap_or_default();
+    r.twin = twin_data(rec)?;
+    r.twin_etag = rec.twin_e_tag.clone();
     Ok(r)
+}
+
+/// A record's twin data as a replace of the twin's `tags` and `properties.desired` (those it
+/// carries; `properties.reported`, `$metadata` and `$version` of an exported record are
+/// ignored), or `None` when it carries neither.
+fn twin_data(rec: &api::ExportImportDevice) -> Result<Option<ferrohub_twin::TwinUpdate>, String> {
+    if rec.tags.is_none() && rec.properties.is_none() {
+        return Ok(None);
+    }
+    let mut body = serde_json::Map::new();
+    if let Some(tags) = &rec.tags {
+        body.insert("tags".to_owned(), tags.clone());
+    }
+    if let Some(properties) = &rec.properties {
+        body.insert("properties".to_owned(), properties.clone());
+    }
+    ferrohub_twin::TwinUpdate::replace(&serde_json::Value::Object(body))
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 /// The wire result: the unreadable records' errors first, then the registry's.

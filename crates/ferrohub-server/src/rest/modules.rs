@@ -12,6 +12,20 @@ use super::error::ApiError;
 use super::extract::{self, DevicePath, ModulePath};
 use super::{HubState, json};
 
+/// A module as the API shows it: stored fields plus live presence (`connectionState`, as the
+/// module's twin and the device API show it).
+fn module_view(hub: &crate::hub::Hub, m: &ferrohub_registry::Module) -> api::Module {
+    let mut out = module_to_api(m);
+    super::convert::with_presence(
+        hub.connections
+            .presence(&(m.device_id.clone(), Some(m.module_id.clone()))),
+        &mut out.connection_state,
+        &mut out.connection_state_updated_time,
+        &mut out.last_activity_time,
+    );
+    out
+}
+
 /// Get a module identity.
 #[utoipa::path(get, path = "/devices/{id}/modules/{mid}", tag = "modules",
     params(("id" = String, Path, description = "Device id"), ("mid" = String, Path, description = "Module id")),
@@ -26,7 +40,7 @@ pub(crate) async fn get_module(
     let m = hub.registry.module(&id, &mid).await?;
     Ok(json(
         StatusCode::OK,
-        &module_to_api(&m),
+        &module_view(&hub, &m),
         Some(m.etag.as_str()),
     ))
 }
@@ -90,6 +104,6 @@ pub(crate) async fn list_modules(
 ) -> Result<Response, ApiError> {
     hub.authorize_service(&headers, uri.path(), &[Permission::RegistryRead])?;
     let modules = hub.registry.modules(&id).await?;
-    let body: Vec<api::Module> = modules.iter().map(module_to_api).collect();
+    let body: Vec<api::Module> = modules.iter().map(|m| module_view(&hub, m)).collect();
     Ok(json(StatusCode::OK, &body, None))
 }

@@ -15,8 +15,12 @@ mod modules;
 mod mqtt;
 mod restart;
 mod service;
+mod twins;
 
-use ferrohub_test_support::TestHub;
+use ferrohub_auth::{SymmetricKey, mint};
+use ferrohub_mqtt::codec::ConnectReturnCode;
+use ferrohub_test_support::mqtt::{MqttClient, Transport};
+use ferrohub_test_support::{TestHub, now_secs};
 use reqwest::{Method, Response, StatusCode};
 use serde_json::Value;
 
@@ -118,6 +122,62 @@ async fn wait_events(hub: &TestHub, n: usize) -> Vec<Value> {
         (events.len() >= n).then_some(events)
     })
     .await
+}
+
+/// Connects over MQTT (TLS) as the device whose JSON is `device`, or as its module `module`
+/// (created here), with its primary key; asserts the CONNACK accepts it.
+async fn connect_identity(
+    hub: &TestHub,
+    device: &Value,
+    module: Option<&str>,
+    clean_session: bool,
+) -> MqttClient {
+    let id = device["deviceId"].as_str().unwrap();
+    let (client_id, resource, key) = match module {
+        None => (
+            id.to_owned(),
+            format!("localhost/devices/{id}"),
+            device["authentication"]["symmetricKey"]["primaryKey"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        ),
+        Some(m) => {
+            let path = format!("/devices/{id}/modules/{m}");
+            let mut resp = send(hub, Method::GET, &path, None, &[], None).await;
+            if resp.status() == StatusCode::NOT_FOUND {
+                resp = send(hub, Method::PUT, &path, None, &[], Some("{}")).await;
+            }
+            let module: Value = resp.json().await.unwrap();
+            (
+                format!("{id}/{m}"),
+                format!("localhost/devices/{id}/modules/{m}"),
+                module["authentication"]["symmetricKey"]["primaryKey"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        }
+    };
+    let token = mint(
+        &resource,
+        &SymmetricKey::from_base64(&key).unwrap(),
+        now_secs() + 600,
+        None,
+    );
+    let ca = hub.ca_pem();
+    let (c, ack) = MqttClient::connect(
+        Transport::Tls(hub.mqtt_addr(), &ca),
+        &client_id,
+        &format!("localhost/{client_id}/?api-version=2021-04-12"),
+        &token,
+        clean_session,
+        60,
+        None,
+    )
+    .await;
+    assert_eq!(ack.map(|a| a.code), Some(ConnectReturnCode::Accepted));
+    c
 }
 
 /// The ids of every device, via `GET /devices`.

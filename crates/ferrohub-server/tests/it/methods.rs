@@ -2,68 +2,16 @@
 
 use std::time::Duration;
 
-use ferrohub_auth::{SymmetricKey, mint};
-use ferrohub_mqtt::codec::ConnectReturnCode;
 use ferrohub_mqtt::{Packet, QoS};
-use ferrohub_test_support::mqtt::{MqttClient, Transport};
-use ferrohub_test_support::{TestHub, now_secs};
+use ferrohub_test_support::TestHub;
+use ferrohub_test_support::mqtt::MqttClient;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-use super::{create_device, send};
+use super::{connect_identity, create_device, send};
 
 async fn device_client(hub: &TestHub, device: &Value, module: Option<&str>) -> MqttClient {
-    let id = device["deviceId"].as_str().unwrap();
-    let (client_id, resource, key) = match module {
-        None => (
-            id.to_owned(),
-            format!("localhost/devices/{id}"),
-            device["authentication"]["symmetricKey"]["primaryKey"]
-                .as_str()
-                .unwrap()
-                .to_owned(),
-        ),
-        Some(m) => {
-            let module: Value = send(
-                hub,
-                Method::PUT,
-                &format!("/devices/{id}/modules/{m}"),
-                None,
-                &[],
-                Some("{}"),
-            )
-            .await
-            .json()
-            .await
-            .unwrap();
-            (
-                format!("{id}/{m}"),
-                format!("localhost/devices/{id}/modules/{m}"),
-                module["authentication"]["symmetricKey"]["primaryKey"]
-                    .as_str()
-                    .unwrap()
-                    .to_owned(),
-            )
-        }
-    };
-    let token = mint(
-        &resource,
-        &SymmetricKey::from_base64(&key).unwrap(),
-        now_secs() + 600,
-        None,
-    );
-    let ca = hub.ca_pem();
-    let (mut c, ack) = MqttClient::connect(
-        Transport::Tls(hub.mqtt_addr(), &ca),
-        &client_id,
-        &format!("localhost/{client_id}/?api-version=2021-04-12"),
-        &token,
-        false,
-        60,
-        None,
-    )
-    .await;
-    assert_eq!(ack.map(|a| a.code), Some(ConnectReturnCode::Accepted));
+    let mut c = connect_identity(hub, device, module, true).await;
     c.subscribe(&[("$iothub/methods/POST/#", QoS::AtMostOnce)])
         .await;
     c
@@ -155,16 +103,52 @@ async fn offline_unsubscribed_and_silent_devices_get_azure_errors() {
     let hub = TestHub::start().await;
     let d = create_device(&hub, "meth3").await;
 
-    // Not connected: 404103 at once.
-    let started = std::time::Instant::now();
+    // Not connected: 404103 at once (no connect timeout), as the real hub words it.
     let (status, body) = invoke(&hub, "/twins/meth3/methods", r#"{"methodName":"m"}"#).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(body["ExceptionMessage"], "");
     let inner: Value = serde_json::from_str(body["Message"].as_str().unwrap()).unwrap();
     assert_eq!(inner["errorCode"], 404103);
+    assert_eq!(inner["info"]["timeout"], "00:00:00");
     assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "not waiting for a timeout"
+        inner["message"]
+            .as_str()
+            .unwrap()
+            .contains("isn't online or hasn't registered the direct method callback"),
+        "{inner}"
     );
+    assert!(inner["trackingId"].is_string() && inner["timestampUtc"].is_string());
+
+    // Connected but not subscribed to methods: the same.
+    let unsubscribed = connect_identity(&hub, &d, None, true).await;
+    let (status, _) = invoke(&hub, "/twins/meth3/methods", r#"{"methodName":"m"}"#).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    drop(unsubscribed);
+
+    // Bad requests: 400004.
+    for bad in [
+        r#"{"payload":1}"#,
+        r#"{"methodName":"a b"}"#,
+        r#"{"methodName":"m","responseTimeoutInSeconds":4}"#,
+        r#"{"methodName":"m","connectTimeoutInSeconds":301}"#,
+        "[]",
+    ] {
+        let resp = send(
+            &hub,
+            Method::POST,
+            "/twins/meth3/methods",
+            None,
+            &[],
+            Some(bad),
+        )
+        .await;
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{bad}");
+        assert_eq!(
+            resp.headers()["iothub-errorcode"],
+            "ArgumentInvalid",
+            "{bad}"
+        );
+    }
 
     // Unknown device and module: 404001, 404010.
     let resp = send(
@@ -202,6 +186,37 @@ async fn offline_unsubscribed_and_silent_devices_get_azure_errors() {
     assert_eq!(status, StatusCode::GATEWAY_TIMEOUT);
     let inner: Value = serde_json::from_str(body["Message"].as_str().unwrap()).unwrap();
     assert_eq!(inner["errorCode"], 504101);
+    assert_eq!(
+        inner["message"],
+        "Timed out waiting for the response from device."
+    );
+}
+
+#[tokio::test]
+async fn an_answer_that_is_not_json_is_refused() {
+    let hub = TestHub::start().await;
+    let d = create_device(&hub, "meth5").await;
+    let mut device = device_client(&hub, &d, None).await;
+    let call = invoke(&hub, "/twins/meth5/methods", r#"{"methodName":"m"}"#);
+    let answer = async {
+        let (_, rid, _) = next_request(&mut device).await;
+        device
+            .publish(
+                &format!("$iothub/methods/res/200/?$rid={rid}"),
+                QoS::AtMostOnce,
+                b"not json",
+            )
+            .await;
+    };
+    let ((status, body), ()) = tokio::join!(call, answer);
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        body["Message"]
+            .as_str()
+            .unwrap()
+            .starts_with("ErrorCode:ArgumentInvalid;"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

@@ -1,8 +1,8 @@
 //! Rendering results: aligned tables and key/value lists for people, pretty JSON for scripts.
 
 use ferrohub_api::{
-    AuthenticationMechanism, AuthenticationType, ConnectionState, Device, DeviceStatus, Module,
-    Timestamp,
+    AuthenticationMechanism, AuthenticationType, CloudToDeviceMethodResult, ConnectionState,
+    Device, DeviceStatus, Module, Timestamp, Twin,
 };
 use serde::Serialize;
 
@@ -242,6 +242,68 @@ pub(crate) fn modules_table(modules: &[Module]) -> String {
         ],
         &rows,
     )
+}
+
+/// A twin section's members as compact JSON, without `$metadata` and `$version` (the version is
+/// a field of its own).
+fn section(members: Option<&serde_json::Map<String, serde_json::Value>>) -> String {
+    let Some(members) = members else {
+        return "-".to_owned();
+    };
+    let user: serde_json::Map<String, serde_json::Value> = members
+        .iter()
+        .filter(|(k, _)| !k.starts_with('$'))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect();
+    serde_json::Value::Object(user).to_string()
+}
+
+fn number(n: Option<u64>) -> String {
+    n.map_or_else(|| "-".to_owned(), |n| n.to_string())
+}
+
+/// A twin as a key/value list: identity, versions, and each section as compact JSON.
+pub(crate) fn twin_fields(t: &Twin) -> String {
+    let properties = t.properties.as_ref();
+    let desired = properties.and_then(|p| p.desired.as_ref());
+    let reported = properties.and_then(|p| p.reported.as_ref());
+    let mut f: Vec<(&str, String)> = vec![("deviceId", t.device_id.clone())];
+    if let Some(m) = &t.module_id {
+        f.push(("moduleId", m.clone()));
+    }
+    f.extend([
+        ("etag", opt(t.etag.as_deref())),
+        ("version", number(t.version)),
+        ("status", status(t.status)),
+        ("connectionState", connection(t.connection_state)),
+        ("lastActivityTime", opt(t.last_activity_time.as_deref())),
+        (
+            "tags",
+            t.tags.as_ref().map_or_else(
+                || "-".to_owned(),
+                |m| serde_json::Value::Object(m.clone()).to_string(),
+            ),
+        ),
+        (
+            "desiredVersion",
+            number(ferrohub_api::TwinProperties::version(desired)),
+        ),
+        ("desired", section(desired)),
+        (
+            "reportedVersion",
+            number(ferrohub_api::TwinProperties::version(reported)),
+        ),
+        ("reported", section(reported)),
+    ]);
+    fields(&f)
+}
+
+/// A direct method's answer: the device's status and payload.
+pub(crate) fn method_result_fields(r: &CloudToDeviceMethodResult) -> String {
+    fields(&[
+        ("status", r.status.to_string()),
+        ("payload", r.payload.to_string()),
+    ])
 }
 
 /// Renders one API object: `table` for people, the object itself as JSON for scripts.

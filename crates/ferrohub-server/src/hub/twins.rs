@@ -1,0 +1,221 @@
+//! Device and module twins (twins-methods-contract §1–§3): the service's reads and writes, the
+//! device's `GET` and reported patches, and the desired notifications to connected devices.
+//!
+//! The twin lives in the registry beside its identity; its rules are `ferrohub-twin`'s. What the
+//! hub adds:
+//!
+//! * the REST rendering's identity fields ([`Hub::twin_identity`]): the stored identity's, and
+//!   `connectionState` / `lastActivityTime` from live presence, as the device API shows them,
+//!   and `modelId` from what the identity announced when it last connected (kept in memory,
+//!   like presence);
+//! * writes that run to their end on a task of their own ([`Hub::update_twin`],
+//!   [`Hub::report_twin`]): a caller that goes away (an HTTP client that hangs up) never leaves a
+//!   stored change whose notification was not sent;
+//! * the notification path ([`notify_desired_changes`]): every stored desired change becomes a
+//!   [`DeviceCommand::DesiredPatch`] for the identity's live connection when it subscribed to
+//!   desired patches. Nothing is queued for devices that are not connected (§1.5): they read the
+//!   twin when they come back.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ferrohub_registry::{IdentityTwin, TwinOwner};
+use ferrohub_twin::{IfMatch, ReportedPatch, Twin, TwinIdentity, TwinUpdate, X509Thumbprint};
+
+use super::{Hub, HubError};
+use crate::connections::{DeviceCommand, Identity, Interests};
+
+/// Whether a connection wants desired-property notifications.
+pub(crate) fn wants_desired(i: Interests) -> bool {
+    i.desired
+}
+
+impl Hub {
+    /// The twin of `identity` with its identity, for the service.
+    ///
+    /// Errors: 404001 DeviceNotFound, 404010 ModuleNotFound.
+    pub(crate) async fn twin(&self, identity: &Identity) -> Result<IdentityTwin, HubError> {
+        Ok(self.registry.twin(&identity.0, identity.1.as_ref()).await?)
+    }
+
+    /// The twin of a connected identity, for its own `GET` (desired and reported only matter).
+    pub(crate) async fn device_twin(&self, identity: &Identity) -> Result<Twin, HubError> {
+        Ok(self
+            .registry
+            .twin_document(&identity.0, identity.1.as_ref())
+            .await?)
+    }
+
+    /// A service write (`PATCH` or `PUT`, read into `update`) of `identity`'s twin if `if_match`
+    /// names its ETag. The connected device hears of desired changes through
+    /// [`notify_desired_changes`].
+    ///
+    /// Errors: 404001, 404010, 412001 PreconditionFailed, 400004 ArgumentInvalid (a section over
+    /// its size).
+    pub(crate) async fn update_twin(
+        self: &Arc<Self>,
+        identity: Identity,
+        update: TwinUpdate,
+        if_match: IfMatch,
+    ) -> Result<IdentityTwin, HubError> {
+        let hub = Arc::clone(self);
+        let write = tokio::spawn(async move {
+            let now = hub.now();
+            hub.registry
+                .update_twin(&identity.0, identity.1.as_ref(), &update, &if_match, now)
+                .await
+        });
+        match write.await {
+            Ok(result) => Ok(result?),
+            Err(e) => Err(HubError::unavailable("The twin update", &e)),
+        }
+    }
+
+    /// A reported-properties patch of `identity` (the body as the device sent it), applied if
+    /// `expected_version` (when given) is the reported `$version`. Returns the new reported
+    /// `$version`.
+    ///
+    /// Errors: 400004 (not a valid patch, a section over its size), 412001 (another reported
+    /// version), 404001/404010 (the identity is gone).
+    pub(crate) async fn report_twin(
+        self: &Arc<Self>,
+        identity: Identity,
+        body: Bytes,
+        expected_version: Option<u64>,
+    ) -> Result<u64, HubError> {
+        let patch = ReportedPatch::from_slice(&body)
+            .map_err(|e| HubError::new(e.error_code(), e.to_string()))?;
+        let hub = Arc::clone(self);
+        let write = tokio::spawn(async move {
+            let now = hub.now();
+            hub.registry
+                .report_twin(
+                    &identity.0,
+                    identity.1.as_ref(),
+                    &patch,
+                    expected_version,
+                    now,
+                )
+                .await
+        });
+        match write.await {
+            Ok(result) => {
+                let version = result?;
+                metrics::counter!("ferrohub_twin_reported_patches_total").increment(1);
+                Ok(version)
+            }
+            Err(e) => Err(HubError::unavailable("The reported properties update", &e)),
+        }
+    }
+
+    /// The identity's fields of a twin's REST rendering: the stored identity's, the live
+    /// presence's `connectionState` and `lastActivityTime`, and the device's queue depth.
+    pub(crate) async fn twin_identity(&self, owner: &TwinOwner) -> TwinIdentity {
+        let identity: Identity = (owner.device_id().clone(), owner.module_id().cloned());
+        let presence = self.connections.presence(&identity);
+        let model_id = self.connections.model_id(&identity).unwrap_or_default();
+        let connected = presence.is_some_and(|p| p.connected);
+        let connection_state = if connected {
+            "Connected"
+        } else {
+            "Disconnected"
+        };
+        match owner {
+            TwinOwner::Device(d) => TwinIdentity {
+                device_id: d.device_id.to_string(),
+                module_id: None,
+                device_etag: d.etag.to_string(),
+                status: d.status.as_str().to_owned(),
+                status_reason: d.status_reason.clone(),
+                status_update_time: d.status_updated_time,
+                connection_state: connection_state.to_owned(),
+                last_activity_time: presence.map(|p| p.last_activity).or(d.last_activity_time),
+                cloud_to_device_message_count: self
+                    .c2d
+                    .depth(&d.device_id, self.now())
+                    .await
+                    .unwrap_or(0),
+                authentication_type: d.authentication.kind.as_str().to_owned(),
+                x509_thumbprint: X509Thumbprint {
+                    primary_thumbprint: d.authentication.x509_thumbprint.primary_thumbprint.clone(),
+                    secondary_thumbprint: d
+                        .authentication
+                        .x509_thumbprint
+                        .secondary_thumbprint
+                        .clone(),
+                },
+                model_id,
+                iot_edge: Some(d.iot_edge),
+                device_scope: d.device_scope.clone(),
+                parent_scopes: d.parent_scopes.clone(),
+            },
+            TwinOwner::Module(m) => TwinIdentity {
+                device_id: m.device_id.to_string(),
+                module_id: Some(m.module_id.to_string()),
+                device_etag: m.etag.to_string(),
+                // Modules have no status of their own; Azure's module twins say enabled.
+                status: "enabled".to_owned(),
+                status_reason: None,
+                status_update_time: None,
+                connection_state: connection_state.to_owned(),
+                last_activity_time: presence.map(|p| p.last_activity).or(m.last_activity_time),
+                cloud_to_device_message_count: 0,
+                authentication_type: m.authentication.kind.as_str().to_owned(),
+                x509_thumbprint: X509Thumbprint {
+                    primary_thumbprint: m.authentication.x509_thumbprint.primary_thumbprint.clone(),
+                    secondary_thumbprint: m
+                        .authentication
+                        .x509_thumbprint
+                        .secondary_thumbprint
+                        .clone(),
+                },
+                model_id,
+                iot_edge: None,
+                device_scope: None,
+                parent_scopes: Vec::new(),
+            },
+        }
+    }
+}
+
+/// Sends every stored desired change to the identity's live connection when it subscribed to
+/// desired patches (§1.5: only connected, subscribed devices hear of it; the others read the
+/// twin when they connect). Runs in the registry's listener, in the order the twin changed, so
+/// one connection's notifications are queued in version order.
+pub(crate) fn notify_desired_changes(hub: &Arc<Hub>) {
+    let weak = Arc::downgrade(hub);
+    hub.registry.on_desired_change(move |change| {
+        let Some(hub) = weak.upgrade() else {
+            return;
+        };
+        let identity: Identity = (change.device_id.clone(), change.module_id.clone());
+        let command = DeviceCommand::DesiredPatch {
+            version: change.patch.version(),
+            body: Bytes::from(change.patch.body()),
+        };
+        match hub
+            .connections
+            .send_command(&identity, wants_desired, command)
+        {
+            Ok(()) => metrics::counter!("ferrohub_twin_desired_notifications_total").increment(1),
+            // Subscribed, but so far behind that its queue is full: a notification left out
+            // would leave the device's copy wrong for good, so the connection is closed and the
+            // device reads the twin when it reconnects.
+            Err(_) if hub.connections.has_interest(&identity, wants_desired) => {
+                tracing::warn!(
+                    device = %change.device_id,
+                    module = ?change.module_id,
+                    "a device fell behind its desired notifications; closing its connection"
+                );
+                hub.connections
+                    .close(&identity, "the device fell behind its desired-property notifications");
+            }
+            Err(_) => tracing::debug!(
+                device = %change.device_id,
+                module = ?change.module_id,
+                version = change.patch.version(),
+                "desired change not sent: the identity is not connected and subscribed (or its queue is full)"
+            ),
+        }
+    });
+}
