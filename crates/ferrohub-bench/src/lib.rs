@@ -13,6 +13,8 @@
 //!   delivered rate, end-to-end and enqueue latency.
 //! * [`twin`]: direct methods (`methods`: the REST call's round trip through an MQTT device) and
 //!   desired-property updates (`twin`: write latency, and the time until the device hears of it).
+//! * [`faults`]: the real `ferrohub` binary under kill -9, a full disk, stalled readers and
+//!   connection floods; nothing acknowledged may be lost.
 //!
 //! Everything it measures goes into HdrHistograms ([`stats`]); every figure it reports comes with
 //! the offered load. It only ever connects to loopback addresses ([`target`]).
@@ -21,6 +23,7 @@ pub mod c2d;
 pub mod conn;
 pub mod connect;
 pub mod e2e;
+pub mod faults;
 pub mod identity;
 pub mod pacing;
 pub mod procfs;

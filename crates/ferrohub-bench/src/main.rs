@@ -17,7 +17,7 @@ use ferrohub_bench::pacing::secs_to_duration;
 use ferrohub_bench::progress::Counters;
 use ferrohub_bench::publish::{self, Mode, PublishConfig};
 use ferrohub_bench::target::{Target, TargetSpec, TlsOptions};
-use ferrohub_bench::{c2d, e2e, provision, twin};
+use ferrohub_bench::{c2d, e2e, faults, provision, twin};
 use ferrohub_mqtt::QoS;
 use serde::Serialize;
 
@@ -53,6 +53,12 @@ enum Command {
     Twin(CallArgs),
     /// Create (or update) the bench devices in a Ferrohub with a given key.
     Provision(ProvisionArgs),
+    /// Run the real `ferrohub` binary through kill -9 under load, a disk that fills and
+    /// frees, stalled readers and connection floods; fails if anything acknowledged is lost
+    /// or any check fails. See docs/faults.md. A later occurrence of an option overrides an
+    /// earlier one (bench/faults puts its presets first).
+    #[command(args_override_self = true)]
+    Faults(Box<FaultsArgs>),
 }
 
 #[derive(Args, Clone)]
@@ -256,6 +262,196 @@ struct ProvisionArgs {
     device_key: Option<String>,
 }
 
+#[derive(Args)]
+struct FaultsArgs {
+    /// The `ferrohub` binary [default: `ferrohub` next to this program].
+    #[arg(long, env = "FERROHUB_BIN")]
+    ferrohub_bin: Option<PathBuf>,
+    /// Where the hubs' data directories, their logs and summary.json go [default: a new
+    /// directory under /tmp].
+    #[arg(long)]
+    work_dir: Option<PathBuf>,
+    /// Scenarios to run, comma separated: kill, disk, stall, flood, or all.
+    #[arg(long, default_value = "all")]
+    scenarios: ferrohub_bench::faults::Scenarios,
+    /// Seed of the random choices (kill moments, down times), to repeat a run [default: random].
+    #[arg(long)]
+    seed: Option<u64>,
+    /// kill -9 cycles.
+    #[arg(long, default_value_t = 200)]
+    cycles: u32,
+    /// MQTT/TLS devices publishing at QoS 1.
+    #[arg(long, default_value_t = 50)]
+    devices: usize,
+    /// Devices sending telemetry over HTTPS.
+    #[arg(long, default_value_t = 2)]
+    https_senders: usize,
+    /// Messages per second all MQTT devices offer together.
+    #[arg(long, default_value_t = 1000.0)]
+    rate: f64,
+    /// Messages per second each HTTPS sender offers (one request at a time).
+    #[arg(long, default_value_t = 50.0)]
+    https_rate: f64,
+    /// Payload bytes (at least 33: the stamp).
+    #[arg(long, default_value_t = 64)]
+    payload: usize,
+    /// Unacknowledged messages one MQTT connection may have in flight.
+    #[arg(long, default_value_t = 16)]
+    inflight: usize,
+    /// Shortest time the hub runs before it is killed, seconds.
+    #[arg(long, default_value_t = 0.2)]
+    uptime_min: f64,
+    /// Longest time the hub runs before it is killed, seconds.
+    #[arg(long, default_value_t = 3.0)]
+    uptime_max: f64,
+    /// Longest pause between a kill and the restart, seconds.
+    #[arg(long, default_value_t = 0.5)]
+    downtime_max: f64,
+    /// Longest a start, a per-cycle check or a recovery may take, seconds.
+    #[arg(long, default_value_t = 30.0)]
+    check_timeout: f64,
+    /// Seconds the stalled readers stay stalled.
+    #[arg(long, default_value_t = 10.0)]
+    stall_secs: f64,
+    /// Event streams left unread.
+    #[arg(long, default_value_t = 8)]
+    stall_streams: usize,
+    /// How much the hub's RSS may grow while readers stall, MiB.
+    #[arg(long, default_value_t = 64)]
+    stall_rss_limit_mib: u64,
+    /// Idle connections per port (half raw TCP, half with TLS completed).
+    #[arg(long, default_value_t = 2000)]
+    flood_idle: usize,
+    /// Byte-a-second senders per port (half in the TLS handshake, half after it).
+    #[arg(long, default_value_t = 200)]
+    flood_slow: usize,
+    /// Longest the hub may take to close idle and slow clients, seconds.
+    #[arg(long, default_value_t = 90.0)]
+    flood_close_deadline: f64,
+    /// Require the HTTPS port to close idle and slow clients too: true, false (measure and
+    /// report only, for a hub without HTTPS header and idle timeouts), or auto (required when
+    /// the hub has the `[https]` timeout settings).
+    #[arg(long, default_value = "true")]
+    expect_bounded_https: faults::flood::Expect,
+    /// Descriptors above its earlier count the hub may keep after a flood or a stall.
+    #[arg(long, default_value_t = 8)]
+    fd_slack: u64,
+    /// Memory above its earlier RSS the hub may keep after a flood, MiB.
+    #[arg(long, default_value_t = 32)]
+    rss_slack_mib: u64,
+    /// Set the hub's HTTPS handshake, header and idle timeouts to this many seconds, when the
+    /// hub has those settings (shortens the flood scenario).
+    #[arg(long)]
+    https_timeouts: Option<u64>,
+    /// Fill/free cycles of the disk scenario.
+    #[arg(long, default_value_t = 2)]
+    disk_cycles: u32,
+    /// Size of the disk scenario's tmpfs, MiB.
+    #[arg(long, default_value_t = 64)]
+    disk_size_mib: u64,
+    /// Seconds the disk stays full once the hub refuses.
+    #[arg(long, default_value_t = 3.0)]
+    disk_hold: f64,
+    /// MQTT devices of the disk scenario.
+    #[arg(long, default_value_t = 10)]
+    disk_devices: usize,
+    /// HTTPS senders of the disk scenario.
+    #[arg(long, default_value_t = 1)]
+    disk_https_senders: usize,
+    /// Messages per second each device of the disk scenario offers.
+    #[arg(long, default_value_t = 20.0)]
+    disk_rate: f64,
+}
+
+impl FaultsArgs {
+    fn config(&self) -> anyhow::Result<faults::FaultsConfig> {
+        use ferrohub_bench::faults::{disk, flood, kill, stall};
+        anyhow::ensure!(self.devices >= 1, "--devices must be at least 1");
+        anyhow::ensure!(
+            self.payload >= ferrohub_bench::publish::Stamp::LEN,
+            "--payload must be at least {} bytes (the stamp)",
+            ferrohub_bench::publish::Stamp::LEN
+        );
+        for (name, v) in [
+            ("--rate", self.rate),
+            ("--https-rate", self.https_rate),
+            ("--disk-rate", self.disk_rate),
+            ("--check-timeout", self.check_timeout),
+        ] {
+            anyhow::ensure!(v > 0.0 && v.is_finite(), "{name} must be a positive number");
+        }
+        anyhow::ensure!(
+            self.uptime_min >= 0.0 && self.uptime_min <= self.uptime_max,
+            "--uptime-min must be between 0 and --uptime-max"
+        );
+        anyhow::ensure!(
+            self.downtime_max >= 0.0,
+            "--downtime-max must not be negative"
+        );
+        let ferrohub_bin = match &self.ferrohub_bin {
+            Some(p) => p.clone(),
+            None => std::env::current_exe()
+                .context("locating this program")?
+                .with_file_name("ferrohub"),
+        };
+        anyhow::ensure!(
+            ferrohub_bin.is_file(),
+            "{} is not a file: build it (cargo build --release -p ferrohub) or pass --ferrohub-bin / FERROHUB_BIN",
+            ferrohub_bin.display()
+        );
+        let work_dir = match &self.work_dir {
+            Some(p) => p.clone(),
+            None => std::env::temp_dir().join(format!(
+                "ferrohub-faults.{}.{}",
+                ferrohub_bench::identity::unix_now(),
+                std::process::id()
+            )),
+        };
+        Ok(faults::FaultsConfig {
+            ferrohub_bin,
+            work_dir,
+            scenarios: self.scenarios,
+            seed: self.seed.unwrap_or_else(faults::rng::Rng::os_seed),
+            devices: self.devices,
+            https_senders: self.https_senders,
+            rate: self.rate,
+            https_rate: self.https_rate,
+            payload: self.payload,
+            inflight: self.inflight.max(1),
+            check_timeout: secs_to_duration(self.check_timeout),
+            kill: kill::KillConfig {
+                cycles: self.cycles,
+                uptime_min: self.uptime_min,
+                uptime_max: self.uptime_max,
+                downtime_max: self.downtime_max,
+            },
+            stall: stall::StallConfig {
+                secs: self.stall_secs,
+                streams: self.stall_streams,
+                rss_limit_mib: self.stall_rss_limit_mib,
+                fd_slack: self.fd_slack,
+            },
+            flood: flood::FloodConfig {
+                idle: self.flood_idle,
+                slow: self.flood_slow,
+                close_deadline: self.flood_close_deadline,
+                expect_bounded_https: self.expect_bounded_https,
+                fd_slack: self.fd_slack,
+                rss_slack_mib: self.rss_slack_mib,
+            },
+            disk: disk::DiskConfig {
+                cycles: self.disk_cycles,
+                size_mib: self.disk_size_mib,
+                hold_secs: self.disk_hold,
+                devices: self.disk_devices.max(1),
+                https_senders: self.disk_https_senders,
+                device_rate: self.disk_rate,
+            },
+            https_timeouts: self.https_timeouts,
+        })
+    }
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -428,6 +624,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Methods(args) => calls(twin::Call::Methods, args, json).await,
         Command::Twin(args) => calls(twin::Call::Desired, args, json).await,
+        Command::Faults(args) => {
+            let cfg = args.config()?;
+            eprintln!(
+                "faults: {} (seed {}), work dir {}",
+                cfg.ferrohub_bin.display(),
+                cfg.seed,
+                cfg.work_dir.display()
+            );
+            let print_cycle = move |line: &str| {
+                if json {
+                    eprintln!("{line}");
+                } else {
+                    println!("{line}");
+                }
+            };
+            let summary = faults::run(cfg, &print_cycle).await?;
+            output(json, &summary, || faults::text(&summary))?;
+            let failed = summary.checks.iter().filter(|c| !c.ok).count();
+            if !summary.ok {
+                anyhow::bail!(
+                    "{failed} of {} checks failed (details in {}/summary.json)",
+                    summary.checks.len(),
+                    summary.config.work_dir.display()
+                );
+            }
+            Ok(())
+        }
         Command::Provision(args) => {
             let TargetSpec::Ferrohub(dir) = &args.target else {
                 anyhow::bail!("provision needs a ferrohub:// target");

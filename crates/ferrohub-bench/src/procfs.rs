@@ -12,6 +12,17 @@ pub fn rss_kib(pid: u32) -> io::Result<u64> {
     parse_vmrss(&status).ok_or_else(|| io::Error::other("no VmRSS line in /proc/PID/status"))
 }
 
+/// How many file descriptors process `pid` has open (entries of `/proc/PID/fd`): sockets,
+/// files and pipes alike, which is what a connection flood or a leak shows up in.
+pub fn fd_count(pid: u32) -> io::Result<u64> {
+    let mut n = 0;
+    for entry in std::fs::read_dir(format!("/proc/{pid}/fd"))? {
+        entry?;
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// The `VmRSS:  1234 kB` line of a `/proc/PID/status` text, in KiB.
 pub fn parse_vmrss(status: &str) -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
@@ -159,6 +170,7 @@ mod tests {
     fn reads_this_process() {
         let pid = std::process::id();
         assert!(rss_kib(pid).expect("rss") > 0);
+        assert!(fd_count(pid).expect("fds") >= 3);
         let _ = cpu_time(None).expect("cpu time");
         let meter = CpuMeter::start(Some(pid));
         let usage = meter.finish();
