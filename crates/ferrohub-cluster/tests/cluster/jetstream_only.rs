@@ -297,6 +297,27 @@ impl Writers {
     }
 }
 
+/// One read, retried while the stream is unavailable (a killed server's clients reconnect and
+/// the stream may still be electing a leader) until `deadline` has passed.
+async fn read_until(
+    log: &JetStreamLog,
+    partition: u32,
+    from: StartPosition,
+    deadline: Duration,
+) -> Vec<ferrohub_log::Record> {
+    let until = tokio::time::Instant::now() + deadline;
+    loop {
+        match log.read(partition, from, 1000).await {
+            Ok(batch) => return batch,
+            Err(e) if tokio::time::Instant::now() < until => {
+                eprintln!("read of partition {partition} failed ({e:?}); retrying");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("read back: {e:?}"),
+        }
+    }
+}
+
 /// Reads partitions `0..partitions` whole and checks that every acknowledged record is there,
 /// once, at the sequence number its append returned.
 async fn check_acknowledged(log: &JetStreamLog, partitions: u32, acknowledged: &Acknowledged) {
@@ -305,7 +326,7 @@ async fn check_acknowledged(log: &JetStreamLog, partitions: u32, acknowledged: &
         let mut seen = HashSet::new();
         let mut from = StartPosition::Earliest;
         loop {
-            let batch = log.read(p, from, 1000).await.expect("read back");
+            let batch = read_until(log, p, from, Duration::from_secs(60)).await;
             let Some(last) = batch.last() else { break };
             from = StartPosition::Sequence {
                 seq: last.sequence_number,
