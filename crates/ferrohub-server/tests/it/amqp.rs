@@ -216,10 +216,12 @@ async fn cbs_put_token_answers_with_typed_status_and_echoed_id() {
         .iter()
         .enumerate()
     {
-        let (status, _, correlation) = c
+        let (status, description, correlation) = c
             .put_token("other-audience", bad, MessageId::Ulong(100 + i as u64))
             .await;
         assert_eq!(status, 401, "token {i}");
+        // A string: the client reads status-description as text.
+        assert!(!description.is_empty(), "token {i}: no status-description");
         assert_eq!(correlation, Some(MessageId::Ulong(100 + i as u64)));
     }
     // The good token still authorizes the service links.
