@@ -359,6 +359,11 @@ impl AmqpClient {
         handle
     }
 
+    /// The hub's handle for the client's link `handle`.
+    pub fn remote_handle(&self, handle: u32) -> u32 {
+        self.remote_handles[&handle]
+    }
+
     /// Waits until the hub gives `handle` credit.
     pub async fn wait_credit(&mut self, handle: u32) {
         let remote = self.remote_handles[&handle];

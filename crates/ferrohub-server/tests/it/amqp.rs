@@ -8,7 +8,7 @@ use bytes::Bytes;
 use ferrohub_amqp::message::{
     ApplicationProperties, BATCH_MESSAGE_FORMAT, Body, Message, MessageId, Properties,
 };
-use ferrohub_amqp::performative::{AmqpError, DeliveryState, Role, SaslCode};
+use ferrohub_amqp::performative::{AmqpError, DeliveryState, Performative, Role, SaslCode};
 use ferrohub_auth::{SymmetricKey, mint};
 use ferrohub_test_support::amqp::{AmqpClient, AttachOutcome, data_message};
 use ferrohub_test_support::{TestHub, now_secs};
@@ -639,4 +639,110 @@ async fn bad_frames_close_the_connection_with_an_amqp_error() {
     assert!(closed.is_some(), "the connection stayed open");
 
     assert!(events_of(&hub, "d1").await.is_empty());
+}
+
+#[tokio::test]
+async fn oversized_telemetry_is_rejected_and_not_stored() {
+    let hub = TestHub::start().await;
+    let device = create_device(&hub, "d1").await;
+    let mut c = device_conn(&hub, &device).await;
+    let link = c
+        .attach_sender("events", "/devices/d1/messages/events")
+        .await;
+    // Azure's telemetry limit is 256 KB.
+    let big = Message::with_data(Bytes::from(vec![b'x'; 256 * 1024 + 1]));
+    let state = c.send_message(link, &big).await;
+    assert_eq!(rejected_condition(state), "amqp:link:message-size-exceeded");
+    // The link stays usable.
+    let small = Message::with_data(Bytes::from_static(b"fits"));
+    assert_eq!(
+        c.send_message(link, &small).await,
+        Some(DeliveryState::Accepted)
+    );
+    let events = events_of(&hub, "d1").await;
+    assert_eq!(events.len(), 1, "{events:#?}");
+}
+
+#[tokio::test]
+async fn file_notifications_attach_and_stay_empty() {
+    let hub = TestHub::start().await;
+    create_device(&hub, "d1").await;
+    let mut c = service(&hub).await;
+    let notes = c
+        .attach_receiver("files", "/messages/serviceBound/filenotifications", 10)
+        .await;
+    let notes_remote = c.remote_handle(notes);
+    // C2D and its feedback flow meanwhile: a purged message with ack=full gives a Purged
+    // record on the feedback link, and nothing reaches the file-notification link.
+    let sender = c.attach_sender("c2d", C2D_SENDER).await;
+    let state = c
+        .send_message(sender, &c2d("d1", "n-1", b"x", Some("full")))
+        .await;
+    assert_eq!(state, Some(DeliveryState::Accepted));
+    assert_eq!(purge(&hub, "d1").await, 1);
+    let feedback = c.attach_receiver("feedback", FEEDBACK, 10).await;
+    let feedback_remote = c.remote_handle(feedback);
+    let mut on_notes = 0;
+    c.wait_for("the Purged feedback", |p, _| match p {
+        Performative::Transfer(t) if t.handle == feedback_remote => Some(()),
+        Performative::Transfer(t) if t.handle == notes_remote => {
+            on_notes += 1;
+            None
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(on_notes, 0, "file notifications arrived");
+}
+
+#[tokio::test]
+async fn a_module_sends_telemetry_with_its_own_token() {
+    let hub = TestHub::start().await;
+    create_device(&hub, "d1").await;
+    let resp = send(
+        &hub,
+        Method::PUT,
+        "/devices/d1/modules/m1",
+        None,
+        &[],
+        Some("{}"),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    let module: Value = resp.json().await.unwrap();
+    let token = mint(
+        "localhost/devices/d1/modules/m1",
+        &key_of(&module),
+        now_secs() + 600,
+        None,
+    );
+    let mut c = AmqpClient::connect(hub.amqp_addr(), &hub.ca_pem()).await;
+    c.open().await;
+    let (status, _, _) = c
+        .put_token(
+            "localhost/devices/d1/modules/m1",
+            &token,
+            MessageId::Ulong(1),
+        )
+        .await;
+    assert_eq!(status, 200);
+    // The module's token does not open its device's links.
+    let (_, outcome) = c
+        .attach(Role::Sender, "device-events", "/devices/d1/messages/events")
+        .await;
+    assert!(matches!(outcome, AttachOutcome::Refused(_)), "{outcome:?}");
+    let link = c
+        .attach_sender("events", "/devices/d1/modules/m1/messages/events")
+        .await;
+    let m = Message::with_data(Bytes::from_static(b"from the module"));
+    assert_eq!(
+        c.send_message(link, &m).await,
+        Some(DeliveryState::Accepted)
+    );
+    let events = events_of(&hub, "d1").await;
+    assert_eq!(events.len(), 1, "{events:#?}");
+    assert_eq!(
+        events[0]["systemProperties"]["iothub-connection-module-id"],
+        "m1"
+    );
 }
