@@ -13,9 +13,11 @@ SDK facts these tests rely on (read in .venv/lib/python3.11/site-packages/azure/
     HostName (here localhost:<https port>, which the hub accepts as its own name, as for REST).
   * uamqp takes only the host of that URL: AMQPAuth.set_io dials DEFAULT_AMQPS_PORT (5671), or 443
     with TransportType.AmqpOverWebsocket, and the SDK passes no port. The `amqp_port` fixture wraps
-    AMQPAuth.set_tlsio (test_device.patch_uamqp) so that 5671 goes to FERROHUB_AMQP_PORT (nothing changes when the hub
-    listens on 5671 itself, CONFORMANCE_AMQP_PORT=5671). Host, SNI and certificate check stay
-    `localhost`.
+    AMQPAuth.set_tlsio and set_wsio (test_device.patch_uamqp) so that 5671 goes to
+    FERROHUB_AMQP_PORT (nothing changes when the hub listens on 5671 itself,
+    CONFORMANCE_AMQP_PORT=5671) and 443 to FERROHUB_HTTPS_PORT. Host, SNI and certificate check
+    stay `localhost`. Over WebSockets uamqp asks for wss://{host}:443/$servicebus/websocket/
+    (trailing slash), subprotocol AMQPWSB10.
   * uamqp trusts only certifi.where(), read when the client is built: the fixture points
     uamqp's certifi at the hub's CA.
   * send_c2d_message(device_id, body, properties): the keys messageId, correlationId,
@@ -45,6 +47,7 @@ import pytest
 import uamqp.errors as uamqp_errors
 from azure.iot.device import IoTHubDeviceClient
 from azure.iot.hub import IoTHubHttpRuntimeManager, IoTHubRegistryManager
+from uamqp import TransportType
 
 from test_device import CALL_TIMEOUT, WAIT, FeedbackCollector, Hub, call, patch_uamqp
 
@@ -63,7 +66,7 @@ def hub():
 @pytest.fixture(scope="module", autouse=True)
 def amqp_port(hub):
     """Sends uamqp's fixed 5671 to the hub's AMQP listener and makes uamqp trust the hub's CA."""
-    undo = patch_uamqp(hub.amqp_port, hub.ca)
+    undo = patch_uamqp(hub.amqp_port, hub.port, hub.ca)
     yield hub.amqp_port
     undo()
 
@@ -203,6 +206,29 @@ def test_send_c2d_reaches_node_amqp_device(hub, registry, devices, feedback, amq
     record = feedback.wait_for(device.device_id, fields["messageId"])
     assert record["statusCode"] == "Success", record
     assert hub.purge(device.device_id)["totalMessagesPurged"] == 0
+
+
+def test_send_c2d_over_websockets(hub, devices):
+    """transport_type=AmqpOverWebsocket: the same send through /$servicebus/websocket/ on the
+    HTTPS port."""
+    device = devices.create()
+    manager = IoTHubRegistryManager.from_connection_string(
+        hub.owner_cs, transport_type=TransportType.AmqpOverWebsocket)
+    try:
+        fields = _fields()
+        _send(manager, device.device_id, "over websockets", fields)
+        with pytest.raises(Exception, match="C2D message send failure"):
+            _send(manager, "pyamqp-missing-%s" % uuid.uuid4(), "nobody home")
+    finally:
+        manager.amqp_svc_client.disconnect_sync()
+    client = devices.mqtt_client(device)
+    inbox = queue.Queue()
+    call(client.connect)
+    client.on_message_received = inbox.put
+    message = inbox.get(timeout=WAIT)
+    assert message.data == b"over websockets"
+    assert message.message_id == fields["messageId"]
+    assert message.custom_properties == CUSTOM, message.custom_properties
 
 
 def test_send_c2d_without_message_id_gets_one(hub, registry, devices):

@@ -302,19 +302,26 @@ def hub():
     hub.close()
 
 
-def patch_uamqp(port, ca):
-    """Sends uamqp's fixed 5671 to `port` and makes it trust `ca`; returns the undo."""
+def patch_uamqp(port, ws_port, ca):
+    """Sends uamqp's fixed 5671 to `port` and its WebSocket port 443 to `ws_port`, and makes it
+    trust `ca`; returns the undo."""
     original_tlsio = uamqp_auth.AMQPAuth.set_tlsio
+    original_wsio = uamqp_auth.AMQPAuth.set_wsio
     original_certifi = uamqp_auth.certifi
 
     def set_tlsio(self, hostname, tls_port):
         return original_tlsio(self, hostname, port if int(tls_port) == 5671 else tls_port)
 
+    def set_wsio(self, hostname, wss_port, http_proxy):
+        return original_wsio(self, hostname, ws_port if int(wss_port) == 443 else wss_port, http_proxy)
+
     uamqp_auth.AMQPAuth.set_tlsio = set_tlsio
+    uamqp_auth.AMQPAuth.set_wsio = set_wsio
     uamqp_auth.certifi = types.SimpleNamespace(where=lambda: ca)
 
     def undo():
         uamqp_auth.AMQPAuth.set_tlsio = original_tlsio
+        uamqp_auth.AMQPAuth.set_wsio = original_wsio
         uamqp_auth.certifi = original_certifi
 
     return undo
@@ -324,7 +331,7 @@ def patch_uamqp(port, ca):
 def redirect_uamqp(hub):
     """uamqp (send_c2d_message) dials 5671 and trusts certifi only: send it to the hub's AMQP port
     with the hub's CA. Nothing changes on the wire when the hub listens on 5671 itself."""
-    undo = patch_uamqp(hub.amqp_port, hub.ca)
+    undo = patch_uamqp(hub.amqp_port, hub.port, hub.ca)
     yield
     undo()
 
