@@ -1,15 +1,18 @@
 'use strict';
-// Shared helpers for the device suites: hub endpoints from the environment, service-side REST
-// calls the device SDKs do not make (C2D send, purge, feedback, the event read API), and
-// device creation through azure-iothub's Registry.
+// Shared helpers for the device suites: hub endpoints from the environment, device creation
+// through azure-iothub's Registry, C2D send and feedback through azure-iothub's Client (AMQP),
+// and the service-side REST calls no SDK makes (purge, the event read API).
 //
-// The service SDK's C2D send and feedback receiver use AMQP, which ferrohub does not serve yet, so
-// C2D is sent and feedback read with plain HTTPS requests.
+// azure-iothub's Client connects to 'amqps://' + HostName, so HostName=localhost:<amqp port>
+// reaches the hub's AMQP listener; its SAS `sr` (and the put-token audience) is then the raw
+// 'localhost:<port>', which the hub accepts as its own host name. Its feedback receiver accepts
+// every batch as it arrives (rhea autoaccept), which completes the batch.
 
 const https = require('node:https');
 const crypto = require('node:crypto');
 const fs = require('node:fs');
-const { Registry } = require('azure-iothub');
+const { Client: ServiceClient, Registry } = require('azure-iothub');
+const { Message: ServiceMessage } = require('azure-iot-common');
 
 function requireEnv(name) {
   const value = process.env[name];
@@ -58,6 +61,7 @@ class Hub {
     this.ca = fs.readFileSync(this.caPath, 'utf8');
     this.httpsPort = Number(requireEnv('FERROHUB_HTTPS_PORT'));
     this.mqttPort = Number(requireEnv('FERROHUB_MQTT_PORT'));
+    this.amqpPort = Number(requireEnv('FERROHUB_AMQP_PORT'));
     this.dataDir = requireEnv('FERROHUB_DATA_DIR');
     const fields = parseConnectionString(requireEnv('FERROHUB_CONNECTION_STRING'));
     this.host = fields.HostName.split(':')[0];
@@ -142,30 +146,58 @@ class Hub {
       }
     }
     this.agent.destroy();
+    if (this.service) {
+      const service = this.service;
+      this.service = undefined;
+      try {
+        await withTimeout(service.close(), 10000, 'closing the service client');
+      } catch {
+        // best effort
+      }
+    }
+  }
+
+  /** The owner's connection string for azure-iothub's Client (AMQP on the hub's AMQP port). */
+  serviceConnectionString(key = this.key, policy = this.policy) {
+    return `HostName=${this.host}:${this.amqpPort};SharedAccessKeyName=${policy};SharedAccessKey=${key}`;
+  }
+
+  /** The suite's azure-iothub Client, opened once; its feedback receiver keeps every record. */
+  async serviceClient() {
+    if (!this.servicePromise) {
+      this.feedbackRecords = this.feedbackRecords || [];
+      this.servicePromise = (async () => {
+        const client = ServiceClient.fromConnectionString(this.serviceConnectionString());
+        await withTimeout(client.open(), 30000, 'opening the service client');
+        const { result: receiver } = await withTimeout(client.getFeedbackReceiver(), 30000, 'getFeedbackReceiver');
+        receiver.on('message', (msg) => {
+          this.feedbackRecords.push(...JSON.parse(msg.data.toString('utf8')));
+        });
+        receiver.on('errorReceived', () => {});
+        this.service = client;
+        return client;
+      })();
+    }
+    return this.servicePromise;
   }
 
   // --- C2D, service side ----------------------------------------------------------------------
 
-  async sendC2d(deviceId, body, { messageId, correlationId, userId, contentType, contentEncoding, ack, expiry, properties = {} } = {}) {
-    const headers = {};
-    const put = (name, value) => {
-      if (value !== undefined) headers[name] = value;
-    };
-    put('iothub-messageid', messageId);
-    put('iothub-correlationid', correlationId);
-    put('iothub-userid', userId);
-    put('iothub-contenttype', contentType);
-    put('iothub-contentencoding', contentEncoding);
-    put('iothub-ack', ack);
-    put('iothub-expiry', expiry);
-    for (const [k, v] of Object.entries(properties)) headers[`iothub-app-${k}`] = v;
-    const res = await this.request('POST', `/devices/${encodeURIComponent(deviceId)}/messages/deviceBound`, { headers, body });
-    if (res.status !== 200) throw new Error(`C2D send answered ${res.status}: ${res.body}`);
-    const result = JSON.parse(res.body);
-    if (messageId !== undefined && result.messageId !== messageId) {
-      throw new Error(`C2D send returned messageId ${result.messageId}, sent ${messageId}`);
-    }
-    return result;
+  /** Sends a C2D message with azure-iothub's Client.send (AMQP); resolves when the hub accepted it. */
+  async sendC2d(deviceId, body, { messageId, correlationId, contentType, contentEncoding, ack, expiry, properties = {} } = {}) {
+    const client = await this.serviceClient();
+    const msg = new ServiceMessage(body);
+    if (messageId !== undefined) msg.messageId = messageId;
+    if (correlationId !== undefined) msg.correlationId = correlationId;
+    if (contentType !== undefined) msg.contentType = contentType;
+    if (contentEncoding !== undefined) msg.contentEncoding = contentEncoding;
+    if (ack !== undefined) msg.ack = ack;
+    // rhea writes absolute-expiry-time from a number of ms (a Date fails to encode).
+    if (expiry !== undefined) msg.expiryTimeUtc = new Date(expiry).getTime();
+    for (const [k, v] of Object.entries(properties)) msg.properties.add(k, v);
+    const { result } = await withTimeout(client.send(deviceId, msg), 30000, `C2D send to ${deviceId}`);
+    if (result.constructor.name !== 'MessageEnqueued') throw new Error(`C2D send resolved with ${result.constructor.name}`);
+    return { messageId };
   }
 
   async purge(deviceId) {
@@ -176,32 +208,40 @@ class Hub {
 
   // --- feedback -------------------------------------------------------------------------------
 
-  /** Waits for the feedback record of (deviceId, originalMessageId). Every batch read is completed
-   *  and its records kept, so records of other devices stay findable within this process. */
+  /** Waits for the feedback record of (deviceId, originalMessageId), read by the service
+   *  client's feedback receiver. Records of other devices stay findable within this process. */
   async feedbackFor(deviceId, originalMessageId, ms = WAIT_MS) {
-    this.feedbackRecords = this.feedbackRecords || [];
-    const deadline = Date.now() + ms;
-    for (;;) {
-      const found = this.feedbackRecords.find((r) => r.deviceId === deviceId && r.originalMessageId === originalMessageId);
-      if (found) return found;
-      if (Date.now() > deadline) {
-        throw new Error(`no feedback record for ${deviceId}/${originalMessageId} within ${ms} ms`);
-      }
-      const res = await this.request('GET', '/messages/serviceBound/feedback');
-      if (res.status === 204) {
-        await sleep(200);
-        continue;
-      }
-      if (res.status !== 200) throw new Error(`feedback receive answered ${res.status}: ${res.body}`);
-      const etag = res.headers.etag;
-      if (!etag || !/^".+"$/.test(etag)) throw new Error(`feedback ETag ${etag} is not quoted`);
-      this.feedbackRecords.push(...JSON.parse(res.body));
-      const done = await this.request('DELETE', `/messages/serviceBound/feedback/${encodeURIComponent(etag.slice(1, -1))}`);
-      if (done.status !== 204) throw new Error(`feedback complete answered ${done.status}: ${done.body}`);
-    }
+    await this.serviceClient();
+    let found;
+    await waitUntil(() => {
+      found = this.feedbackRecords.find((r) => r.deviceId === deviceId && r.originalMessageId === originalMessageId);
+      return found !== undefined;
+    }, ms, `the feedback record for ${deviceId}/${originalMessageId}`);
+    return found;
   }
 
   // --- event read API -------------------------------------------------------------------------
+
+  /** How many events from `deviceId` the log holds now (one pass over every partition). */
+  async countEvents(deviceId) {
+    const parts = await this.request('GET', '/messages/events/partitions');
+    if (parts.status !== 200) throw new Error(`partitions answered ${parts.status}: ${parts.body}`);
+    let count = 0;
+    for (const p of JSON.parse(parts.body).partitionIds) {
+      let cursor = null;
+      for (;;) {
+        const query = { max: '1000' };
+        if (cursor !== null) Object.assign(query, { sequenceNumber: String(cursor), inclusive: 'true' });
+        const res = await this.request('GET', `/messages/events/partitions/${p}/events`, { query });
+        if (res.status !== 200) throw new Error(`read events answered ${res.status}: ${res.body}`);
+        const batch = JSON.parse(res.body);
+        count += batch.events.filter((e) => e.systemProperties['iothub-connection-device-id'] === deviceId).length;
+        if (batch.events.length < 1000 || batch.nextSequenceNumber === undefined || batch.nextSequenceNumber === null) break;
+        cursor = batch.nextSequenceNumber;
+      }
+    }
+    return count;
+  }
 
   /** Scans every partition for events from `deviceId` until `count` events match `predicate`. */
   async findEvents(deviceId, predicate, count = 1, ms = WAIT_MS) {

@@ -21,9 +21,11 @@ SDK facts these tests rely on (read in .venv/lib/python3.11/site-packages/azure/
   * CONNACK 4/5 surfaces as azure.iot.device.exceptions.CredentialError.
   * C2D topic parsing: $.mid, $.cid, $.uid, $.ct, $.ce, $.exp and iothub-ack map to fields, $.to is
     dropped, every other key becomes a custom property.
-  * The service SDK's send_c2d_message uses AMQP, which the hub does not serve; C2D is sent with
-    plain HTTPS (POST /devices/{id}/messages/deviceBound). Feedback is read with the service SDK's
-    REST operations (receive_feedback_notification / complete_feedback_notification).
+  * C2D is sent with the service SDK's IoTHubRegistryManager.send_c2d_message (AMQP through uamqp,
+    which always dials 5671 and trusts only certifi's bundle: `redirect_uamqp` below sends it to
+    FERROHUB_AMQP_PORT with the hub's CA; test_amqp_c2d.py has the details). Feedback is read with
+    the service SDK's REST operations (receive_feedback_notification /
+    complete_feedback_notification): the Python SDK has no AMQP feedback receiver.
 """
 
 import base64
@@ -36,12 +38,14 @@ import os
 import queue
 import threading
 import time
+import types
 import urllib.parse
 import uuid
 
 import paho.mqtt.client as paho
 import pytest
 import requests
+import uamqp.authentication.common as uamqp_auth
 from msrest.exceptions import HttpOperationError
 
 from azure.iot.device import IoTHubDeviceClient, Message
@@ -121,6 +125,8 @@ class Hub:
         self.ca = _require_env("FERROHUB_CA")
         self.port = int(_require_env("FERROHUB_HTTPS_PORT"))
         self.mqtt_port = int(_require_env("FERROHUB_MQTT_PORT"))
+        self.amqp_port = int(_require_env("FERROHUB_AMQP_PORT"))
+        self._service = None
         self.data_dir = _require_env("FERROHUB_DATA_DIR")
         self.owner_cs = _require_env("FERROHUB_CONNECTION_STRING")
         fields = _parse_cs(self.owner_cs)
@@ -163,35 +169,43 @@ class Hub:
 
     # C2D, service side
 
-    def send_c2d(self, device_id, body, message_id=None, correlation_id=None, user_id=None,
-                 content_type=None, content_encoding=None, ack=None, expiry=None, properties=None):
-        headers = {}
+    def service(self):
+        """The owner's IoTHubRegistryManager for send_c2d_message (needs `redirect_uamqp`)."""
+        if self._service is None:
+            self._service = IoTHubRegistryManager.from_connection_string(self.owner_cs)
+        return self._service
+
+    def close(self):
+        if self._service is not None:
+            self._service.amqp_svc_client.disconnect_sync()
+            self._service = None
+
+    def send_c2d_ok(self, device_id, body, message_id=None, correlation_id=None, content_type=None,
+                    content_encoding=None, ack=None, expiry=None, properties=None):
+        """Sends with the SDK's send_c2d_message; it raises unless the hub accepted the message."""
+        props = {}
         for name, value in (
-            ("iothub-messageid", message_id),
-            ("iothub-correlationid", correlation_id),
-            ("iothub-userid", user_id),
-            ("iothub-contenttype", content_type),
-            ("iothub-contentencoding", content_encoding),
+            ("messageId", message_id),
+            ("correlationId", correlation_id),
+            ("contentType", content_type),
+            ("contentEncoding", content_encoding),
             ("iothub-ack", ack),
-            ("iothub-expiry", expiry),
         ):
             if value is not None:
-                headers[name] = value
-        for k, v in (properties or {}).items():
-            headers["iothub-app-" + k] = v
+                props[name] = value
+        if expiry is not None:
+            # uamqp wants absolute-expiry-time as an int of ms since the epoch.
+            props["expiryTimeUtc"] = int(_parse_iso(expiry).timestamp() * 1000)
+        props.update(properties or {})
+        call(self.service().send_c2d_message, device_id, body, props)
+
+    def send_c2d_rest(self, device_id, body, message_id=None):
+        """POST /devices/{id}/messages/deviceBound: the HTTPS send no SDK uses."""
+        headers = {} if message_id is None else {"iothub-messageid": message_id}
         return self.request(
             "POST", "/devices/%s/messages/deviceBound" % urllib.parse.quote(device_id, safe=""),
             headers=headers, data=body,
         )
-
-    def send_c2d_ok(self, device_id, body, **kwargs):
-        resp = self.send_c2d(device_id, body, **kwargs)
-        assert resp.status_code == 200, "C2D send: %s %s" % (resp.status_code, resp.text)
-        result = resp.json()
-        assert set(result) >= {"messageId", "sequenceNumber", "expiryTimeUtc"}, result
-        if kwargs.get("message_id"):
-            assert result["messageId"] == kwargs["message_id"], result
-        return result
 
     def purge(self, device_id):
         resp = self.request("DELETE", "/devices/%s/commands" % urllib.parse.quote(device_id, safe=""))
@@ -283,7 +297,43 @@ class FeedbackCollector:
 
 @pytest.fixture(scope="module")
 def hub():
-    return Hub()
+    hub = Hub()
+    yield hub
+    hub.close()
+
+
+def patch_uamqp(port, ws_port, ca):
+    """Sends uamqp's fixed 5671 to `port` and its WebSocket port 443 to `ws_port`, and makes it
+    trust `ca`; returns the undo."""
+    original_tlsio = uamqp_auth.AMQPAuth.set_tlsio
+    original_wsio = uamqp_auth.AMQPAuth.set_wsio
+    original_certifi = uamqp_auth.certifi
+
+    def set_tlsio(self, hostname, tls_port):
+        return original_tlsio(self, hostname, port if int(tls_port) == 5671 else tls_port)
+
+    def set_wsio(self, hostname, wss_port, http_proxy):
+        return original_wsio(self, hostname, ws_port if int(wss_port) == 443 else wss_port, http_proxy)
+
+    uamqp_auth.AMQPAuth.set_tlsio = set_tlsio
+    uamqp_auth.AMQPAuth.set_wsio = set_wsio
+    uamqp_auth.certifi = types.SimpleNamespace(where=lambda: ca)
+
+    def undo():
+        uamqp_auth.AMQPAuth.set_tlsio = original_tlsio
+        uamqp_auth.AMQPAuth.set_wsio = original_wsio
+        uamqp_auth.certifi = original_certifi
+
+    return undo
+
+
+@pytest.fixture(scope="module", autouse=True)
+def redirect_uamqp(hub):
+    """uamqp (send_c2d_message) dials 5671 and trusts certifi only: send it to the hub's AMQP port
+    with the hub's CA. Nothing changes on the wire when the hub listens on 5671 itself."""
+    undo = patch_uamqp(hub.amqp_port, hub.port, hub.ca)
+    yield
+    undo()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -603,6 +653,11 @@ def _assert_c2d(message, body, fields):
     assert _parse_time(message.expiry_time_utc) == _parse_time(fields["expiry"]), message.expiry_time_utc
 
 
+def _parse_iso(text):
+    """An ISO 8601 UTC time (as _expiry_in writes it) as an aware datetime."""
+    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=datetime.timezone.utc)
+
+
 def _parse_time(text):
     """Parses an ISO 8601 UTC time with any number of fraction digits, to whole seconds."""
     base = text.rstrip("Z").split(".")[0]
@@ -680,7 +735,9 @@ def test_queue_full_answers_403004(hub, devices):
     device = devices.create()
     for i in range(50):
         hub.send_c2d_ok(device.device_id, "m%d" % i, message_id="q-%d" % i)
-    resp = hub.send_c2d(device.device_id, "one too many", message_id="q-50")
+    # The HTTPS send's own error shape (no SDK sends C2D over HTTPS; test_amqp_c2d.py covers the
+    # SDK's error).
+    resp = hub.send_c2d_rest(device.device_id, "one too many", message_id="q-50")
     assert resp.status_code == 403, (resp.status_code, resp.text)
     assert resp.headers.get("iothub-errorcode") == "DeviceMaximumQueueDepthExceeded", dict(resp.headers)
     body = resp.json()

@@ -5,6 +5,7 @@
 //! its hub has nothing to assert.
 #![allow(clippy::unwrap_used)]
 
+pub mod amqp;
 pub mod mqtt;
 
 use std::net::SocketAddr;

@@ -79,6 +79,39 @@ async fn monitor_prints_events_like_az() {
 }
 
 #[tokio::test]
+async fn c2d_send_generates_a_message_id_when_none_is_given() {
+    let hub = TestHub::start().await;
+    let token = device(&hub, "cmd2").await;
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        let out = ok(&run(&hub, &["c2d", "send", "cmd2", "hi", "--output", "json"]).await);
+        let sent: Value = serde_json::from_str(&out).expect("json");
+        let id = sent["messageId"].as_str().expect("a message id").to_owned();
+        // A version 4 UUID, as az iot device c2d-message send makes.
+        let hex: String = id.chars().filter(|c| *c != '-').collect();
+        assert_eq!(id.len(), 36, "{id}");
+        assert_eq!(hex.len(), 32, "{id}");
+        assert!(hex.chars().all(|c| c.is_ascii_hexdigit()), "{id}");
+        assert_eq!(&id[14..15], "4", "{id}");
+        ids.push(id);
+    }
+    assert_ne!(ids[0], ids[1]);
+    // The device receives the first one with the id that was printed.
+    let resp = hub
+        .http()
+        .get(format!(
+            "{}/devices/cmd2/messages/deviceBound",
+            hub.base_url()
+        ))
+        .header("Authorization", token.as_str())
+        .send()
+        .await
+        .expect("poll");
+    assert_eq!(resp.status().as_u16(), 200);
+    assert_eq!(resp.headers()["iothub-messageid"], ids[0].as_str());
+}
+
+#[tokio::test]
 async fn c2d_send_feedback_and_purge() {
     let hub = TestHub::start().await;
     let token = device(&hub, "cmd1").await;

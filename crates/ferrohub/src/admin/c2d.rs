@@ -36,7 +36,8 @@ pub(crate) struct SendArgs {
     /// Time to live, such as 30s, 15m or 1h (the hub's default when omitted).
     #[arg(long)]
     ttl: Option<String>,
-    /// The message id (needed to match feedback to the message).
+    /// The message id, to match feedback to the message (a new UUID when omitted, as
+    /// `az iot device c2d-message send` does; printed either way).
     #[arg(long)]
     message_id: Option<String>,
     /// The correlation id.
@@ -101,6 +102,24 @@ fn property(text: &str) -> Result<(String, String), Failure> {
     }
 }
 
+/// A random (version 4) UUID in its usual text form.
+fn new_message_id() -> Result<String, Failure> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b)
+        .map_err(|e| Failure::Failed(format!("no randomness for a message id: {e}")))?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    ))
+}
+
 impl SendArgs {
     async fn run(self) -> Result<(), Failure> {
         let (client, _) = self.hub.connect()?;
@@ -118,9 +137,13 @@ impl SendArgs {
             let (k, v) = property(p)?;
             properties.insert(k, v);
         }
+        let message_id = match self.message_id {
+            Some(id) => id,
+            None => new_message_id()?,
+        };
         let message = C2dMessage {
             body: self.body.unwrap_or_default().into_bytes(),
-            message_id: self.message_id,
+            message_id: Some(message_id),
             correlation_id: self.correlation_id,
             user_id: None,
             content_type: self.content_type,
