@@ -340,7 +340,7 @@ impl Driver {
             } => self.delivery(link, delivery_id, message_format, payload),
             Event::Credit { link, drain, .. } => {
                 self.credit(link);
-                if drain {
+                if drain && !self.drain_after_read(link) {
                     self.conn.drain(link);
                 }
             }

@@ -8,6 +8,7 @@
 mod c2d;
 mod device;
 mod discovery;
+mod eventhub;
 mod events;
 mod jobs;
 mod module;
@@ -27,6 +28,7 @@ use ferrohub_client::{ClientError, HubClient};
 
 pub(crate) use c2d::C2dCommand;
 pub(crate) use device::DeviceCommand;
+pub(crate) use eventhub::EventHubCommand;
 pub(crate) use events::{MonitorArgs, PartitionsArgs};
 pub(crate) use jobs::{DevicesCommand, JobsCommand};
 pub(crate) use module::ModuleCommand;
@@ -61,6 +63,9 @@ pub(crate) enum AdminCommand {
     Monitor(MonitorArgs),
     /// Show the event endpoint's partitions
     Partitions(PartitionsArgs),
+    /// The Event Hub-compatible endpoint: connection strings for the Event Hubs SDKs
+    #[command(name = "eventhub", subcommand)]
+    EventHub(EventHubCommand),
     /// Import or export identities in bulk
     #[command(subcommand)]
     Devices(DevicesCommand),
@@ -81,6 +86,7 @@ pub(crate) async fn run(cmd: AdminCommand) -> ExitCode {
         AdminCommand::C2d(c) => c.run().await,
         AdminCommand::Monitor(c) => c.run().await,
         AdminCommand::Partitions(c) => c.run().await,
+        AdminCommand::EventHub(c) => c.run().await,
         AdminCommand::Devices(c) => c.run().await,
         AdminCommand::Jobs(c) => c.run().await,
     };
@@ -345,6 +351,18 @@ mod tests {
                 "x", "token", "device", "d1", "--ttl", "15m", "--policy", "device",
             ],
             &["x", "token", "policy", "--ttl", "2d"],
+            &["x", "eventhub", "connection-string"],
+            &[
+                "x",
+                "eventhub",
+                "connection-string",
+                "--policy",
+                "service",
+                "--amqp-port",
+                "15671",
+                "--output",
+                "json",
+            ],
             &[
                 "x",
                 "stats",
@@ -374,6 +392,7 @@ mod tests {
                 "301",
             ],
             &["x", "method", "invoke", "d1"],
+            &["x", "eventhub", "connection-string", "--amqp-port", "70000"],
         ];
         for args in bad {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?} should fail");

@@ -523,3 +523,90 @@ async fn module_round_trip() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("(ModuleNotFound)"), "{}", stderr(&o));
 }
+
+#[tokio::test]
+async fn eventhub_connection_string() {
+    let hub = TestHub::start().await;
+    let owner = hub.owner_connection_string();
+    let data_dir = hub.data_dir().to_str().expect("utf-8 path").to_owned();
+    let cwd = tempfile::tempdir().expect("tempdir");
+    let amqp_port = hub.amqp_addr().port();
+
+    // The connection string's own policy, as the portal shows the built-in endpoint.
+    let out = raw(
+        cwd.path(),
+        &[
+            "eventhub",
+            "connection-string",
+            "--connection-string",
+            &owner,
+        ],
+        &[("FERROHUB_DATA_DIR", &data_dir)],
+    )
+    .await;
+    let owner_key = hub.policy_key("iothubowner").to_base64();
+    assert_eq!(
+        ok(&out).trim(),
+        format!(
+            "Endpoint=sb://localhost/;SharedAccessKeyName=iothubowner;SharedAccessKey={owner_key};\
+             EntityPath=localhost"
+        )
+    );
+    // The hub listens on an ephemeral port: the note says how to give it to each SDK.
+    let note = stderr(&out);
+    assert!(
+        note.contains(&format!(
+            "custom_endpoint_address=\"sb://localhost:{amqp_port}\""
+        )) && note.contains("customEndpointAddress"),
+        "{note}"
+    );
+
+    // Another policy's key comes from the data directory.
+    let out = raw(
+        cwd.path(),
+        &[
+            "eventhub",
+            "connection-string",
+            "--policy",
+            "service",
+            "--output",
+            "json",
+            "--connection-string",
+            &owner,
+        ],
+        &[("FERROHUB_DATA_DIR", &data_dir)],
+    )
+    .await;
+    let json = ok_json(&out);
+    let service_key = hub.policy_key("service").to_base64();
+    assert_eq!(
+        json["connectionString"],
+        format!(
+            "Endpoint=sb://localhost/;SharedAccessKeyName=service;SharedAccessKey={service_key};\
+             EntityPath=localhost"
+        )
+    );
+    assert_eq!(json["eventHubName"], "localhost");
+    assert_eq!(json["amqpPort"], amqp_port);
+    assert_eq!(
+        json["customEndpointAddress"],
+        format!("sb://localhost:{amqp_port}")
+    );
+
+    // Without the data directory only the connection string's own key is at hand.
+    let out = raw(
+        cwd.path(),
+        &[
+            "eventhub",
+            "connection-string",
+            "--policy",
+            "service",
+            "--connection-string",
+            &owner,
+        ],
+        &[],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("policies.json"), "{}", stderr(&out));
+}

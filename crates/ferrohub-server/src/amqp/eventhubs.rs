@@ -44,6 +44,9 @@ pub(super) struct Reader {
     caught_up: bool,
     /// Whether the receiver asked for the runtime metric.
     runtime_metric: bool,
+    /// Whether the client asked to drain while a read was under way: the events it brings
+    /// are sent before the credit is given back.
+    drain: bool,
 }
 
 /// What a read brought.
@@ -182,6 +185,7 @@ impl Driver {
                 reading: false,
                 caught_up: false,
                 runtime_metric: ehevent::wants_runtime_metric(attach),
+                drain: false,
             },
             displaced,
         ))
@@ -296,6 +300,34 @@ impl Driver {
             r.caught_up = true;
         } else {
             self.pump_event_hub(link);
+        }
+        self.finish_drain(link);
+    }
+
+    /// Whether a drain of `link` waits for the read under way, so that what the partition
+    /// holds is delivered before the credit is given back (AMQP 1.0 §2.6.7: the sender uses
+    /// the credit it can, then ends it). The read answers in [`Driver::events_read`].
+    pub(super) fn drain_after_read(&mut self, link: LinkId) -> bool {
+        match self.links.get_mut(&link) {
+            Some(Link::EventHubs(r)) if r.reading => {
+                r.drain = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Ends a deferred drain once no read is under way.
+    fn finish_drain(&mut self, link: LinkId) {
+        let due = match self.links.get_mut(&link) {
+            Some(Link::EventHubs(r)) if r.drain && !r.reading => {
+                r.drain = false;
+                true
+            }
+            _ => false,
+        };
+        if due {
+            self.conn.drain(link);
         }
     }
 }

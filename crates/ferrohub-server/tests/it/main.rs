@@ -8,6 +8,7 @@ mod bulk;
 mod c2d;
 mod devices;
 mod disk;
+mod eventhubs;
 mod events;
 mod https_limits;
 mod jobs;

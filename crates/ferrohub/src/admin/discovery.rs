@@ -57,7 +57,7 @@ pub(crate) struct Found {
 
 /// The data directories to look in, most specific first: `$FERROHUB_DATA_DIR`, then
 /// `{cwd}/ferrohub-data`.
-fn data_dirs(env: &dyn Fn(&str) -> Option<String>, cwd: &Path) -> Vec<PathBuf> {
+pub(crate) fn data_dirs(env: &dyn Fn(&str) -> Option<String>, cwd: &Path) -> Vec<PathBuf> {
     let mut dirs = Vec::with_capacity(2);
     if let Some(dir) = env("FERROHUB_DATA_DIR") {
         dirs.push(PathBuf::from(dir));
