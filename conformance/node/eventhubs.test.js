@@ -252,9 +252,10 @@ test('latest sees new telemetry only, with the last enqueued event tracked', asy
   // The receivers attach asynchronously: send until the first live event shows.
   const deadline = Date.now() + WAIT_MS;
   const fromDevice = (e) => e.systemProperties?.['iothub-connection-device-id'] === device.deviceId;
-  while (!col.events.some((g) => fromDevice(g.event)) && Date.now() < deadline) {
+  const arrived = () => col.events.some((g) => fromDevice(g.event));
+  while (!arrived() && Date.now() < deadline) {
     await send(client, device.deviceId, tag);
-    await new Promise((r) => setTimeout(r, 500));
+    await waitUntil(arrived, 500, 'a live event').catch(() => {});
   }
   const got = col.events.filter((g) => fromDevice(g.event));
   assert.ok(got.length > 0, 'no live event');

@@ -172,6 +172,9 @@ async fn serve(args: ServeArgs) -> ExitCode {
     if let Some(plain) = listeners.mqtt_plain {
         tracing::warn!(%plain, "plain-TCP MQTT listening: no TLS, for local use only");
     }
+    if let Some(amqp) = listeners.amqp {
+        tracing::info!(%amqp, "AMQP over TLS listening (Event Hub-compatible endpoint)");
+    }
     println!();
     println!("Ferrohub is running.");
     println!(
@@ -183,6 +186,9 @@ async fn serve(args: ServeArgs) -> ExitCode {
     }
     if let Some(plain) = listeners.mqtt_plain {
         println!("  MQTT, plain TCP:    {plain}");
+    }
+    if let Some(amqp) = listeners.amqp {
+        println!("  AMQP over TLS (Event Hub-compatible endpoint): {amqp}");
     }
     println!(
         "  Owner connection string (also in {}):",
