@@ -45,7 +45,7 @@ use crate::connections::Identity;
 use crate::hub::{Hub, HubError};
 use crate::transport::{TlsTransport, Transport};
 
-use auth::{Authorization, Tokens};
+use auth::{Authorization, Need, Tokens};
 
 /// Longest a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -574,7 +574,9 @@ impl Driver {
             ),
             Ok(put) => match self.tokens.put(&self.hub, &put.name, &put.token) {
                 Ok(_) => {
-                    // A renewed token keeps the links it authorized.
+                    // A renewed token keeps the links it authorized; links it does not
+                    // authorize (another identity's token put for the same audience) go.
+                    self.recheck_links(&put.name, &put.token);
                     put.response(200, "OK", None)
                 }
                 Err(e) => {
@@ -665,6 +667,44 @@ impl Driver {
                     self.forget_link(link);
                 }
             }
+        }
+    }
+
+    /// Detaches the links that depend on `audience` and that `token`, now put for it, does
+    /// not authorize.
+    fn recheck_links(&mut self, audience: &str, token: &str) {
+        let refused: Vec<LinkId> = self
+            .links
+            .iter()
+            .filter(|(_, l)| l.authorization().is_some_and(|a| a.audience == audience))
+            .filter(|(_, l)| {
+                let need = match l {
+                    Link::ServiceC2d(_) => Need::Service("/messages/devicebound"),
+                    Link::Feedback(_) => Need::Service("/messages/serviceBound/feedback"),
+                    Link::FileNotifications(_) => {
+                        Need::Service("/messages/serviceBound/filenotifications")
+                    }
+                    Link::Device(d) => {
+                        let (device, module) = d.identity();
+                        Need::Identity(device, module.as_ref())
+                    }
+                    // Event Hubs receivers and the request/response nodes keep their rules.
+                    _ => return false,
+                };
+                auth::check(&self.hub, token, &need).is_err()
+            })
+            .map(|(id, _)| *id)
+            .collect();
+        for link in refused {
+            tracing::info!(peer = %self.peer, %link, audience, "AMQP link no longer authorized by the token put for its audience; detaching it");
+            self.conn.detach(
+                link,
+                Some(AmqpError::new(
+                    condition::UNAUTHORIZED_ACCESS,
+                    "the token now put for this link's audience does not authorize it",
+                )),
+            );
+            self.forget_link(link);
         }
     }
 

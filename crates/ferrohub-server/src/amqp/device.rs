@@ -64,6 +64,13 @@ pub(super) struct DeviceLink {
     kind: Kind,
 }
 
+impl DeviceLink {
+    /// The device and module the link belongs to.
+    pub(super) fn identity(&self) -> &Identity {
+        &self.identity
+    }
+}
+
 /// What an identity's registration says.
 #[derive(Debug)]
 pub(super) enum RegistrationEvent {

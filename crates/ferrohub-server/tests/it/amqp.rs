@@ -746,3 +746,53 @@ async fn a_module_sends_telemetry_with_its_own_token() {
         "m1"
     );
 }
+
+#[tokio::test]
+async fn another_identitys_token_put_for_a_links_audience_detaches_it() {
+    let hub = TestHub::start().await;
+    let a = create_device(&hub, "a").await;
+    let b = create_device(&hub, "b").await;
+    let mut c = AmqpClient::connect(hub.amqp_addr(), &hub.ca_pem()).await;
+    c.open().await;
+    let audience = "localhost/devices/a";
+    let (status, _, _) = c
+        .put_token(
+            audience,
+            &device_token(&a, now_secs() + 600),
+            MessageId::Ulong(1),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let link = c
+        .attach_sender("events", "/devices/a/messages/events")
+        .await;
+    // A renewal with a's own token keeps the link.
+    let (status, _, _) = c
+        .put_token(
+            audience,
+            &device_token(&a, now_secs() + 900),
+            MessageId::Ulong(2),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let m = Message::with_data(Bytes::from_static(b"still a"));
+    assert_eq!(
+        c.send_message(link, &m).await,
+        Some(DeliveryState::Accepted)
+    );
+    // b's token is valid, but it does not authorize a's link: that link goes, instead of
+    // living on b's token past a's.
+    let (status, _, _) = c
+        .put_token(
+            audience,
+            &device_token(&b, now_secs() + 600),
+            MessageId::Ulong(3),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        condition_of(c.detached(link).await),
+        "amqp:unauthorized-access"
+    );
+    assert_eq!(events_of(&hub, "a").await.len(), 1);
+}
