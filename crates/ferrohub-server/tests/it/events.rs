@@ -587,7 +587,10 @@ async fn https_devices_over_their_rate_get_429() {
         }
     }
     let allowed = 2 + 2 * elapsed.as_secs_f64().ceil() as usize;
-    assert!(admitted >= 2, "the burst goes through ({admitted} admitted)");
+    assert!(
+        admitted >= 2,
+        "the burst goes through ({admitted} admitted)"
+    );
     assert!(
         admitted <= allowed,
         "{admitted} admitted in {elapsed:?}, at most {allowed} allowed"
