@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod abuse;
+mod amqp_twin;
 mod auth;
 mod bulk;
 mod c2d;
