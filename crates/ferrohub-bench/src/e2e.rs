@@ -247,6 +247,9 @@ async fn read_partition_amqp(
         {
             break;
         }
+        // Once publishing is over, look at the totals every few milliseconds: the events this
+        // reader waits for may all have come through the other partitions.
+        let stopping = stop.borrow().is_some();
         let incoming = tokio::select! {
             changed = stop.changed() => {
                 if changed.is_err() {
@@ -254,6 +257,13 @@ async fn read_partition_amqp(
                 }
                 continue;
             }
+            () = async {
+                if stopping {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            } => continue,
             incoming = conn.next() => incoming,
         };
         let now_ns = identity::unix_now_nanos();

@@ -30,6 +30,8 @@ pub struct EhReadConfig {
     pub readers: Vec<Reader>,
     /// Longest one reader may take.
     pub timeout: Duration,
+    /// The server's pid, for its CPU time during each read.
+    pub server_pid: Option<u32>,
 }
 
 /// A way of reading.
@@ -63,6 +65,8 @@ pub struct ReadResult {
     pub wire_mb_per_s: f64,
     /// Why it stopped early, if it did.
     pub error: Option<String>,
+    /// CPU while it read.
+    pub cpu: Option<crate::procfs::CpuUsage>,
 }
 
 /// The `eh-read` workload's result.
@@ -123,6 +127,7 @@ fn result(
         body_mb_per_s: (body_bytes as f64 / secs / 1e4).round() / 100.0,
         wire_mb_per_s: (wire_bytes as f64 / secs / 1e4).round() / 100.0,
         error,
+        cpu: None,
     }
 }
 
@@ -271,10 +276,13 @@ pub async fn run(hub: &Ferrohub, cfg: &EhReadConfig) -> anyhow::Result<EhReadSum
     let from = to.saturating_add(1).saturating_sub(cfg.events).max(first);
     let mut results = Vec::new();
     for reader in &cfg.readers {
-        results.push(match reader {
+        let meter = crate::procfs::CpuMeter::start(cfg.server_pid);
+        let mut r = match reader {
             Reader::Amqp => read_amqp(hub, cfg, from, to).await,
             Reader::Http => read_http(hub, cfg, from, to).await,
-        });
+        };
+        r.cpu = Some(meter.finish());
+        results.push(r);
     }
     Ok(EhReadSummary {
         workload: "eh-read",

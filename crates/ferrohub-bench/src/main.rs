@@ -251,6 +251,9 @@ struct EhReadArgs {
     /// Seconds one reader may take.
     #[arg(long, default_value_t = 120.0)]
     timeout: f64,
+    /// The server's process id, for its CPU time during each read.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 #[derive(Args)]
@@ -666,6 +669,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 credit: args.credit,
                 readers: args.readers.clone(),
                 timeout: secs_to_duration(args.timeout),
+                server_pid: args.server_pid,
             };
             let summary = ferrohub_bench::ehread::run(&hub, &cfg).await?;
             output(json, &summary, || {
@@ -938,7 +942,10 @@ fn c2d_text(s: &c2d::C2dSummary) -> String {
         out.push_str(&format!("  from scheduled send: {}\n", l.line()));
     }
     if let Some(l) = &s.send_latency_us {
-        out.push_str(&format!("  send latency (to HTTP 2xx or AMQP accepted): {}\n", l.line()));
+        out.push_str(&format!(
+            "  send latency (to HTTP 2xx or AMQP accepted): {}\n",
+            l.line()
+        ));
     }
     if s.send_overrun_s > 0.0 {
         out.push_str(&format!(

@@ -544,35 +544,6 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AmqpClient<S> {
         .await
     }
 
-    /// Waits until the hub detaches a refused link, or a short while shows it stays: for
-    /// callers that expect a refusal. Returns the hub's error if it detached.
-    pub async fn wait_detached(
-        &mut self,
-        handle: u32,
-        within: Duration,
-    ) -> Result<Option<Option<AmqpError>>, AmqpClientError> {
-        let deadline = tokio::time::Instant::now() + within;
-        let mut kept = VecDeque::new();
-        let result = loop {
-            let next = tokio::time::timeout_at(deadline, self.next()).await;
-            match next {
-                Err(_) => break None,
-                Ok(Err(e)) => {
-                    self.pending.extend(kept);
-                    return Err(e);
-                }
-                Ok(Ok(Incoming::Detached { handle: h, error })) if h == handle => {
-                    break Some(error);
-                }
-                Ok(Ok(other)) => kept.push_back(other),
-            }
-        };
-        for k in kept.into_iter().rev() {
-            self.pending.push_front(k);
-        }
-        Ok(result)
-    }
-
     /// Grants `credit` on receiver `handle` (replacing what is left).
     pub async fn grant(&mut self, handle: u32, credit: u32) -> Result<(), AmqpClientError> {
         if !self.links.contains_key(&handle) {
@@ -712,14 +683,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AmqpClient<S> {
         result.map_err(|_| AmqpClientError::Timeout(ANSWER_TIMEOUT))?
     }
 
-    /// Settles delivery `delivery_id` of receiver `handle` with `state`.
+    /// Settles delivery `delivery_id` (of any receiver link: delivery ids are the session's)
+    /// with `state`.
     pub async fn settle(
         &mut self,
-        handle: u32,
         delivery_id: u32,
         state: DeliveryState,
     ) -> Result<(), AmqpClientError> {
-        let _ = handle;
         self.queue(Performative::Disposition(Disposition {
             role: Role::Receiver,
             first: delivery_id,
