@@ -88,6 +88,11 @@ pub enum Incoming {
         /// The outcome.
         state: Option<DeliveryState>,
     },
+    /// The hub granted credit on a sender link (see [`AmqpClient::credit`]).
+    Credit {
+        /// The client's link handle.
+        handle: u32,
+    },
     /// The hub detached a link.
     Detached {
         /// The client's link handle.
@@ -317,14 +322,15 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AmqpClient<S> {
                         .wrapping_add(f.incoming_window)
                         .wrapping_sub(self.next_outgoing_id);
                 }
-                if let Some(link) = f
-                    .handle
-                    .and_then(|h| self.by_remote.get(&h))
-                    .and_then(|h| self.links.get_mut(h))
+                if let Some(&handle) = f.handle.and_then(|h| self.by_remote.get(&h))
+                    && let Some(link) = self.links.get_mut(&handle)
                     && link.role == Role::Sender
                     && let (Some(count), Some(credit)) = (f.delivery_count, f.link_credit)
                 {
                     link.credit = count.wrapping_add(credit).wrapping_sub(link.delivery_count);
+                    if link.credit > 0 {
+                        self.pending.push_back(Incoming::Credit { handle });
+                    }
                 }
             }
             Performative::Transfer(t) => {
