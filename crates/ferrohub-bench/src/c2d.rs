@@ -72,6 +72,19 @@ pub struct C2dConfig {
     pub device_prefix: String,
     /// The server's pid, for CPU and memory readings.
     pub server_pid: Option<u32>,
+    /// How the service side sends.
+    pub via: SendVia,
+}
+
+/// The service side's protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum SendVia {
+    /// `POST /devices/{id}/messages/deviceBound`, one request per message.
+    Https,
+    /// The AMQP service endpoint's `/messages/devicebound` sender link, one connection,
+    /// authorized with the owner policy's token on `$cbs`; a send is done at its outcome.
+    Amqp,
 }
 
 impl C2dConfig {
@@ -590,6 +603,35 @@ async fn send_one(
     }
 }
 
+/// Sends one message over AMQP; frees its place in `outstanding` unless the hub accepted it.
+#[allow(clippy::too_many_arguments)]
+async fn send_one_amqp(
+    amqp: crate::amqp::C2dSender,
+    device_id: Arc<str>,
+    body: Vec<u8>,
+    position: usize,
+    seq: u64,
+    in_window: bool,
+    outstanding: Arc<Outstanding>,
+    counters: Arc<Counters>,
+) -> Sent {
+    let started = Instant::now();
+    let outcome = amqp.send(&device_id, seq.to_string(), body).await;
+    let took = started.elapsed();
+    if outcome == SendOutcome::Accepted {
+        outstanding.accepted(position, seq);
+        Counters::add(&counters.acked, 1);
+    } else {
+        outstanding.cancel(position, seq);
+        Counters::add(&counters.errors, 1);
+    }
+    Sent {
+        in_window,
+        outcome,
+        took,
+    }
+}
+
 /// What the sending side counted, messages due in the measured interval only.
 #[derive(Debug)]
 struct SendReport {
@@ -650,6 +692,10 @@ struct Sender {
     http: reqwest::Client,
     /// Per position, the device's send URL.
     urls: Vec<reqwest::Url>,
+    /// Per position, the device's id.
+    ids: Vec<Arc<str>>,
+    /// The AMQP sender, when sending over AMQP.
+    amqp: Option<crate::amqp::C2dSender>,
     token: Arc<str>,
     plan: RunPlan,
     payload: usize,
@@ -692,10 +738,10 @@ async fn send_all(
                 report.absorb(sent);
             }
         }
-        let Some((position, url)) = usize::try_from(j % devices.max(1))
+        let Some((position, url, device_id)) = usize::try_from(j % devices.max(1))
             .ok()
             .and_then(|i| active.get(i))
-            .and_then(|&p| Some((p, sender.urls.get(p)?.clone())))
+            .and_then(|&p| Some((p, sender.urls.get(p)?.clone(), sender.ids.get(p)?.clone())))
         else {
             break;
         };
@@ -725,19 +771,37 @@ async fn send_all(
         .write(&mut message);
         let (http, token) = (sender.http.clone(), sender.token.clone());
         let (outstanding, counters) = (outstanding.clone(), counters.clone());
+        let amqp = sender.amqp.clone();
         tasks.spawn(async move {
-            let sent = send_one(
-                http,
-                url,
-                token,
-                message,
-                position,
-                j,
-                in_window,
-                outstanding,
-                counters,
-            )
-            .await;
+            let sent = match amqp {
+                Some(amqp) => {
+                    send_one_amqp(
+                        amqp,
+                        device_id,
+                        message,
+                        position,
+                        j,
+                        in_window,
+                        outstanding,
+                        counters,
+                    )
+                    .await
+                }
+                None => {
+                    send_one(
+                        http,
+                        url,
+                        token,
+                        message,
+                        position,
+                        j,
+                        in_window,
+                        outstanding,
+                        counters,
+                    )
+                    .await
+                }
+            };
             drop(permit);
             sent
         });
@@ -789,7 +853,9 @@ pub struct C2dSummary {
     pub payload_bytes: usize,
     /// The offered rate, messages per second.
     pub offered_rate: f64,
-    /// Most HTTP sends in progress at once.
+    /// How the service side sent.
+    pub send_via: SendVia,
+    /// Most sends in progress at once.
     pub concurrency: usize,
     /// Most messages per device sent but not yet received.
     pub max_outstanding: usize,
@@ -901,6 +967,7 @@ pub async fn run(
     let mut devices = JoinSet::new();
     let mut readies = Vec::with_capacity(established);
     let mut urls_by_position = Vec::with_capacity(established);
+    let mut ids_by_position: Vec<Arc<str>> = Vec::with_capacity(established);
     for (position, (i, io, buf)) in opened.connections.into_iter().enumerate() {
         let (ready_tx, ready_rx) = oneshot::channel();
         readies.push(ready_rx);
@@ -908,6 +975,7 @@ pub async fn run(
             anyhow::bail!("connection {i} has no device");
         };
         urls_by_position.push(url);
+        ids_by_position.push(Arc::from(ids.get(i).map_or("", String::as_str)));
         devices.spawn(drive_device(
             io,
             buf,
@@ -981,9 +1049,15 @@ pub async fn run(
             meter.finish()
         })
     };
+    let amqp = match cfg.via {
+        SendVia::Amqp => Some(crate::amqp::C2dSender::start(hub).await?),
+        SendVia::Https => None,
+    };
     let sender = Sender {
         http,
         urls: urls_by_position,
+        ids: ids_by_position,
+        amqp,
         token,
         plan,
         payload: cfg.payload,
@@ -1034,6 +1108,7 @@ pub async fn run(
         purged,
         payload_bytes: cfg.payload,
         offered_rate: cfg.rate,
+        send_via: cfg.via,
         concurrency: cfg.concurrency,
         max_outstanding: cfg.max_outstanding,
         warmup_s: cfg.warmup.as_secs_f64(),
@@ -1084,6 +1159,7 @@ mod tests {
             open: crate::publish::PublishConfig::open_plan_default(),
             device_prefix: "bench-".into(),
             server_pid: None,
+            via: SendVia::Https,
         }
     }
 

@@ -26,6 +26,8 @@ pub struct E2eSummary {
     pub workload: &'static str,
     /// The publishing side.
     pub publish: PublishSummary,
+    /// How the events were read back.
+    pub read_via: ReadVia,
     /// Partitions read.
     pub partitions: usize,
     /// Messages acknowledged in the measured interval: what should be read back.
@@ -180,6 +182,129 @@ async fn read_partition(
     report
 }
 
+/// How the events are read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ReadVia {
+    /// Long polls of the HTTP read API, one reader per partition.
+    Http,
+    /// Event Hubs-style AMQP receivers on `{hub}/ConsumerGroups/$Default/Partitions/{p}`, one
+    /// connection per partition, from the partition's end.
+    Amqp,
+}
+
+/// How many events an AMQP partition receiver keeps granted.
+const AMQP_CREDIT: u32 = 300;
+
+/// Reads partition `partition` over AMQP from sequence number `next` until `stop` says the
+/// expected count was reached or the deadline passed.
+#[allow(clippy::too_many_arguments)]
+async fn read_partition_amqp(
+    hub: Ferrohub,
+    partition: String,
+    next: u64,
+    run: u64,
+    mut stop: watch::Receiver<Option<(u64, Instant)>>,
+    received_total: Arc<AtomicU64>,
+    counters: Arc<Counters>,
+    attached: tokio::sync::oneshot::Sender<()>,
+) -> ReaderReport {
+    let mut report = ReaderReport {
+        latency: stats::histogram(),
+        received: 0,
+        duplicates: 0,
+        errors: 0,
+        first_error: None,
+    };
+    let fail = |report: &mut ReaderReport, e: String| {
+        report.errors += 1;
+        report.first_error.get_or_insert(e);
+    };
+    let mut conn = match crate::amqp::connect_service(&hub).await {
+        Ok(c) => c,
+        Err(e) => {
+            fail(&mut report, format!("{e:#}"));
+            return report;
+        }
+    };
+    let name = crate::amqp::event_hub_name(&hub);
+    let source = crate::amqp::partition_source(&name, &partition, next);
+    let link = match conn
+        .attach_receiver(&format!("bench-e2e-{partition}"), source, None, AMQP_CREDIT)
+        .await
+    {
+        Ok(l) => l,
+        Err(e) => {
+            fail(&mut report, format!("attaching the receiver: {e}"));
+            return report;
+        }
+    };
+    let _ = attached.send(());
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        if let Some((expected, deadline)) = *stop.borrow_and_update()
+            && (received_total.load(Ordering::Relaxed) >= expected || Instant::now() >= deadline)
+        {
+            break;
+        }
+        // Once publishing is over, look at the totals every few milliseconds: the events this
+        // reader waits for may all have come through the other partitions.
+        let stopping = stop.borrow().is_some();
+        let incoming = tokio::select! {
+            changed = stop.changed() => {
+                if changed.is_err() {
+                    break;
+                }
+                continue;
+            }
+            () = async {
+                if stopping {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                } else {
+                    std::future::pending::<()>().await;
+                }
+            } => continue,
+            incoming = conn.next() => incoming,
+        };
+        let now_ns = identity::unix_now_nanos();
+        match incoming {
+            Ok(i @ ferrohub_client::amqp::Incoming::Message { handle, .. }) if handle == link => {
+                let Some(stamp) = i
+                    .message()
+                    .and_then(|m| Stamp::read(&crate::amqp::body(&m)))
+                else {
+                    continue;
+                };
+                if stamp.run != run || !stamp.in_window {
+                    continue;
+                }
+                if !seen.insert(stamp.seq) {
+                    report.duplicates += 1;
+                    continue;
+                }
+                report.received += 1;
+                received_total.fetch_add(1, Ordering::Relaxed);
+                Counters::add(&counters.received, 1);
+                stats::record(
+                    &mut report.latency,
+                    Duration::from_nanos(now_ns.saturating_sub(stamp.sent_unix_ns)),
+                );
+            }
+            Ok(ferrohub_client::amqp::Incoming::Detached { error, .. }) => {
+                fail(&mut report, format!("receiver detached: {error:?}"));
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                fail(&mut report, format!("{e}"));
+                break;
+            }
+        }
+    }
+    let _ = conn.close().await;
+    report
+}
+
 /// Runs the end-to-end workload against a Ferrohub. `cfg.stamp` is set here.
 pub async fn run(
     hub: &Ferrohub,
@@ -188,6 +313,7 @@ pub async fn run(
     creds: &Credentials,
     cfg: &PublishConfig,
     read_timeout: Duration,
+    via: ReadVia,
 ) -> anyhow::Result<E2eSummary> {
     if cfg.payload < Stamp::LEN {
         anyhow::bail!("e2e needs a payload of at least {} bytes", Stamp::LEN);
@@ -218,19 +344,42 @@ pub async fn run(
     let received_total = Arc::new(AtomicU64::new(0));
     let (stop_tx, stop_rx) = watch::channel(None);
     let mut readers = tokio::task::JoinSet::new();
+    let mut attached = Vec::new();
     for p in &info.partitions {
         let start = u64::try_from(p.last_enqueued_sequence_number + 1).unwrap_or(0);
-        readers.spawn(read_partition(
-            http.clone(),
-            base.clone(),
-            token.clone(),
-            p.partition_id.clone(),
-            start,
-            run_id,
-            stop_rx.clone(),
-            received_total.clone(),
-            counters.clone(),
-        ));
+        match via {
+            ReadVia::Http => {
+                readers.spawn(read_partition(
+                    http.clone(),
+                    base.clone(),
+                    token.clone(),
+                    p.partition_id.clone(),
+                    start,
+                    run_id,
+                    stop_rx.clone(),
+                    received_total.clone(),
+                    counters.clone(),
+                ));
+            }
+            ReadVia::Amqp => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                attached.push(rx);
+                readers.spawn(read_partition_amqp(
+                    hub.clone(),
+                    p.partition_id.clone(),
+                    start,
+                    run_id,
+                    stop_rx.clone(),
+                    received_total.clone(),
+                    counters.clone(),
+                    tx,
+                ));
+            }
+        }
+    }
+    // Publishing starts once every receiver is attached (or gave up).
+    for rx in attached {
+        let _ = rx.await;
     }
     let mut cfg = cfg.clone();
     cfg.stamp = Some(run_id);
@@ -256,6 +405,7 @@ pub async fn run(
     Ok(E2eSummary {
         workload: "e2e",
         publish: published,
+        read_via: via,
         partitions: info.partitions.len(),
         expected,
         received,

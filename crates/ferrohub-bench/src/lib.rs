@@ -19,10 +19,12 @@
 //! Everything it measures goes into HdrHistograms ([`stats`]); every figure it reports comes with
 //! the offered load. It only ever connects to loopback addresses ([`target`]).
 
+pub mod amqp;
 pub mod c2d;
 pub mod conn;
 pub mod connect;
 pub mod e2e;
+pub mod ehread;
 pub mod faults;
 pub mod identity;
 pub mod pacing;

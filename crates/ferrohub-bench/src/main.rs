@@ -51,6 +51,9 @@ enum Command {
     /// Update desired properties over REST while the devices listen over MQTT (Ferrohub only);
     /// reports the write and the notification latency.
     Twin(CallArgs),
+    /// Read the last events of one partition through an Event Hubs-style AMQP receiver and
+    /// through the HTTP read API (Ferrohub only); reports events/s and MB/s of each.
+    EhRead(EhReadArgs),
     /// Create (or update) the bench devices in a Ferrohub with a given key.
     Provision(ProvisionArgs),
     /// Run the real `ferrohub` binary through kill -9 under load, a disk that fills and
@@ -189,6 +192,9 @@ struct E2eArgs {
     /// Seconds to keep reading for missing events after publishing ends.
     #[arg(long, default_value_t = 10.0)]
     read_timeout: f64,
+    /// How events are read back: the HTTP read API, or Event Hubs-style AMQP receivers.
+    #[arg(long, value_enum, default_value = "http")]
+    reader: e2e::ReadVia,
 }
 
 #[derive(Args)]
@@ -213,13 +219,41 @@ struct C2dArgs {
     /// Seconds to wait for outstanding sends and messages after sending ends.
     #[arg(long, default_value_t = 10.0)]
     read_timeout: f64,
-    /// Most HTTP sends in progress at once.
+    /// Most sends in progress at once.
     #[arg(long, default_value_t = 64)]
     concurrency: usize,
     /// Most messages per device sent but not yet received (the hub queues 50); a message due
     /// for a device at the bound is skipped and counted.
     #[arg(long, default_value_t = 40)]
     max_outstanding: usize,
+    /// How the service side sends: HTTPS requests, or the AMQP service endpoint's sender link.
+    #[arg(long, value_enum, default_value = "https")]
+    send: c2d::SendVia,
+}
+
+#[derive(Args)]
+struct EhReadArgs {
+    /// `ferrohub://DATA_DIR`.
+    #[arg(long)]
+    target: TargetSpec,
+    /// The partition read.
+    #[arg(long, default_value_t = 0)]
+    partition: u32,
+    /// How many events (the partition's last ones) each reader reads.
+    #[arg(long, default_value_t = 100_000)]
+    events: u64,
+    /// Credit the AMQP receiver keeps granted (the Event Hubs SDKs' prefetch is 300).
+    #[arg(long, default_value_t = 300)]
+    credit: u32,
+    /// The readers, in order.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "amqp,http")]
+    readers: Vec<ferrohub_bench::ehread::Reader>,
+    /// Seconds one reader may take.
+    #[arg(long, default_value_t = 120.0)]
+    timeout: f64,
+    /// The server's process id, for its CPU time during each read.
+    #[arg(long)]
+    server_pid: Option<u32>,
 }
 
 #[derive(Args)]
@@ -582,6 +616,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 &creds,
                 &cfg,
                 secs_to_duration(args.read_timeout),
+                args.reader,
             )
             .await?;
             output(json, &summary, || e2e_text(&summary))
@@ -599,6 +634,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 open: PublishConfig::open_plan_default(),
                 device_prefix: args.target.device_prefix.clone(),
                 server_pid: args.target.server_pid,
+                via: args.send,
             };
             cfg.check()?;
             if cfg.max_outstanding > c2d::HUB_QUEUE_DEPTH {
@@ -621,6 +657,40 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             )
             .await?;
             output(json, &summary, || c2d_text(&summary))
+        }
+        Command::EhRead(args) => {
+            let TargetSpec::Ferrohub(dir) = &args.target else {
+                anyhow::bail!("eh-read reads Ferrohub's event log: use a ferrohub:// target");
+            };
+            let hub = ferrohub_bench::target::Ferrohub::load(dir)?;
+            let cfg = ferrohub_bench::ehread::EhReadConfig {
+                partition: args.partition,
+                events: args.events,
+                credit: args.credit,
+                readers: args.readers.clone(),
+                timeout: secs_to_duration(args.timeout),
+                server_pid: args.server_pid,
+            };
+            let summary = ferrohub_bench::ehread::run(&hub, &cfg).await?;
+            output(json, &summary, || {
+                let mut out = format!(
+                    "eh-read partition {} sequence numbers {}..={}\n",
+                    summary.partition, summary.from_sequence_number, summary.to_sequence_number
+                );
+                for r in &summary.results {
+                    out.push_str(&format!(
+                        "  {:?}: {} events in {:.3} s = {:.0} events/s, {:.2} MB/s body, {:.2} MB/s wire{}\n",
+                        r.reader,
+                        r.events,
+                        r.seconds,
+                        r.events_per_s,
+                        r.body_mb_per_s,
+                        r.wire_mb_per_s,
+                        r.error.as_deref().map(|e| format!(" (stopped: {e})")).unwrap_or_default()
+                    ));
+                }
+                out
+            })
         }
         Command::Methods(args) => calls(twin::Call::Methods, args, json).await,
         Command::Twin(args) => calls(twin::Call::Desired, args, json).await,
@@ -872,7 +942,10 @@ fn c2d_text(s: &c2d::C2dSummary) -> String {
         out.push_str(&format!("  from scheduled send: {}\n", l.line()));
     }
     if let Some(l) = &s.send_latency_us {
-        out.push_str(&format!("  send (HTTP 2xx) latency: {}\n", l.line()));
+        out.push_str(&format!(
+            "  send latency (to HTTP 2xx or AMQP accepted): {}\n",
+            l.line()
+        ));
     }
     if s.send_overrun_s > 0.0 {
         out.push_str(&format!(

@@ -89,6 +89,9 @@ pub struct Listeners {
     /// Plain-TCP MQTT, when enabled.
     #[serde(default)]
     pub mqtt_plain: Option<SocketAddr>,
+    /// AMQP over TLS, when enabled.
+    #[serde(default)]
+    pub amqp: Option<SocketAddr>,
 }
 
 /// A local Ferrohub: its listeners, CA and owner credentials.
@@ -118,6 +121,7 @@ impl Ferrohub {
             Some(listeners.https),
             Some(listeners.mqtt),
             listeners.mqtt_plain,
+            listeners.amqp,
         ]
         .into_iter()
         .flatten()

@@ -18,6 +18,7 @@
 //! The wire types are [`ferrohub_api`]'s, re-exported as [`api`]. Failures are [`ClientError`]s;
 //! errors the hub reports keep its status, Azure error code name and message.
 
+pub mod amqp;
 mod client;
 mod error;
 mod messaging;

@@ -169,6 +169,12 @@ enum Done {
     Device(Identity, device::RegistrationEvent),
     /// An Event Hubs receiver was displaced by a receiver with a higher epoch.
     Displaced { link: LinkId, why: String },
+    /// A device's twin request was carried out.
+    Twin {
+        identity: Identity,
+        correlation: ferrohub_amqp::message::MessageId,
+        reply: crate::hub::TwinReply,
+    },
 }
 
 /// One AMQP connection's driver.
@@ -615,7 +621,10 @@ impl Driver {
         match self.links.get(&link) {
             Some(Link::Feedback(_)) => self.pump_feedback_link(link),
             Some(Link::EventHubs(_)) => self.pump_event_hub(link),
-            Some(Link::Device(_)) => self.pump_device_link(link),
+            Some(Link::Device(_)) => {
+                self.pump_device_link(link);
+                self.flush_twin(link);
+            }
             Some(Link::Replies) => self.flush_replies(link),
             _ => {}
         }
@@ -660,6 +669,11 @@ impl Driver {
             Done::Events { link, result } => self.events_read(link, result),
             Done::C2dTaken { link, messages } => self.c2d_taken(link, messages),
             Done::Device(identity, event) => self.registration_event(identity, event),
+            Done::Twin {
+                identity,
+                correlation,
+                reply,
+            } => self.twin_done(identity, correlation, reply),
             Done::Displaced { link, why } => {
                 if self.links.contains_key(&link) {
                     self.conn

@@ -18,7 +18,7 @@ pub(crate) use c2d::C2dDelivery;
 pub use error::HubError;
 pub(crate) use methods::{DeviceAnswer, PendingMethods};
 pub(crate) use readers::{Displaced, ReaderRefusal, ReaderTicket, Readers};
-pub(crate) use twins::notify_desired_changes;
+pub(crate) use twins::{TwinReply, TwinRequest, notify_desired_changes, serve_twin_request};
 
 use std::sync::Arc;
 

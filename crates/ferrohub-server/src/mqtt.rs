@@ -32,6 +32,8 @@ use ferrohub_mqtt::session::{AuthDecision, CloseReason, TelemetryId};
 use ferrohub_mqtt::topic::{PropertyBag, PropertyName, SystemProperty, TelemetryTopic, Username};
 use ferrohub_mqtt::{Session, SessionConfig, SessionEvent, TopicName};
 use ferrohub_twin::DeviceTopic;
+
+use crate::hub::{TwinReply, TwinRequest, serve_twin_request};
 use ferrohub_types::{DeviceId, ErrorCode, ModuleId};
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesUnordered;
@@ -119,82 +121,6 @@ struct Authenticated {
 /// Twin requests of one connection waiting to be carried out, at most; reading pauses while
 /// this many wait.
 const MAX_QUEUED_TWIN_REQUESTS: usize = 8;
-
-/// A twin request of the device, waiting its turn.
-enum TwinRequest {
-    /// `$iothub/twin/GET/?$rid=…`.
-    Get { rid: String },
-    /// `$iothub/twin/PATCH/properties/reported/?$rid=…[&$version=…]`.
-    Patch {
-        rid: String,
-        version: Option<u64>,
-        body: Bytes,
-    },
-}
-
-/// The answer to a twin request, to publish on its response topic.
-struct TwinReply {
-    rid: String,
-    status: u16,
-    /// The new reported `$version`, on a `204`.
-    version: Option<u64>,
-    body: Bytes,
-}
-
-impl TwinReply {
-    /// An error status with Azure's JSON error body. A server error's cause is logged, not
-    /// shown.
-    fn error(rid: String, e: &HubError, now: chrono::DateTime<chrono::Utc>) -> Self {
-        let tracking_id = format!(
-            "{}-TimeStamp:{}",
-            crate::random_hex(16),
-            now.format("%m/%d/%Y %H:%M:%S")
-        );
-        let message = if e.is_server_error() {
-            tracing::error!(tracking_id = %tracking_id, error = %e, "a twin request failed");
-            "The hub failed to handle the request; its log has the cause under this tracking id."
-        } else {
-            e.message.as_str()
-        };
-        TwinReply {
-            rid,
-            status: e.code.http_status(),
-            version: None,
-            body: Bytes::from(ferrohub_twin::device_error_body(
-                e.code,
-                message,
-                &tracking_id,
-                now,
-            )),
-        }
-    }
-}
-
-/// Carries out one twin request of `identity`.
-async fn serve_twin_request(hub: Arc<Hub>, identity: Identity, request: TwinRequest) -> TwinReply {
-    match request {
-        TwinRequest::Get { rid } => match hub.device_twin(&identity).await {
-            Ok(twin) => TwinReply {
-                rid,
-                status: 200,
-                version: None,
-                body: Bytes::from(twin.device_view().body()),
-            },
-            Err(e) => TwinReply::error(rid, &e, hub.now()),
-        },
-        TwinRequest::Patch { rid, version, body } => {
-            match hub.report_twin(identity, body, version).await {
-                Ok(v) => TwinReply {
-                    rid,
-                    status: 204,
-                    version: Some(v),
-                    body: Bytes::new(),
-                },
-                Err(e) => TwinReply::error(rid, &e, hub.now()),
-            }
-        }
-    }
-}
 
 /// Most cloud-to-device messages in flight to one device at a time.
 const MAX_C2D_INFLIGHT: usize = 8;

@@ -14,10 +14,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferrohub_auth::{ConnectionString, SymmetricKey};
 use ferrohub_client::HubClient;
+use ferrohub_client::amqp::AmqpClient;
 use ferrohub_server::{App, Backends, Config, Overrides, SystemClock};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
+
+/// An AMQP connection to a [`TestHub`].
+pub type AmqpTestClient = AmqpClient<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
 
 /// A running hub for a test. Dropping it stops the hub; [`TestHub::stop`] waits for the stop.
 pub struct TestHub {
@@ -159,6 +163,19 @@ impl TestHub {
     /// The AMQP over TLS listener.
     pub fn amqp_addr(&self) -> SocketAddr {
         self.amqp
+    }
+
+    /// An AMQP connection to the hub's AMQP listener over TLS (no SASL; authorize with
+    /// [`AmqpClient::put_token`]).
+    pub async fn amqp(&self) -> AmqpTestClient {
+        let tcp = tokio::net::TcpStream::connect(self.amqp).await.unwrap();
+        let _ = tcp.set_nodelay(true);
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let tls = tls_connector(&self.ca_pem(), &[])
+            .connect(name, tcp)
+            .await
+            .unwrap();
+        AmqpClient::open(tls, "localhost").await.unwrap()
     }
 
     /// `https://localhost:<port>`.

@@ -1,12 +1,22 @@
-//! The device endpoint (amqp-contract §4): telemetry, C2D to the device, and direct methods,
-//! for every identity that attaches links on the connection (a gateway may multiplex many).
+//! The device endpoint (amqp-contract §4): telemetry, C2D to the device, twins and direct
+//! methods, for every identity that attaches links on the connection (a gateway may multiplex
+//! many).
+//!
+//! Twins (amqp-contract §4.5) take two links on `/devices/{id}/twin` (or a module's): requests
+//! come on the one where the device sends, with the message annotations `operation` (`GET`,
+//! `PATCH`, `PUT`, `DELETE`) and `resource`, and a `correlation-id`; answers go out pre-settled on
+//! the other, with the same `correlation-id`, the annotation `status` (an `int`) and, after a
+//! reported patch, `version`. `GET` and `PATCH` are the hub's device twin requests, carried out
+//! one at a time per identity in the order they came, like MQTT's; `PUT` and `DELETE` of
+//! `/notifications/twin/properties/desired` turn desired notifications on and off. A desired
+//! notification is a message without `correlation-id` whose body is the patch.
 //!
 //! An identity's first link registers it with the hub like an MQTT CONNECT does: one live
 //! connection per identity (a newer one, on any protocol, takes over and this one's links of
 //! that identity are detached), revocation and token expiry end its links, and its telemetry
 //! budget and connect rate are the identity's, shared with its other protocols.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -15,7 +25,8 @@ use ferrohub_amqp::azure::address::Address;
 use ferrohub_amqp::condition;
 use ferrohub_amqp::connection::{AttachReply, DeliveryId, LinkId};
 use ferrohub_amqp::message::{
-    ApplicationProperties, BATCH_MESSAGE_FORMAT, Body, Message, MessageId, Properties, decode_batch,
+    Annotations, ApplicationProperties, BATCH_MESSAGE_FORMAT, Body, Message, MessageId, Properties,
+    decode_batch,
 };
 use ferrohub_amqp::performative::{AmqpError, DeliveryState, ReceiverSettleMode, SenderSettleMode};
 use ferrohub_amqp::types::Value;
@@ -25,7 +36,9 @@ use tokio::task::JoinHandle;
 use super::auth::{Authorization, Need};
 use super::{Done, Driver, Link, convert};
 use crate::connections::{DeviceCommand, Identity, Interests, Registration};
-use crate::hub::{C2dDelivery, DeviceAnswer, Hub, HubError, Metered};
+use crate::hub::{
+    C2dDelivery, DeviceAnswer, Hub, HubError, Metered, TwinReply, TwinRequest, serve_twin_request,
+};
 use crate::limits::Admission;
 use crate::telemetry::{DeviceMessage, Origin};
 
@@ -39,6 +52,21 @@ const MAX_TELEMETRY_BYTES: u64 = 256 * 1024 + 16 * 1024;
 const METHOD_NAME: &str = "IoThub-methodname";
 /// The application property of a method's status (device → hub), an AMQP `int`.
 const METHOD_STATUS: &str = "IoThub-status";
+
+/// The resource of the desired-notification subscription (`PUT` on, `DELETE` off).
+const DESIRED_SUBSCRIPTION: &str = "/notifications/twin/properties/desired";
+
+/// The resource of reported-properties patches.
+const REPORTED: &str = "/properties/reported";
+
+/// Twin requests of one identity waiting for the one being carried out; more are answered
+/// 429.
+const MAX_QUEUED_TWIN_REQUESTS: usize = 16;
+
+/// Twin messages one twin link holds while the device grants no credit; past that the device
+/// is too far behind (a desired notification left out would leave its copy wrong for good), so
+/// the link is detached and the device reads the twin again when it reattaches.
+const MAX_QUEUED_TWIN_MESSAGES: usize = 256;
 
 /// What a device link carries.
 #[derive(Debug)]
@@ -54,6 +82,10 @@ pub(super) enum Kind {
     MethodRequests,
     /// Method responses from the device.
     MethodResponses,
+    /// Twin requests from the device.
+    TwinRequests,
+    /// Twin answers and desired notifications to the device, waiting for credit.
+    TwinResponses { queue: VecDeque<Bytes> },
 }
 
 /// A link of one identity.
@@ -91,6 +123,12 @@ pub(super) struct DeviceState {
     c2d: C2dDelivery,
     /// Method requests sent and not answered.
     methods_out: HashSet<String>,
+    /// Twin requests waiting their turn, with the correlation id to answer with.
+    twin_queue: VecDeque<(MessageId, TwinRequest)>,
+    /// Whether a twin request is being carried out.
+    twin_busy: bool,
+    /// Whether the device asked for desired notifications (`PUT` of the subscription).
+    desired: bool,
 }
 
 impl DeviceState {
@@ -182,13 +220,10 @@ impl Driver {
             },
             (Address::Methods { .. }, false, _) => Kind::MethodRequests,
             (Address::Methods { .. }, true, _) => Kind::MethodResponses,
-            (Address::Twin { .. }, _, _) => {
-                return self.refuse(
-                    link,
-                    condition::NOT_IMPLEMENTED,
-                    "device twins are served over MQTT only",
-                );
-            }
+            (Address::Twin { .. }, true, _) => Kind::TwinRequests,
+            (Address::Twin { .. }, false, _) => Kind::TwinResponses {
+                queue: VecDeque::new(),
+            },
             (Address::DeviceC2d { .. }, false, true) => {
                 return self.refuse(
                     link,
@@ -235,11 +270,14 @@ impl Driver {
                 c2d: C2dDelivery::new(identity.0.clone(), MAX_C2D_IN_FLIGHT),
                 origin,
                 methods_out: HashSet::new(),
+                twin_queue: VecDeque::new(),
+                twin_busy: false,
+                desired: false,
             };
             self.devices.insert(identity.clone(), state);
         }
         let reply = match kind {
-            Kind::Events | Kind::MethodResponses => AttachReply {
+            Kind::Events | Kind::MethodResponses | Kind::TwinRequests => AttachReply {
                 rcv_settle_mode: ReceiverSettleMode::First,
                 max_message_size: Some(MAX_TELEMETRY_BYTES),
                 ..AttachReply::default()
@@ -248,7 +286,7 @@ impl Driver {
                 snd_settle_mode: Some(SenderSettleMode::Unsettled),
                 ..AttachReply::default()
             },
-            Kind::MethodRequests => AttachReply {
+            Kind::MethodRequests | Kind::TwinResponses { .. } => AttachReply {
                 snd_settle_mode: Some(SenderSettleMode::Settled),
                 ..AttachReply::default()
             },
@@ -281,10 +319,12 @@ impl Driver {
         };
         let mut requests = false;
         let mut responses = false;
+        let mut twin = false;
         for (_, kind) in self.links_of(identity) {
             match kind {
                 Kind::MethodRequests => requests = true,
                 Kind::MethodResponses => responses = true,
+                Kind::TwinResponses { .. } => twin = true,
                 _ => {}
             }
         }
@@ -293,7 +333,7 @@ impl Driver {
             state.registration,
             Interests {
                 methods: requests && responses,
-                desired: false,
+                desired: state.desired && twin,
             },
         );
     }
@@ -315,6 +355,10 @@ impl Driver {
             Kind::MethodResponses => {
                 self.conn.settle(link, delivery, DeliveryState::Accepted);
                 self.method_response(&identity, payload);
+            }
+            Kind::TwinRequests => {
+                self.conn.settle(link, delivery, DeliveryState::Accepted);
+                self.twin_request(&identity, payload);
             }
             _ => self.conn.settle(link, delivery, DeliveryState::Released),
         }
@@ -398,6 +442,194 @@ impl Driver {
             self.hub
                 .method_response(identity, &rid, DeviceAnswer { status, body });
         }
+    }
+
+    /// A device's twin request (amqp-contract §4.5).
+    fn twin_request(&mut self, identity: &Identity, payload: Bytes) {
+        let Ok(message) = Message::decode(payload) else {
+            tracing::debug!(peer = %self.peer, "an undecodable twin request");
+            return;
+        };
+        let Some(correlation) = message
+            .properties
+            .as_ref()
+            .and_then(|p| p.correlation_id.clone())
+        else {
+            // An answer without a correlation id would read as a desired notification.
+            tracing::debug!(peer = %self.peer, "a twin request without a correlation-id");
+            return;
+        };
+        let rid = convert::id_text(&correlation);
+        let annotation = |key: &str| {
+            message
+                .message_annotations
+                .as_ref()
+                .and_then(|a| a.get(key))
+                .and_then(Value::as_text)
+                .map(str::to_owned)
+        };
+        let operation = annotation("operation").unwrap_or_default();
+        let resource = annotation("resource").unwrap_or_default();
+        let resource = resource.trim_end_matches('/');
+        let request = match (operation.to_ascii_uppercase().as_str(), resource) {
+            ("GET", "") => TwinRequest::Get { rid },
+            ("PATCH", REPORTED) => TwinRequest::Patch {
+                rid,
+                version: None,
+                body: convert::body_bytes(&message),
+            },
+            (op @ ("PUT" | "DELETE"), DESIRED_SUBSCRIPTION) => {
+                let on = op == "PUT";
+                if let Some(state) = self.devices.get_mut(identity) {
+                    state.desired = on;
+                }
+                self.publish_interests(identity);
+                let reply = twin_message(Some(correlation), Some(200), None, Bytes::new());
+                return self.send_twin(identity, &reply);
+            }
+            _ => {
+                let e = HubError::invalid(format!(
+                    "unsupported twin request: operation {operation:?} on resource {resource:?}"
+                ));
+                let reply = TwinReply::error(rid, &e, self.hub.now());
+                return self.send_twin_reply(identity, correlation, reply);
+            }
+        };
+        let Some(state) = self.devices.get_mut(identity) else {
+            return;
+        };
+        if state.twin_queue.len() >= MAX_QUEUED_TWIN_REQUESTS {
+            let e = HubError::throttled(
+                std::time::Duration::from_secs(1),
+                "Too many twin requests are waiting; retry later.",
+            );
+            let reply = TwinReply::error(convert::id_text(&correlation), &e, self.hub.now());
+            return self.send_twin_reply(identity, correlation, reply);
+        }
+        state.twin_queue.push_back((correlation, request));
+        self.next_twin_request(identity);
+    }
+
+    /// Starts the identity's next twin request unless one is under way.
+    fn next_twin_request(&mut self, identity: &Identity) {
+        let Some(state) = self.devices.get_mut(identity) else {
+            return;
+        };
+        if state.twin_busy {
+            return;
+        }
+        let Some((correlation, request)) = state.twin_queue.pop_front() else {
+            return;
+        };
+        state.twin_busy = true;
+        let hub = self.hub.clone();
+        let done = self.done_tx.clone();
+        let identity = identity.clone();
+        tokio::spawn(async move {
+            let reply = serve_twin_request(hub, identity.clone(), request).await;
+            let _ = done.send(Done::Twin {
+                identity,
+                correlation,
+                reply,
+            });
+        });
+    }
+
+    /// A twin request was carried out: answer it, start the next.
+    pub(super) fn twin_done(
+        &mut self,
+        identity: Identity,
+        correlation: MessageId,
+        reply: TwinReply,
+    ) {
+        let Some(state) = self.devices.get_mut(&identity) else {
+            return;
+        };
+        state.twin_busy = false;
+        self.send_twin_reply(&identity, correlation, reply);
+        self.next_twin_request(&identity);
+    }
+
+    fn send_twin_reply(&mut self, identity: &Identity, correlation: MessageId, reply: TwinReply) {
+        let message = twin_message(
+            Some(correlation),
+            Some(reply.status),
+            reply.version,
+            reply.body,
+        );
+        self.send_twin(identity, &message);
+    }
+
+    /// Queues a twin message on the identity's twin link (where the hub sends) and sends what
+    /// its credit allows. Without such a link the message is dropped: the device has nowhere
+    /// to hear it.
+    fn send_twin(&mut self, identity: &Identity, message: &Message) {
+        let Some(link) = self
+            .links_of(identity)
+            .find(|(_, k)| matches!(k, Kind::TwinResponses { .. }))
+            .map(|(id, _)| id)
+        else {
+            tracing::debug!(peer = %self.peer, device = %identity.0, "a twin message with no twin link to go on");
+            return;
+        };
+        let Ok(payload) = message.to_bytes() else {
+            return;
+        };
+        if let Some(Link::Device(DeviceLink {
+            kind: Kind::TwinResponses { queue },
+            ..
+        })) = self.links.get_mut(&link)
+        {
+            queue.push_back(payload);
+        }
+        self.flush_twin(link);
+    }
+
+    /// Sends a twin link's queued messages while it has credit; detaches a link whose device
+    /// fell too far behind.
+    pub(super) fn flush_twin(&mut self, link: LinkId) {
+        loop {
+            let credit = self.conn.credit(link);
+            let tag = self.tag();
+            let Some(Link::Device(DeviceLink {
+                kind: Kind::TwinResponses { queue },
+                ..
+            })) = self.links.get_mut(&link)
+            else {
+                return;
+            };
+            if queue.len() > MAX_QUEUED_TWIN_MESSAGES {
+                self.conn.detach(
+                    link,
+                    Some(AmqpError::new(
+                        condition::RESOURCE_LIMIT_EXCEEDED,
+                        "the device fell behind its twin messages; reattach and read the twin",
+                    )),
+                );
+                self.forget_link(link);
+                return;
+            }
+            if credit == 0 {
+                return;
+            }
+            let Some(payload) = queue.pop_front() else {
+                return;
+            };
+            if let Err(e) = self.conn.send(link, tag, true, 0, payload) {
+                tracing::debug!(peer = %self.peer, %link, error = %e, "a twin message not sent");
+                return;
+            }
+        }
+    }
+
+    /// A desired-properties patch for a subscribed identity: a message without
+    /// correlation-id, the patch (with its `$version`) as the body.
+    fn desired_patch(&mut self, identity: &Identity, version: u64, body: Bytes) {
+        if !self.devices.get(identity).is_some_and(|s| s.desired) {
+            return;
+        }
+        let message = twin_message(None, None, Some(version), body);
+        self.send_twin(identity, &message);
     }
 
     /// Sends C2D messages on a device's C2D link while it has credit.
@@ -596,7 +828,37 @@ impl Driver {
     }
 }
 
-/// Carries out a command for `identity`: a method request goes out on its method link.
+/// A twin answer or notification: `correlation-id` for answers, the annotations `status`
+/// (`int`) and `version` (`long`) when given, the body as one data section.
+fn twin_message(
+    correlation: Option<MessageId>,
+    status: Option<u16>,
+    version: Option<u64>,
+    body: Bytes,
+) -> Message {
+    let mut annotations = Annotations::new();
+    if let Some(status) = status {
+        annotations.insert("status", Value::Int(i32::from(status)));
+    }
+    if let Some(version) = version {
+        annotations.insert(
+            "version",
+            Value::Long(i64::try_from(version).unwrap_or(i64::MAX)),
+        );
+    }
+    Message {
+        message_annotations: (!annotations.is_empty()).then_some(annotations),
+        properties: correlation.map(|c| Properties {
+            correlation_id: Some(c),
+            ..Properties::default()
+        }),
+        body: Body::data(body),
+        ..Message::default()
+    }
+}
+
+/// Carries out a command for `identity`: a method request goes out on its method link, a
+/// desired patch on its twin link.
 pub(super) fn command_for(d: &mut Driver, identity: &Identity, command: DeviceCommand) {
     match command {
         DeviceCommand::Method { rid, name, payload } => {
@@ -631,8 +893,6 @@ pub(super) fn command_for(d: &mut Driver, identity: &Identity, command: DeviceCo
                 _ => d.hub.methods_abandoned(identity, [rid]),
             }
         }
-        // Desired-property notifications go to twin subscribers, which AMQP devices cannot be
-        // here (their twin links are refused).
-        DeviceCommand::DesiredPatch { .. } => {}
+        DeviceCommand::DesiredPatch { version, body } => d.desired_patch(identity, version, body),
     }
 }

@@ -219,3 +219,83 @@ pub(crate) fn notify_desired_changes(hub: &Arc<Hub>) {
         }
     });
 }
+
+/// A twin request of a device (MQTT topic or AMQP twin link), waiting its turn.
+pub(crate) enum TwinRequest {
+    /// `$iothub/twin/GET/?$rid=…`.
+    Get { rid: String },
+    /// `$iothub/twin/PATCH/properties/reported/?$rid=…[&$version=…]`.
+    Patch {
+        rid: String,
+        version: Option<u64>,
+        body: Bytes,
+    },
+}
+
+/// The answer to a twin request, to publish on its response topic or twin link.
+pub(crate) struct TwinReply {
+    pub(crate) rid: String,
+    pub(crate) status: u16,
+    /// The new reported `$version`, on a `204`.
+    pub(crate) version: Option<u64>,
+    pub(crate) body: Bytes,
+}
+
+impl TwinReply {
+    /// An error status with Azure's JSON error body. A server error's cause is logged, not
+    /// shown.
+    pub(crate) fn error(rid: String, e: &HubError, now: chrono::DateTime<chrono::Utc>) -> Self {
+        let tracking_id = format!(
+            "{}-TimeStamp:{}",
+            crate::random_hex(16),
+            now.format("%m/%d/%Y %H:%M:%S")
+        );
+        let message = if e.is_server_error() {
+            tracing::error!(tracking_id = %tracking_id, error = %e, "a twin request failed");
+            "The hub failed to handle the request; its log has the cause under this tracking id."
+        } else {
+            e.message.as_str()
+        };
+        TwinReply {
+            rid,
+            status: e.code.http_status(),
+            version: None,
+            body: Bytes::from(ferrohub_twin::device_error_body(
+                e.code,
+                message,
+                &tracking_id,
+                now,
+            )),
+        }
+    }
+}
+
+/// Carries out one twin request of `identity`.
+pub(crate) async fn serve_twin_request(
+    hub: Arc<Hub>,
+    identity: Identity,
+    request: TwinRequest,
+) -> TwinReply {
+    match request {
+        TwinRequest::Get { rid } => match hub.device_twin(&identity).await {
+            Ok(twin) => TwinReply {
+                rid,
+                status: 200,
+                version: None,
+                body: Bytes::from(twin.device_view().body()),
+            },
+            Err(e) => TwinReply::error(rid, &e, hub.now()),
+        },
+        TwinRequest::Patch { rid, version, body } => {
+            match hub.report_twin(identity, body, version).await {
+                Ok(v) => TwinReply {
+                    rid,
+                    status: 204,
+                    version: Some(v),
+                    body: Bytes::new(),
+                },
+                Err(e) => TwinReply::error(rid, &e, hub.now()),
+            }
+        }
+    }
+}

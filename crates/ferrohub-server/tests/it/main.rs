@@ -3,6 +3,7 @@
 
 mod abuse;
 mod amqp;
+mod amqp_twin;
 mod auth;
 mod bulk;
 mod c2d;
