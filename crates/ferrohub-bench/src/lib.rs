@@ -13,6 +13,8 @@
 //!   delivered rate, end-to-end and enqueue latency.
 //! * [`twin`]: direct methods (`methods`: the REST call's round trip through an MQTT device) and
 //!   desired-property updates (`twin`: write latency, and the time until the device hears of it).
+//! * [`query`]: `POST /devices/query` latency over many tagged twins (selective, full scan,
+//!   `GROUP BY`).
 //! * [`faults`]: the real `ferrohub` binary under kill -9, a full disk, stalled readers and
 //!   connection floods; nothing acknowledged may be lost.
 //!
@@ -32,6 +34,7 @@ pub mod procfs;
 pub mod progress;
 pub mod provision;
 pub mod publish;
+pub mod query;
 pub mod stats;
 pub mod target;
 pub mod twin;

@@ -17,7 +17,7 @@ use ferrohub_bench::pacing::secs_to_duration;
 use ferrohub_bench::progress::Counters;
 use ferrohub_bench::publish::{self, Mode, PublishConfig};
 use ferrohub_bench::target::{Target, TargetSpec, TlsOptions};
-use ferrohub_bench::{c2d, e2e, faults, provision, twin};
+use ferrohub_bench::{c2d, e2e, faults, provision, query, twin};
 use ferrohub_mqtt::QoS;
 use serde::Serialize;
 
@@ -56,6 +56,9 @@ enum Command {
     EhRead(EhReadArgs),
     /// Create (or update) the bench devices in a Ferrohub with a given key.
     Provision(ProvisionArgs),
+    /// Populate a Ferrohub with tagged twins and time queries over them (selective, full scan,
+    /// GROUP BY) (Ferrohub only).
+    Query(QueryArgs),
     /// Run the real `ferrohub` binary through kill -9 under load, a disk that fills and
     /// frees, stalled readers and connection floods; fails if anything acknowledged is lost
     /// or any check fails. See docs/faults.md. A later occurrence of an option overrides an
@@ -294,6 +297,25 @@ struct ProvisionArgs {
     /// Primary key, base64 (default: a new random key, printed).
     #[arg(long)]
     device_key: Option<String>,
+}
+
+#[derive(Args)]
+struct QueryArgs {
+    /// `ferrohub://DATA_DIR`.
+    #[arg(long)]
+    target: TargetSpec,
+    /// Devices to create (PREFIX0 … PREFIX{n-1}, with tags) before measuring.
+    #[arg(short = 'n', long, default_value_t = 100_000)]
+    devices: usize,
+    /// Device id prefix.
+    #[arg(long, default_value = "query-")]
+    device_prefix: String,
+    /// The devices already exist; measure only.
+    #[arg(long)]
+    no_provision: bool,
+    /// Runs of each query.
+    #[arg(long, default_value_t = 5)]
+    repeat: usize,
 }
 
 #[derive(Args)]
@@ -720,6 +742,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             Ok(())
+        }
+        Command::Query(args) => {
+            let TargetSpec::Ferrohub(dir) = &args.target else {
+                anyhow::bail!("query needs a ferrohub:// target");
+            };
+            let hub = ferrohub_bench::target::Ferrohub::load(dir)?;
+            let populate_s = if args.no_provision {
+                0.0
+            } else {
+                query::populate(&hub, &args.device_prefix, args.devices)
+                    .await?
+                    .as_secs_f64()
+            };
+            let summary = query::measure(&hub, args.repeat, populate_s).await?;
+            output(json, &summary, || query::text(&summary))
         }
         Command::Provision(args) => {
             let TargetSpec::Ferrohub(dir) = &args.target else {

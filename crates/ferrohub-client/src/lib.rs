@@ -22,9 +22,11 @@ pub mod amqp;
 mod client;
 mod error;
 mod messaging;
+mod query;
 mod twins;
 
 pub use client::{HubClient, TOKEN_RENEW_MARGIN_SECS, TOKEN_TTL_SECS};
 pub use error::ClientError;
 pub use ferrohub_api as api;
 pub use messaging::{C2dMessage, FeedbackBatch, ReadFrom};
+pub use query::QueryPage;

@@ -383,6 +383,232 @@ pub mod cases {
         assert_eq!(s.device(&did("new")).await.expect("read"), None);
     }
 
+    /// The keys a scan returns, as `device` or `device/module`.
+    async fn scan_keys<S: RegistryStore>(
+        s: &S,
+        collection: ferrohub_query::Collection,
+        condition: &str,
+        after: Option<ferrohub_query::RowKey>,
+        limit: usize,
+    ) -> Vec<String> {
+        let condition = ferrohub_query::Condition::parse(condition).expect("a valid condition");
+        s.query_twins(crate::TwinScan {
+            collection,
+            condition,
+            after,
+            limit,
+        })
+        .await
+        .expect("scan")
+        .into_iter()
+        .map(|row| {
+            let key = row.key();
+            match key.child_id() {
+                None => key.device_id().to_owned(),
+                Some(m) => format!("{}/{m}", key.device_id()),
+            }
+        })
+        .collect()
+    }
+
+    /// Every row of the collection, read in batches of `limit` as the hub pages.
+    async fn scan_all<S: RegistryStore>(
+        s: &S,
+        collection: ferrohub_query::Collection,
+        condition: &str,
+        limit: usize,
+    ) -> Vec<String> {
+        let condition = ferrohub_query::Condition::parse(condition).expect("a valid condition");
+        let mut after = None;
+        let mut out = Vec::new();
+        loop {
+            let rows = s
+                .query_twins(crate::TwinScan {
+                    collection,
+                    condition: condition.clone(),
+                    after: after.clone(),
+                    limit,
+                })
+                .await
+                .expect("scan");
+            assert!(rows.len() <= limit, "a batch holds at most its limit");
+            let n = rows.len();
+            for row in rows {
+                let key = row.key();
+                assert!(
+                    after.as_ref().is_none_or(|a| key > *a),
+                    "rows come after the resume key, in key order"
+                );
+                out.push(match key.child_id() {
+                    None => key.device_id().to_owned(),
+                    Some(m) => format!("{}/{m}", key.device_id()),
+                });
+                after = Some(key);
+            }
+            if n < limit {
+                return out;
+            }
+        }
+    }
+
+    pub async fn queries_scan_in_key_order<S: RegistryStore>(s: &S) {
+        use ferrohub_query::{Collection, RowKey};
+        let ids = ["b", "B", "a", "10", "9", "A", "a-1", "a.1"];
+        for id in ids {
+            s.apply(vec![put(device(id, 0), Expect::Absent)])
+                .await
+                .expect("insert");
+        }
+        for m in ["z", "M", "a"] {
+            s.apply(vec![put_module(module("a", m, 0), Expect::Absent)])
+                .await
+                .expect("insert module");
+        }
+        s.apply(vec![put_module(module("B", "x", 0), Expect::Absent)])
+            .await
+            .expect("insert module");
+        s.apply(vec![put_twin("a", None, twin(0, 1), Expect::Absent)])
+            .await
+            .expect("twin");
+        let mut sorted: Vec<String> = ids.iter().map(|s| (*s).to_owned()).collect();
+        sorted.sort_unstable(); // byte order
+        for limit in [1, 2, 3, 100] {
+            assert_eq!(
+                scan_all(s, Collection::Devices, "*", limit).await,
+                sorted,
+                "batches of {limit}"
+            );
+        }
+        assert_eq!(
+            scan_keys(s, Collection::Devices, "*", Some(RowKey::device("a")), 2).await,
+            ["a-1", "a.1"]
+        );
+        assert_eq!(
+            scan_keys(s, Collection::Devices, "*", Some(RowKey::device("zz")), 2).await,
+            Vec::<String>::new()
+        );
+        // Rows carry their identity and their twin (None: never written).
+        let rows = s
+            .query_twins(crate::TwinScan {
+                collection: Collection::Devices,
+                condition: ferrohub_query::Condition::All,
+                after: Some(RowKey::device("A")),
+                limit: 2,
+            })
+            .await
+            .expect("scan");
+        assert_eq!(rows.len(), 2);
+        assert_eq!(rows[0].owner, crate::TwinOwner::Device(device("B", 0)));
+        assert_eq!(rows[0].twin, None);
+        assert_eq!(rows[1].owner, crate::TwinOwner::Device(device("a", 0)));
+        assert_eq!(rows[1].twin, Some(twin(0, 1)));
+
+        for limit in [1, 2, 100] {
+            assert_eq!(
+                scan_all(s, Collection::Modules, "*", limit).await,
+                ["B/x", "a/M", "a/a", "a/z"],
+                "module batches of {limit}"
+            );
+        }
+        assert_eq!(
+            scan_keys(
+                s,
+                Collection::Modules,
+                "*",
+                Some(RowKey::module("a", "M")),
+                10
+            )
+            .await,
+            ["a/a", "a/z"],
+            "a module key resumes inside its device"
+        );
+        assert!(
+            scan_keys(s, Collection::Jobs, "*", None, 10)
+                .await
+                .is_empty(),
+            "no per-device job records are stored"
+        );
+    }
+
+    pub async fn queries_select_by_twin_and_id<S: RegistryStore>(s: &S) {
+        use ferrohub_query::Collection;
+        for (i, id) in ["d1", "d2", "d3", "d4", "d5"].into_iter().enumerate() {
+            s.apply(vec![put(device(id, 0), Expect::Absent)])
+                .await
+                .expect("insert");
+            if i < 4 {
+                // d5 keeps the initial twin.
+                s.apply(vec![put_twin(
+                    id,
+                    None,
+                    twin(0, i as u64 + 1),
+                    Expect::Absent,
+                )])
+                .await
+                .expect("twin");
+            }
+        }
+        s.apply(vec![put_module(module("d2", "m1", 0), Expect::Absent)])
+            .await
+            .expect("module");
+        s.apply(vec![put_module(module("d3", "m1", 0), Expect::Absent)])
+            .await
+            .expect("module");
+        s.apply(vec![put_twin("d3", Some("m1"), twin(0, 7), Expect::Absent)])
+            .await
+            .expect("module twin");
+
+        // Every row the condition selects is returned (the caller evaluates exactly); the
+        // stores of this workspace push these conditions down, so nothing else is.
+        let cases: &[(&str, &[&str])] = &[
+            ("tags.n = 2", &["d2"]),
+            ("tags.n >= 2 AND tags.n < 4", &["d2", "d3"]),
+            ("tags.n IN [1, 4, 9]", &["d1", "d4"]),
+            (
+                "tags.site.building = 'B7' AND properties.desired.fw = '3.0'",
+                &["d3"],
+            ),
+            ("properties.reported.temp.c > 21", &["d1", "d2", "d3", "d4"]),
+            ("NOT IS_DEFINED(tags.n)", &["d5"]),
+            (
+                "IS_DEFINED(tags.n) OR deviceId = 'd5'",
+                &["d1", "d2", "d3", "d4", "d5"],
+            ),
+            ("deviceId IN ['d4', 'd1', 'nope']", &["d1", "d4"]),
+            ("STARTSWITH(properties.desired.fw, '4.')", &["d4"]),
+            ("properties.desired.$version = 2", &["d1", "d2", "d3", "d4"]),
+            ("tags.n = '2'", &[]),
+        ];
+        for (condition, expected) in cases {
+            assert_eq!(
+                scan_all(s, Collection::Devices, condition, 2).await,
+                *expected,
+                "WHERE {condition}"
+            );
+        }
+        // Live fields are never filtered by the store: every row may match.
+        assert_eq!(
+            scan_all(s, Collection::Devices, "connectionState = 'Connected'", 10)
+                .await
+                .len(),
+            5
+        );
+        assert_eq!(
+            scan_all(s, Collection::Modules, "tags.n = 7", 10).await,
+            ["d3/m1"]
+        );
+        assert_eq!(
+            scan_all(
+                s,
+                Collection::Modules,
+                "moduleId = 'm1' AND deviceId = 'd2'",
+                10
+            )
+            .await,
+            ["d2/m1"]
+        );
+    }
+
     pub async fn insert_then_insert_again_conflicts<S: RegistryStore>(s: &S) {
         s.apply(vec![put(device("d1", 0), Expect::Absent)])
             .await
@@ -876,6 +1102,18 @@ macro_rules! registry_store_contract {
             fn twin_changes_roll_back_with_their_batch() {
                 let (s, _guard) = $make;
                 block_on(cases::twin_changes_roll_back_with_their_batch(&s));
+            }
+
+            #[test]
+            fn queries_scan_in_key_order() {
+                let (s, _guard) = $make;
+                block_on(cases::queries_scan_in_key_order(&s));
+            }
+
+            #[test]
+            fn queries_select_by_twin_and_id() {
+                let (s, _guard) = $make;
+                block_on(cases::queries_select_by_twin_and_id(&s));
             }
 
             #[test]

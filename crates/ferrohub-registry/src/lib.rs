@@ -45,4 +45,7 @@ pub use model::{
 };
 pub use registry::{MAX_BULK_RECORDS, MAX_LIST_DEVICES, Registry, initial_twin};
 pub use rules::{GENERATED_KEY_BYTES, MAX_KEY_BYTES, MAX_STATUS_REASON_CHARS, MIN_KEY_BYTES};
-pub use store::{AnyStore, Change, Expect, MemoryStore, RegistryStore, SqliteStore, WriteStats};
+pub use store::{
+    AnyStore, Change, Expect, MAX_SCAN_BATCH, MemoryStore, RegistryStore, SqliteStore, TwinRow,
+    TwinScan, WriteStats,
+};

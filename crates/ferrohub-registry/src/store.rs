@@ -14,6 +14,7 @@
 
 mod any;
 pub mod memory;
+pub mod query;
 pub mod sqlite;
 
 use std::future::Future;
@@ -24,6 +25,7 @@ pub use crate::error::StoreError;
 use crate::model::{Device, IdentityAuth, Module, RegistryStatistics, StoredTwin};
 pub use any::AnyStore;
 pub use memory::MemoryStore;
+pub use query::{MAX_SCAN_BATCH, TwinRow, TwinScan};
 pub use sqlite::{SqliteStore, WriteStats};
 
 /// What a [`Change`] expects to find before it is applied.
@@ -149,4 +151,14 @@ pub trait RegistryStore: Send + Sync + 'static {
     fn identities(
         &self,
     ) -> impl Future<Output = Result<Vec<(DeviceId, Option<ModuleId>, IdentityAuth)>, StoreError>> + Send;
+
+    /// One batch of a query's scan ([`query`]): up to [`TwinScan::batch`] rows of
+    /// `scan.collection` whose key is after `scan.after`, in key order (device id, then module
+    /// id, byte order), with their stored twins. Every row the condition can select is
+    /// returned; others may be too (the caller evaluates the condition exactly). A batch
+    /// shorter than [`TwinScan::batch`] is the last. `devices.jobs` is empty.
+    fn query_twins(
+        &self,
+        scan: TwinScan,
+    ) -> impl Future<Output = Result<Vec<TwinRow>, StoreError>> + Send;
 }

@@ -10,6 +10,7 @@ mod budgets;
 mod c2d;
 mod error;
 mod methods;
+mod query;
 mod readers;
 mod twins;
 

@@ -14,6 +14,7 @@ pub(crate) mod extract;
 pub(crate) mod jobs;
 pub(crate) mod methods;
 pub(crate) mod modules;
+pub(crate) mod query;
 pub(crate) mod stats;
 pub(crate) mod twins;
 
@@ -59,6 +60,7 @@ fn api_router() -> OpenApiRouter<Arc<Hub>> {
             modules::delete_module
         ))
         .routes(routes!(modules::list_modules))
+        .routes(routes!(query::query_devices))
         .routes(routes!(stats::registry_statistics))
         .routes(routes!(stats::service_statistics))
         .routes(routes!(device_messages::send_event))

@@ -13,6 +13,7 @@ mod events;
 mod jobs;
 mod module;
 mod output;
+mod query;
 mod stats;
 mod token;
 mod ttl;
@@ -32,6 +33,7 @@ pub(crate) use eventhub::EventHubCommand;
 pub(crate) use events::{MonitorArgs, PartitionsArgs};
 pub(crate) use jobs::{DevicesCommand, JobsCommand};
 pub(crate) use module::ModuleCommand;
+pub(crate) use query::QueryArgs;
 pub(crate) use stats::StatsArgs;
 pub(crate) use token::TokenCommand;
 pub(crate) use twin::{MethodCommand, TwinCommand};
@@ -54,6 +56,8 @@ pub(crate) enum AdminCommand {
     /// Mint SAS tokens for devices, modules and the connection string's policy
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Query device twins, module twins and job records with the IoT Hub query language
+    Query(QueryArgs),
     /// Show registry and connection statistics
     Stats(StatsArgs),
     /// Send cloud-to-device messages, purge queues, read feedback
@@ -82,6 +86,7 @@ pub(crate) async fn run(cmd: AdminCommand) -> ExitCode {
         AdminCommand::Twin(c) => c.run().await,
         AdminCommand::Method(c) => c.run().await,
         AdminCommand::Token(c) => c.run().await,
+        AdminCommand::Query(c) => c.run().await,
         AdminCommand::Stats(c) => c.run().await,
         AdminCommand::C2d(c) => c.run().await,
         AdminCommand::Monitor(c) => c.run().await,

@@ -37,7 +37,7 @@ use tokio_postgres::types::Json;
 
 use ferrohub_registry::{
     Change, Device, DeviceStatus, Expect, IdentityAuth, Module, RegistryStatistics, RegistryStore,
-    StoreError, StoredTwin,
+    StoreError, StoredTwin, TwinOwner, TwinRow, TwinScan,
 };
 use ferrohub_types::{DeviceId, ModuleId};
 
@@ -108,13 +108,18 @@ impl RegistryNotification {
 #[derive(Debug, Clone)]
 pub struct PgRegistryStore {
     db: PgDatabase,
+    /// The initial twin's stored form, which queries filter identities without a twin as.
+    initial: std::sync::Arc<str>,
 }
 
 impl PgRegistryStore {
     /// Migrates the registry's schema (see [`super::migrate`]) and returns the store.
     pub async fn open(db: PgDatabase) -> Result<Self, StoreError> {
         db.migrate(MIGRATIONS).await?;
-        Ok(PgRegistryStore { db })
+        Ok(PgRegistryStore {
+            db,
+            initial: ferrohub_registry::store::query::initial_twin_document().into(),
+        })
     }
 
     /// The pool this store uses.
@@ -330,6 +335,14 @@ impl RegistryStore for PgRegistryStore {
             Ok(out)
         })
     }
+
+    fn query_twins(
+        &self,
+        scan: TwinScan,
+    ) -> impl Future<Output = Result<Vec<TwinRow>, StoreError>> + Send {
+        let initial = self.initial.clone();
+        self.read(move |client| async move { scan_twins(&client, &scan, &initial).await })
+    }
 }
 
 // === Writes ===
@@ -535,4 +548,92 @@ fn json<T: Serialize>(
 ) -> Result<Box<dyn tokio_postgres::types::ToSql + Sync + Send>, PgError> {
     let v = serde_json::to_value(value).map_err(|e| PgError::Corrupt(e.to_string()))?;
     Ok(Box::new(Json(v)))
+}
+
+/// One batch of a query's scan: `ferrohub-query`'s pre-filter rendered for `jsonb` and the
+/// resume key in SQL, over the identities joined with their twins (the initial twin's
+/// document where none is stored), in key order (`COLLATE "C"`, byte order).
+async fn scan_twins(
+    client: &deadpool_postgres::Object,
+    scan: &TwinScan,
+    initial: &str,
+) -> Result<Vec<TwinRow>, PgError> {
+    use ferrohub_query::{Collection, Dialect, SqlParam};
+    use tokio_postgres::types::ToSql;
+
+    let modules = match scan.collection {
+        Collection::Devices => false,
+        Collection::Modules => true,
+        Collection::Jobs => return Ok(Vec::new()),
+    };
+    let table = ferrohub_registry::store::query::twin_table("tdoc");
+    let filter = scan.pre_filter(Dialect::Postgres, "tdoc").to_sql(&table, 2);
+    let mut params: Vec<SqlParam> = vec![SqlParam::Text(initial.to_owned())];
+    params.extend(filter.params);
+    let mut conditions = vec![filter.sql];
+    if let Some(after) = &scan.after
+        && let Some(range) = after.sql_after(Dialect::Postgres, &table, params.len() + 1)
+    {
+        conditions.push(range.sql);
+        params.extend(range.params);
+    }
+    let limit = params.len() + 1;
+    let source = if modules {
+        "SELECT m.device_id AS device_id, m.module_id AS module_id, m.doc AS idoc,
+                t.version AS tversion, t.doc AS tstored, coalesce(t.doc, $1::text::jsonb) AS tdoc
+         FROM modules m LEFT JOIN twins t
+           ON t.device_id = m.device_id AND t.module_id = m.module_id"
+    } else {
+        "SELECT d.device_id AS device_id, ''::text COLLATE \"C\" AS module_id, d.doc AS idoc,
+                t.version AS tversion, t.doc AS tstored, coalesce(t.doc, $1::text::jsonb) AS tdoc
+         FROM devices d LEFT JOIN twins t
+           ON t.device_id = d.device_id AND t.module_id = ''"
+    };
+    let order = if modules {
+        "device_id, module_id"
+    } else {
+        "device_id"
+    };
+    let sql = format!(
+        "SELECT idoc, tversion, tstored FROM ({source}) q WHERE {} ORDER BY {order} LIMIT ${limit}::int8",
+        conditions.join(" AND ")
+    );
+    let mut values: Vec<Box<dyn ToSql + Sync + Send>> = params
+        .into_iter()
+        .map(|p| -> Box<dyn ToSql + Sync + Send> {
+            match p {
+                SqlParam::Text(s) => Box::new(s),
+                SqlParam::Integer(i) => Box::new(i),
+                SqlParam::Real(f) => Box::new(f),
+                SqlParam::Bool(b) => Box::new(b),
+                SqlParam::TextArray(a) => Box::new(a),
+            }
+        })
+        .collect();
+    values.push(Box::new(i64::try_from(scan.batch()).unwrap_or(i64::MAX)));
+    let refs: Vec<&(dyn ToSql + Sync)> = values
+        .iter()
+        .map(|v| v.as_ref() as &(dyn ToSql + Sync))
+        .collect();
+    let stmt = client.prepare_cached(&sql).await.map_err(sql_error)?;
+    let rows = client.query(&stmt, &refs).await.map_err(sql_error)?;
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let owner = if modules {
+            TwinOwner::Module(row.try_get::<_, Json<Module>>(0).map_err(decode_error)?.0)
+        } else {
+            TwinOwner::Device(row.try_get::<_, Json<Device>>(0).map_err(decode_error)?.0)
+        };
+        let version: Option<i64> = row.try_get(1).map_err(decode_error)?;
+        let doc: Option<Json<_>> = row.try_get(2).map_err(decode_error)?;
+        let twin = match (version, doc) {
+            (Some(version), Some(doc)) => Some(StoredTwin {
+                version: to_u64(version)?,
+                twin: doc.0,
+            }),
+            _ => None,
+        };
+        out.push(TwinRow { owner, twin });
+    }
+    Ok(out)
 }

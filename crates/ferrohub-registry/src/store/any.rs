@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use ferrohub_types::{DeviceId, ModuleId};
 
-use super::{Change, RegistryStore, StoreError};
+use super::{Change, RegistryStore, StoreError, TwinRow, TwinScan};
 use crate::model::{Device, IdentityAuth, Module, RegistryStatistics, StoredTwin};
 
 /// A boxed, sendable future.
@@ -46,6 +46,7 @@ trait DynStore: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<Option<StoredTwin>, StoreError>>;
     fn statistics(&self) -> BoxFuture<'_, Result<RegistryStatistics, StoreError>>;
     fn identities(&self) -> BoxFuture<'_, Result<Identities, StoreError>>;
+    fn query_twins(&self, scan: TwinScan) -> BoxFuture<'_, Result<Vec<TwinRow>, StoreError>>;
 }
 
 impl<S: RegistryStore> DynStore for S {
@@ -97,6 +98,10 @@ impl<S: RegistryStore> DynStore for S {
 
     fn identities(&self) -> BoxFuture<'_, Result<Identities, StoreError>> {
         Box::pin(RegistryStore::identities(self))
+    }
+
+    fn query_twins(&self, scan: TwinScan) -> BoxFuture<'_, Result<Vec<TwinRow>, StoreError>> {
+        Box::pin(RegistryStore::query_twins(self, scan))
     }
 }
 
@@ -163,5 +168,12 @@ impl RegistryStore for AnyStore {
 
     fn identities(&self) -> impl Future<Output = Result<Identities, StoreError>> + Send {
         self.0.identities()
+    }
+
+    fn query_twins(
+        &self,
+        scan: TwinScan,
+    ) -> impl Future<Output = Result<Vec<TwinRow>, StoreError>> + Send {
+        self.0.query_twins(scan)
     }
 }

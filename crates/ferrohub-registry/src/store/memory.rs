@@ -9,8 +9,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use ferrohub_types::{DeviceId, ModuleId};
 
-use super::{Change, Expect, RegistryStore, StoreError};
-use crate::model::{Device, DeviceStatus, IdentityAuth, Module, RegistryStatistics, StoredTwin};
+use super::{Change, Expect, RegistryStore, StoreError, TwinRow, TwinScan};
+use crate::model::{
+    Device, DeviceStatus, IdentityAuth, Module, RegistryStatistics, StoredTwin, TwinOwner,
+};
 
 /// An in-memory [`RegistryStore`].
 #[derive(Default)]
@@ -288,5 +290,92 @@ impl RegistryStore for MemoryStore {
             }
         }
         ready(Ok(out))
+    }
+
+    fn query_twins(
+        &self,
+        scan: TwinScan,
+    ) -> impl Future<Output = Result<Vec<TwinRow>, StoreError>> + Send {
+        ready(self.scan(&scan))
+    }
+}
+
+impl MemoryStore {
+    /// A batch of a scan: the rows after the key, in key order, that pass the pre-filter
+    /// (evaluated on the stored twin documents, as the SQL stores do).
+    fn scan(&self, scan: &TwinScan) -> Result<Vec<TwinRow>, StoreError> {
+        use ferrohub_query::{Collection, Dialect, RowKey};
+        use std::ops::Bound;
+        let filter = scan.pre_filter(Dialect::Sqlite, "doc");
+        let initial = serde_json::to_value(crate::initial_twin())
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let passes = |key: &RowKey, twin: Option<&StoredTwin>| -> Result<bool, StoreError> {
+            if filter.is_everything() {
+                return Ok(true);
+            }
+            match twin {
+                None => Ok(filter.matches(key, &initial)),
+                Some(t) => {
+                    let doc = serde_json::to_value(&t.twin)
+                        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                    Ok(filter.matches(key, &doc))
+                }
+            }
+        };
+        let batch = scan.batch();
+        let map = self.lock();
+        let start = match &scan.after {
+            None => Bound::Unbounded,
+            Some(after) => match DeviceId::new(after.device_id()) {
+                // The device itself may still have modules after the key's module.
+                Ok(d) if scan.collection == Collection::Modules && after.child_id().is_some() => {
+                    Bound::Included(d)
+                }
+                Ok(d) => Bound::Excluded(d),
+                // Not a valid id: start from the first valid id after it, comparing as text.
+                Err(_) => Bound::Unbounded,
+            },
+        };
+        let mut out = Vec::new();
+        for (id, entry) in map.range((start, Bound::Unbounded)) {
+            if out.len() >= batch {
+                break;
+            }
+            match scan.collection {
+                Collection::Devices => {
+                    let key = RowKey::device(id.as_str());
+                    if scan.after.as_ref().is_some_and(|a| key <= *a) {
+                        continue;
+                    }
+                    let twin = entry.twins.get(&None);
+                    if passes(&key, twin)? {
+                        out.push(TwinRow {
+                            owner: TwinOwner::Device(entry.device.clone()),
+                            twin: twin.cloned(),
+                        });
+                    }
+                }
+                Collection::Modules => {
+                    for (mid, module) in &entry.modules {
+                        if out.len() >= batch {
+                            break;
+                        }
+                        let key = RowKey::module(id.as_str(), mid.as_str());
+                        if scan.after.as_ref().is_some_and(|a| key <= *a) {
+                            continue;
+                        }
+                        let twin = entry.twins.get(&Some(mid.clone()));
+                        if passes(&key, twin)? {
+                            out.push(TwinRow {
+                                owner: TwinOwner::Module(module.clone()),
+                                twin: twin.cloned(),
+                            });
+                        }
+                    }
+                }
+                Collection::Jobs => break,
+            }
+        }
+        Ok(out)
     }
 }

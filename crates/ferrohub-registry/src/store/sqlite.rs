@@ -34,9 +34,10 @@ use ferrohub_types::{DeviceId, ModuleId};
 
 pub use ferrohub_storage::sqlite::WriteStats;
 
-use super::{Change, Expect, RegistryStore, StoreError};
+use super::{Change, Expect, RegistryStore, StoreError, TwinRow, TwinScan};
 use crate::model::{
     Authentication, Device, DeviceStatus, IdentityAuth, Module, RegistryStatistics, StoredTwin,
+    TwinOwner,
 };
 
 /// The `module_id` of a device's own twin in the `twins` table.
@@ -85,6 +86,8 @@ const NAMES: Names = Names {
 pub struct SqliteStore {
     path: PathBuf,
     db: Database<Op>,
+    /// The initial twin's stored form, which queries filter identities without a twin as.
+    initial: std::sync::Arc<str>,
 }
 
 /// A [`Change`] encoded for SQL; `expect: None` means absent.
@@ -138,7 +141,11 @@ impl SqliteStore {
         let db = Database::start(NAMES, writer, readers, run_op)
             .map_err(|e| StoreError::Unavailable(e.to_string()))?;
         tracing::debug!(path = %path.display(), "registry database open");
-        Ok(SqliteStore { path, db })
+        Ok(SqliteStore {
+            path,
+            db,
+            initial: super::query::initial_twin_document().into(),
+        })
     }
 
     /// The database file.
@@ -324,6 +331,104 @@ impl RegistryStore for SqliteStore {
     {
         self.read(read_identities)
     }
+
+    fn query_twins(
+        &self,
+        scan: TwinScan,
+    ) -> impl Future<Output = Result<Vec<TwinRow>, StoreError>> + Send {
+        let initial = self.initial.clone();
+        self.read(move |conn| scan_twins(conn, &scan, &initial))
+    }
+}
+
+/// One batch of a scan: the pre-filter and the resume key in SQL, over the identities joined
+/// with their twins (the initial twin's document where none is stored), in key order.
+fn scan_twins(
+    conn: &Connection,
+    scan: &TwinScan,
+    initial: &str,
+) -> Result<Vec<TwinRow>, StoreError> {
+    use ferrohub_query::{Collection, Dialect, SqlParam};
+    use rusqlite::types::Value as SqlValue;
+
+    let modules = match scan.collection {
+        Collection::Devices => false,
+        Collection::Modules => true,
+        Collection::Jobs => return Ok(Vec::new()),
+    };
+    let table = super::query::twin_table("tdoc");
+    let filter = scan.pre_filter(Dialect::Sqlite, "tdoc").to_sql(&table, 2);
+    let mut params: Vec<SqlParam> = vec![SqlParam::Text(initial.to_owned())];
+    params.extend(filter.params);
+    let mut conditions = vec![filter.sql];
+    if let Some(after) = &scan.after
+        && let Some(range) = after.sql_after(Dialect::Sqlite, &table, params.len() + 1)
+    {
+        conditions.push(range.sql);
+        params.extend(range.params);
+    }
+    let limit = params.len() + 1;
+    let source = if modules {
+        "SELECT m.device_id AS device_id, m.module_id AS module_id, m.doc AS idoc,
+                t.version AS tversion, t.doc AS tstored, coalesce(t.doc, ?1) AS tdoc
+         FROM modules m LEFT JOIN twins t
+           ON t.device_id = m.device_id AND t.module_id = m.module_id"
+    } else {
+        "SELECT d.device_id AS device_id, '' AS module_id, d.doc AS idoc,
+                t.version AS tversion, t.doc AS tstored, coalesce(t.doc, ?1) AS tdoc
+         FROM devices d LEFT JOIN twins t
+           ON t.device_id = d.device_id AND t.module_id = ''"
+    };
+    let order = if modules {
+        "device_id, module_id"
+    } else {
+        "device_id"
+    };
+    let sql = format!(
+        "SELECT idoc, tversion, tstored FROM ({source}) WHERE {} ORDER BY {order} LIMIT ?{limit}",
+        conditions.join(" AND ")
+    );
+    let mut values: Vec<SqlValue> = params
+        .into_iter()
+        .map(|p| match p {
+            SqlParam::Text(s) => Ok(SqlValue::Text(s)),
+            SqlParam::Integer(i) => Ok(SqlValue::Integer(i)),
+            SqlParam::Real(f) => Ok(SqlValue::Real(f)),
+            SqlParam::Bool(b) => Ok(SqlValue::Integer(i64::from(b))),
+            SqlParam::TextArray(_) => Err(StoreError::Corrupt(
+                "a PostgreSQL path in an SQLite query".to_owned(),
+            )),
+        })
+        .collect::<Result<_, _>>()?;
+    values.push(SqlValue::Integer(
+        i64::try_from(scan.batch()).unwrap_or(i64::MAX),
+    ));
+    let mut stmt = conn.prepare_cached(&sql).map_err(sql_error)?;
+    let mut rows = stmt
+        .query(rusqlite::params_from_iter(values))
+        .map_err(sql_error)?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next().map_err(sql_error)? {
+        let idoc: String = row.get(0).map_err(sql_error)?;
+        let version: Option<i64> = row.get(1).map_err(sql_error)?;
+        let stored: Option<String> = row.get(2).map_err(sql_error)?;
+        let owner = if modules {
+            TwinOwner::Module(decode(&idoc)?)
+        } else {
+            TwinOwner::Device(decode(&idoc)?)
+        };
+        let twin = match (version, stored) {
+            (Some(version), Some(doc)) => Some(StoredTwin {
+                version: u64::try_from(version).map_err(|_| {
+                    StoreError::Corrupt(format!("twin version {version} is negative"))
+                })?,
+                twin: decode(&doc)?,
+            }),
+            _ => None,
+        };
+        out.push(TwinRow { owner, twin });
+    }
+    Ok(out)
 }
 
 /// The fields of a stored document that authentication needs; decoding only these keeps the

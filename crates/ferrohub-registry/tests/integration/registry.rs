@@ -987,6 +987,14 @@ mod gated {
             self.inner.statistics()
         }
 
+        fn query_twins(
+            &self,
+            scan: ferrohub_registry::TwinScan,
+        ) -> impl Future<Output = Result<Vec<ferrohub_registry::TwinRow>, StoreError>> + Send
+        {
+            self.inner.query_twins(scan)
+        }
+
         fn identities(
             &self,
         ) -> impl Future<

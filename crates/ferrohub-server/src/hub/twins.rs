@@ -111,6 +111,17 @@ impl Hub {
     /// The identity's fields of a twin's REST rendering: the stored identity's, the live
     /// presence's `connectionState` and `lastActivityTime`, and the device's queue depth.
     pub(crate) async fn twin_identity(&self, owner: &TwinOwner) -> TwinIdentity {
+        self.twin_identity_with(owner, true).await
+    }
+
+    /// [`Hub::twin_identity`], reading the device's queue depth only when `c2d_count` is set
+    /// (a read of the queue store; `cloudToDeviceMessageCount` is 0 otherwise): a query that
+    /// never looks at the count does not pay for it on every row it scans.
+    pub(crate) async fn twin_identity_with(
+        &self,
+        owner: &TwinOwner,
+        c2d_count: bool,
+    ) -> TwinIdentity {
         let identity: Identity = (owner.device_id().clone(), owner.module_id().cloned());
         let presence = self.connections.presence(&identity);
         let model_id = self.connections.model_id(&identity).unwrap_or_default();
@@ -130,11 +141,11 @@ impl Hub {
                 status_update_time: d.status_updated_time,
                 connection_state: connection_state.to_owned(),
                 last_activity_time: presence.map(|p| p.last_activity).or(d.last_activity_time),
-                cloud_to_device_message_count: self
-                    .c2d
-                    .depth(&d.device_id, self.now())
-                    .await
-                    .unwrap_or(0),
+                cloud_to_device_message_count: if c2d_count {
+                    self.c2d_count(&d.device_id).await
+                } else {
+                    0
+                },
                 authentication_type: d.authentication.kind.as_str().to_owned(),
                 x509_thumbprint: X509Thumbprint {
                     primary_thumbprint: d.authentication.x509_thumbprint.primary_thumbprint.clone(),
@@ -175,6 +186,14 @@ impl Hub {
                 parent_scopes: Vec::new(),
             },
         }
+    }
+}
+
+impl Hub {
+    /// The device's cloud-to-device queue depth as twins show it (0 when the queue store
+    /// cannot say).
+    pub(crate) async fn c2d_count(&self, device: &ferrohub_types::DeviceId) -> u64 {
+        self.c2d.depth(device, self.now()).await.unwrap_or(0)
     }
 }
 

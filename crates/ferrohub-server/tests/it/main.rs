@@ -16,6 +16,7 @@ mod jobs;
 mod methods;
 mod modules;
 mod mqtt;
+mod query;
 mod restart;
 mod service;
 mod twins;

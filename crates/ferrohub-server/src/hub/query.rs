@@ -1,0 +1,191 @@
+//! The IoT Hub query language (twins-methods-contract §5): one page of `POST /devices/query`,
+//! and the devices a job's `queryCondition` selects.
+//!
+//! The language is `ferrohub-query`'s; the rows are the registry's. The hub reads the queried
+//! collection from the store a batch at a time in key order ([`RegistryStore::query_twins`],
+//! which leaves out in SQL the rows the condition can never select), renders each row as the
+//! REST twin with its live fields (`connectionState`, `lastActivityTime`, `modelId`,
+//! `cloudToDeviceMessageCount`), and hands it to the query's `Pager`, which evaluates the
+//! condition exactly, projects or aggregates, and says when the page is full. Nothing holds
+//! more than one batch of the registry; an aggregating query reads every row for every page.
+//!
+//! `cloudToDeviceMessageCount` is a read of the device's queue, so it is read per scanned row
+//! only when the query names it; `SELECT *` pages get it for the rows they return.
+//!
+//! `devices.jobs` has no rows yet: the per-device job records belong to scheduled jobs.
+
+use ferrohub_query::{Collection, Condition, Flow, Page, Query, RowKey};
+use ferrohub_registry::{RegistryError, RegistryStore, TwinRow, TwinScan, initial_twin};
+use ferrohub_types::DeviceId;
+use serde_json::Value;
+
+use super::{Hub, HubError};
+
+/// The most rows read from the store at a time.
+const MAX_BATCH: usize = 1000;
+
+/// The name of the queue depth in a query's canonical text.
+const C2D_COUNT: &str = "cloudToDeviceMessageCount";
+
+/// Parses query text, refusing it as Azure does: 400 ArgumentInvalid with a message naming
+/// what is not supported and where.
+pub(crate) fn parse_query(text: &str) -> Result<Query, HubError> {
+    Query::parse(text).map_err(|e| HubError::invalid(e.to_string()))
+}
+
+/// Whether evaluating `query` needs the queue depth of every row it reads.
+fn needs_c2d_count(query: &Query) -> bool {
+    query.to_string().contains(C2D_COUNT)
+}
+
+impl Hub {
+    /// Parses a job's `queryCondition` (`*`, or a `WHERE` condition over `devices`), refused
+    /// like query text: 400004 ArgumentInvalid naming what is wrong and where.
+    pub fn parse_condition(text: &str) -> Result<Condition, HubError> {
+        Condition::parse(text).map_err(|e| HubError::invalid(e.to_string()))
+    }
+
+    /// One page of `text`'s result: at most `page_size` rows (clamped to 1..=1000), resuming
+    /// where `continuation` (a token of an earlier page of the same query) says. The page
+    /// carries a continuation token only when more rows follow.
+    ///
+    /// Errors: 400004 ArgumentInvalid (the query does not parse or uses what the language does
+    /// not support, or the token is malformed or belongs to another query), 503 (the store).
+    pub(crate) async fn query(
+        &self,
+        text: &str,
+        page_size: usize,
+        continuation: Option<&str>,
+    ) -> Result<Page, HubError> {
+        let query = parse_query(text)?;
+        let mut pager = query
+            .pager(page_size, continuation)
+            .map_err(|e| HubError::invalid(e.to_string()))?;
+        let c2d = needs_c2d_count(&query);
+        if pager.wants_rows() {
+            let aggregate = query.is_aggregate();
+            // Row queries start with a page's worth (plus the row that tells whether there is
+            // more) and read more at a time when the condition rejects what SQL could not.
+            let mut batch = if aggregate {
+                MAX_BATCH
+            } else {
+                page_size.clamp(1, MAX_BATCH).saturating_add(1)
+            };
+            let mut after = pager.resume_after().cloned();
+            'scan: loop {
+                let rows = self
+                    .scan(&query.condition, query.from, after.take(), batch)
+                    .await?;
+                let n = rows.len();
+                for row in rows {
+                    let key = row.key();
+                    let value = self.query_row(row, c2d).await;
+                    after = Some(key.clone());
+                    if pager.push(key, value) == Flow::Stop {
+                        break 'scan;
+                    }
+                }
+                if n < batch || after.is_none() {
+                    break;
+                }
+                batch = batch.saturating_mul(2).min(MAX_BATCH);
+            }
+        }
+        let mut page = pager.finish();
+        if !c2d && query.from == Collection::Devices && !query.is_aggregate() {
+            self.fill_c2d_counts(&mut page.rows).await;
+        }
+        metrics::counter!("ferrohub_queries_total").increment(1);
+        Ok(page)
+    }
+
+    /// Up to `limit` devices that `condition` selects, in id order, after `after`: how a job
+    /// walks the devices of its `queryCondition` (`Condition::All` for `*`), a batch at a
+    /// time, resumable from the last id it handled. A batch shorter than `limit` is the last.
+    /// The condition is evaluated exactly, over the same rows `SELECT * FROM devices` shows.
+    ///
+    /// Errors: 503 (the store).
+    pub async fn query_device_ids(
+        &self,
+        condition: &Condition,
+        after: Option<&DeviceId>,
+        limit: usize,
+    ) -> Result<Vec<DeviceId>, HubError> {
+        let limit = limit.max(1);
+        let query = Query::select_all(Collection::Devices, condition.clone());
+        let c2d = needs_c2d_count(&query);
+        let mut after = after.map(|d| RowKey::device(d.as_str()));
+        let mut out = Vec::new();
+        let batch = limit.clamp(1, MAX_BATCH);
+        loop {
+            let rows = self
+                .scan(condition, Collection::Devices, after.take(), batch)
+                .await?;
+            let n = rows.len();
+            for row in rows {
+                after = Some(row.key());
+                let id = row.owner.device_id().clone();
+                if matches!(condition, Condition::All)
+                    || query.matches(&self.query_row(row, c2d).await)
+                {
+                    out.push(id);
+                    if out.len() >= limit {
+                        return Ok(out);
+                    }
+                }
+            }
+            if n < batch || after.is_none() {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// One batch of the store's scan.
+    async fn scan(
+        &self,
+        condition: &Condition,
+        collection: Collection,
+        after: Option<RowKey>,
+        limit: usize,
+    ) -> Result<Vec<TwinRow>, HubError> {
+        self.registry
+            .store()
+            .query_twins(TwinScan {
+                collection,
+                condition: condition.clone(),
+                after,
+                limit,
+            })
+            .await
+            .map_err(|e| HubError::from(RegistryError::from(e)))
+    }
+
+    /// A scanned row as queries see it: the REST twin with its live fields.
+    async fn query_row(&self, row: TwinRow, c2d_count: bool) -> Value {
+        let twin = row.twin.map_or_else(initial_twin, |t| t.twin);
+        let identity = self.twin_identity_with(&row.owner, c2d_count).await;
+        serde_json::to_value(twin.rest_view(&identity)).unwrap_or(Value::Null)
+    }
+
+    /// Sets `cloudToDeviceMessageCount` of the device twins of a `SELECT *` page, which the
+    /// scan left at 0.
+    async fn fill_c2d_counts(&self, rows: &mut [Value]) {
+        for row in rows {
+            let Some(obj) = row.as_object_mut() else {
+                continue;
+            };
+            if !obj.contains_key(C2D_COUNT) {
+                continue;
+            }
+            let Some(id) = obj
+                .get("deviceId")
+                .and_then(Value::as_str)
+                .and_then(|d| DeviceId::new(d).ok())
+            else {
+                continue;
+            };
+            let count = self.c2d_count(&id).await;
+            obj.insert(C2D_COUNT.to_owned(), Value::from(count));
+        }
+    }
+}
