@@ -33,3 +33,4 @@ pub mod publish;
 pub mod stats;
 pub mod target;
 pub mod twin;
+pub mod twin_job;

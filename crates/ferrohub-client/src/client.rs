@@ -102,6 +102,14 @@ impl Reply {
         serde_json::from_slice(&self.body).map_err(ClientError::Decode)
     }
 
+    /// A response header's value, when it is text.
+    pub(crate) fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    }
+
     /// The `ETag` response header without quotes or a weak marker.
     pub(crate) fn etag(&self) -> Option<String> {
         let raw = self.headers.get(ETAG)?.to_str().ok()?;
@@ -369,6 +377,17 @@ impl HubClient {
             .await
     }
 
+    /// A `GET` with extra request headers (paging headers).
+    pub(crate) async fn get_with_headers(
+        &self,
+        path: &str,
+        query: Option<&str>,
+        headers: &[(&str, String)],
+    ) -> Result<Reply, ClientError> {
+        self.request_with::<()>(Method::GET, path, query, None, None, None, headers)
+            .await
+    }
+
     async fn request<B: Serialize + ?Sized>(
         &self,
         method: Method,
@@ -378,12 +397,30 @@ impl HubClient {
         body: Option<&B>,
         timeout: Option<Duration>,
     ) -> Result<Reply, ClientError> {
+        self.request_with(method, path, query, if_match, body, timeout, &[])
+            .await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn request_with<B: Serialize + ?Sized>(
+        &self,
+        method: Method,
+        path: &str,
+        query: Option<&str>,
+        if_match: Option<String>,
+        body: Option<&B>,
+        timeout: Option<Duration>,
+        headers: &[(&str, String)],
+    ) -> Result<Reply, ClientError> {
         let url = request_url(&self.base_url, path, query);
         let mut req = self
             .http
             .request(method, url)
             .header(AUTHORIZATION, self.authorization())
             .header(ACCEPT, "application/json");
+        for (name, value) in headers {
+            req = req.header(*name, value);
+        }
         if let Some(wait) = timeout {
             req = req.timeout(wait);
         }

@@ -14,6 +14,7 @@ mod methods;
 mod modules;
 mod mqtt;
 mod restart;
+mod scheduled_jobs;
 mod service;
 mod twins;
 
