@@ -913,9 +913,17 @@ impl Runner {
             let now = self.hub.now();
             let mut selected = Vec::new();
             for t in &twins {
-                let identity = self.hub.twin_identity(&t.owner).await;
-                let row = serde_json::to_value(t.twin.rest_view(&identity)).unwrap_or(Value::Null);
-                if condition.matches(&row) {
+                // `*` selects every device: no need to render the twin.
+                let selects = match condition {
+                    Condition::All => true,
+                    Condition::Where(_) => {
+                        let identity = self.hub.twin_identity(&t.owner).await;
+                        let row = serde_json::to_value(t.twin.rest_view(&identity))
+                            .unwrap_or(Value::Null);
+                        condition.matches(&row)
+                    }
+                };
+                if selects {
                     selected.push(DeviceJob {
                         job_id: self.job_id.clone(),
                         device_id: t.owner.device_id().to_string(),
