@@ -38,3 +38,4 @@ pub mod query;
 pub mod stats;
 pub mod target;
 pub mod twin;
+pub mod twin_job;

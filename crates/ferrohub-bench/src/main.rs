@@ -17,7 +17,7 @@ use ferrohub_bench::pacing::secs_to_duration;
 use ferrohub_bench::progress::Counters;
 use ferrohub_bench::publish::{self, Mode, PublishConfig};
 use ferrohub_bench::target::{Target, TargetSpec, TlsOptions};
-use ferrohub_bench::{c2d, e2e, faults, provision, query, twin};
+use ferrohub_bench::{c2d, e2e, faults, provision, query, twin, twin_job};
 use ferrohub_mqtt::QoS;
 use serde::Serialize;
 
@@ -59,6 +59,9 @@ enum Command {
     /// Populate a Ferrohub with tagged twins and time queries over them (selective, full scan,
     /// GROUP BY) (Ferrohub only).
     Query(QueryArgs),
+    /// One scheduled twin-update job over the bench devices (Ferrohub only); reports the wall
+    /// time until the job completed and devices per second.
+    TwinJob(TwinJobArgs),
     /// Run the real `ferrohub` binary through kill -9 under load, a disk that fills and
     /// frees, stalled readers and connection floods; fails if anything acknowledged is lost
     /// or any check fails. See docs/faults.md. A later occurrence of an option overrides an
@@ -316,6 +319,25 @@ struct QueryArgs {
     /// Runs of each query.
     #[arg(long, default_value_t = 5)]
     repeat: usize,
+}
+
+#[derive(Args)]
+struct TwinJobArgs {
+    /// `ferrohub://DATA_DIR`.
+    #[arg(long)]
+    target: TargetSpec,
+    /// Devices to provision first, PREFIX0 … PREFIX{n-1} (0: use the devices there are).
+    #[arg(short = 'n', long, default_value_t = 0)]
+    connections: usize,
+    /// Device id prefix.
+    #[arg(long, default_value = "bench-")]
+    device_prefix: String,
+    /// The job's queryCondition.
+    #[arg(long, default_value = "*")]
+    condition: String,
+    /// Seconds to wait for the job (also its maxExecutionTimeInSeconds).
+    #[arg(long, default_value_t = 3600)]
+    timeout: u64,
 }
 
 #[derive(Args)]
@@ -757,6 +779,23 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let summary = query::measure(&hub, args.repeat, populate_s).await?;
             output(json, &summary, || query::text(&summary))
+        }
+        Command::TwinJob(args) => {
+            let TargetSpec::Ferrohub(dir) = &args.target else {
+                anyhow::bail!("twin-job needs a ferrohub:// target");
+            };
+            let hub = ferrohub_bench::target::Ferrohub::load(dir)?;
+            if args.connections > 0 {
+                let key = device_key(None)?;
+                provision::provision(&hub, &args.device_prefix, args.connections, &key).await?;
+            }
+            let summary = twin_job::run(
+                &hub,
+                &args.condition,
+                std::time::Duration::from_secs(args.timeout),
+            )
+            .await?;
+            output(json, &summary, || twin_job::text(&summary))
         }
         Command::Provision(args) => {
             let TargetSpec::Ferrohub(dir) = &args.target else {

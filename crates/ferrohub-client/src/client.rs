@@ -102,7 +102,7 @@ impl Reply {
         serde_json::from_slice(&self.body).map_err(ClientError::Decode)
     }
 
-    /// A response header as text.
+    /// A response header's value, when it is text.
     pub(crate) fn header(&self, name: &str) -> Option<String> {
         self.headers
             .get(name)
@@ -386,6 +386,17 @@ impl HubClient {
         body: &B,
     ) -> Result<Reply, ClientError> {
         self.request_with(method, path, None, None, Some(body), None, headers)
+            .await
+    }
+
+    /// A `GET` with extra request headers (paging headers).
+    pub(crate) async fn get_with_headers(
+        &self,
+        path: &str,
+        query: Option<&str>,
+        headers: &[(&str, String)],
+    ) -> Result<Reply, ClientError> {
+        self.request_with::<()>(Method::GET, path, query, None, None, None, headers)
             .await
     }
 

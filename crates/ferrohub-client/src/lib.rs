@@ -23,6 +23,7 @@ mod client;
 mod error;
 mod messaging;
 mod query;
+mod scheduled_jobs;
 mod twins;
 
 pub use client::{HubClient, TOKEN_RENEW_MARGIN_SECS, TOKEN_TTL_SECS};

@@ -74,4 +74,4 @@ pub mod postgres;
 pub mod testing;
 
 pub use jetstream::{AUTO_CONSUMER_FROM, JetStreamConfig, JetStreamLog, ReadStrategy};
-pub use postgres::{PgConfig, PgDatabase, PgError, PgQueueStore, PgRegistryStore};
+pub use postgres::{PgConfig, PgDatabase, PgError, PgJobStore, PgQueueStore, PgRegistryStore};

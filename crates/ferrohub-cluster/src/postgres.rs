@@ -24,6 +24,7 @@
 mod c2d;
 mod migrate;
 mod registry;
+mod scheduled_jobs;
 
 use std::future::Future;
 use std::str::FromStr;
@@ -37,6 +38,7 @@ use tokio_postgres::error::SqlState;
 pub use c2d::{C2D_CHANNEL, PgQueueStore};
 pub use migrate::{MIGRATION_LOCK_KEY, Migrations, migrate};
 pub use registry::{PgRegistryStore, REGISTRY_CHANNEL, RegistryNotification};
+pub use scheduled_jobs::PgJobStore;
 
 /// How to reach PostgreSQL and how long to wait for it.
 #[derive(Debug, Clone)]

@@ -239,6 +239,44 @@ pub mod cases {
         );
     }
 
+    pub async fn device_twins_page_in_id_order<S: RegistryStore>(s: &S) {
+        s.apply(vec![
+            put(device("d3", 0), Expect::Absent),
+            put(device("d1", 0), Expect::Absent),
+            put(device("d2", 0), Expect::Absent),
+            put_module(module("d1", "m1", 0), Expect::Absent),
+            put_twin("d2", None, twin(0, 5), Expect::Absent),
+            put_twin("d1", Some("m1"), twin(0, 6), Expect::Absent),
+        ])
+        .await
+        .expect("seed");
+        let ids = |page: &[(crate::Device, Option<StoredTwin>)]| {
+            page.iter()
+                .map(|(d, _)| d.device_id.as_str().to_owned())
+                .collect::<Vec<_>>()
+        };
+        let first = s.device_twins(None, 2).await.expect("first page");
+        assert_eq!(ids(&first), ["d1", "d2"]);
+        assert_eq!(first[0].1, None, "a module's twin is not its device's");
+        assert_eq!(first[1].1, Some(twin(0, 5)));
+        let rest = s
+            .device_twins(Some(&did("d2")), 2)
+            .await
+            .expect("next page");
+        assert_eq!(ids(&rest), ["d3"]);
+        assert!(
+            s.device_twins(Some(&did("d3")), 2)
+                .await
+                .expect("past the end")
+                .is_empty()
+        );
+        // `after` need not be a stored id.
+        assert_eq!(
+            ids(&s.device_twins(Some(&did("d1x")), 5).await.expect("read")),
+            ["d2", "d3"]
+        );
+    }
+
     pub async fn twin_writes_need_the_current_version<S: RegistryStore>(s: &S) {
         s.apply(vec![
             put(device("d1", 0), Expect::Absent),
@@ -1084,6 +1122,12 @@ macro_rules! registry_store_contract {
             fn twins_need_their_identity() {
                 let (s, _guard) = $make;
                 block_on(cases::twins_need_their_identity(&s));
+            }
+
+            #[test]
+            fn device_twins_page_in_id_order() {
+                let (s, _guard) = $make;
+                block_on(cases::device_twins_page_in_id_order(&s));
             }
 
             #[test]

@@ -12,6 +12,9 @@
 //!   [`Registry::report_twin`]): stored in the same store, deleted with the identity, changed
 //!   with `ferrohub-twin`'s operations under compare-and-set, and each desired change reported
 //!   to [`Registry::on_desired_change`] listeners in order, for the device's notification.
+//! * Keeps scheduled jobs (`/jobs/v2`) and what became of each device they reached
+//!   ([`scheduled_jobs`]): the [`scheduled_jobs::ScheduledJobStore`] contract, its SQLite
+//!   implementation and, with `contract-suite`, its contract suite (`jobs_contract`).
 //! * Keeps every identity's credentials in memory ([`Registry::identity`]) so authenticating a
 //!   connection never touches the disk, and tells listeners ([`Registry::on_change`]) when an
 //!   identity is deleted, disabled or re-keyed so live connections can be closed.
@@ -31,9 +34,12 @@
 #[cfg(feature = "contract-suite")]
 pub mod contract;
 pub mod error;
+#[cfg(feature = "contract-suite")]
+pub mod jobs_contract;
 pub mod model;
 pub mod registry;
 mod rules;
+pub mod scheduled_jobs;
 pub mod store;
 
 pub use error::{RegistryError, StoreError};

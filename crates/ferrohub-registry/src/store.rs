@@ -121,6 +121,15 @@ pub trait RegistryStore: Send + Sync + 'static {
     fn devices(&self, limit: usize)
     -> impl Future<Output = Result<Vec<Device>, StoreError>> + Send;
 
+    /// Up to `limit` devices after `after` (all from the first when `None`), ordered by device
+    /// id (byte order), each with its own twin when one was written: one page of a scan of the
+    /// registry that never holds more than a page.
+    fn device_twins(
+        &self,
+        after: Option<&DeviceId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(Device, Option<StoredTwin>)>, StoreError>> + Send;
+
     /// The module with these ids.
     fn module(
         &self,

@@ -12,6 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ferrohub_c2d::AnyQueueStore;
+use ferrohub_registry::scheduled_jobs::{AnyJobStore, SqliteJobStore};
 use ferrohub_registry::{AnyStore, Registry, SqliteStore};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use serde::Serialize;
@@ -66,6 +67,9 @@ pub enum BuildError {
     /// The MQTT session store could not be opened.
     #[error("opening the MQTT session store: {0}")]
     Sessions(String),
+    /// The scheduled jobs could not be read to resume them.
+    #[error("resuming scheduled jobs: {0}")]
+    ScheduledJobs(String),
     /// The identity registry could not be opened.
     #[error("opening the identity registry: {0}")]
     Registry(#[from] ferrohub_registry::RegistryError),
@@ -107,6 +111,8 @@ pub struct Backends {
     pub queues: AnyQueueStore,
     /// The device-to-cloud event log.
     pub events: Arc<dyn EventLog>,
+    /// The scheduled jobs (`/jobs/v2`) and their per-device records.
+    pub scheduled_jobs: AnyJobStore,
 }
 
 impl Backends {
@@ -118,6 +124,8 @@ impl Backends {
         // device purges its queue in the same transaction (a trigger on `devices`).
         let queue_store = SqliteQueueStore::open(data_dir.join("registry.db"))
             .map_err(|e| BuildError::C2d(e.to_string()))?;
+        let scheduled_jobs = SqliteJobStore::open(data_dir.join("scheduled-jobs.db"))
+            .map_err(ferrohub_registry::RegistryError::from)?;
         let settings = EmbeddedLogSettings {
             partitions: config.eventlog_partitions,
             retention: {
@@ -141,6 +149,7 @@ impl Backends {
             registry: AnyStore::new(store),
             queues: AnyQueueStore::new(queue_store),
             events: Arc::new(log),
+            scheduled_jobs: AnyJobStore::new(scheduled_jobs),
         })
     }
 }
@@ -288,6 +297,7 @@ impl App {
             sessions,
             c2d,
             jobs,
+            scheduled_jobs: backends.scheduled_jobs,
             host_names: names,
             clock,
             limits: HubLimits {
@@ -300,6 +310,9 @@ impl App {
         }));
         watch_revocations(&hub);
         crate::hub::notify_desired_changes(&hub);
+        crate::hub::scheduled_jobs::resume_all(&hub)
+            .await
+            .map_err(|e| BuildError::ScheduledJobs(e.to_string()))?;
         Ok(App {
             hub,
             log,

@@ -1,7 +1,7 @@
 //! The `Hub` handle: the state every endpoint shares (registry, policies, names, clock) and the
 //! operations every protocol calls the same way: who a token speaks for, submitting telemetry,
 //! sending and delivering cloud-to-device messages, admitting a device under its limits, twins
-//! and their desired notifications, direct methods.
+//! and their desired notifications, direct methods, scheduled jobs.
 //!
 //! The hub is transport-neutral: its operations take and return domain types and fail with
 //! [`HubError`]; the REST API, MQTT and AMQP drivers each render those in their own protocol.
@@ -12,6 +12,7 @@ mod error;
 mod methods;
 mod query;
 mod readers;
+pub(crate) mod scheduled_jobs;
 mod twins;
 
 pub(crate) use budgets::{Budgets, Metered};
@@ -19,6 +20,7 @@ pub(crate) use c2d::C2dDelivery;
 pub use error::HubError;
 pub(crate) use methods::{DeviceAnswer, PendingMethods};
 pub(crate) use readers::{Displaced, ReaderRefusal, ReaderTicket, Readers};
+pub(crate) use scheduled_jobs::ScheduledJobs;
 pub(crate) use twins::{TwinReply, TwinRequest, notify_desired_changes, serve_twin_request};
 
 use std::sync::Arc;
@@ -74,6 +76,8 @@ pub struct Hub {
     /// Event Hubs receivers per consumer group and partition, and their epochs.
     pub(crate) readers: Readers,
     pub(crate) jobs: Jobs,
+    /// Scheduled jobs v2 (twin updates and method calls over many devices).
+    pub(crate) scheduled_jobs: ScheduledJobs,
     shutdown: watch::Sender<bool>,
     host_names: Vec<String>,
     clock: Arc<dyn Clock>,
@@ -103,6 +107,7 @@ pub(crate) struct HubParts {
     pub(crate) sessions: Arc<SessionStore>,
     pub(crate) c2d: C2dQueues<AnyQueueStore>,
     pub(crate) jobs: Jobs,
+    pub(crate) scheduled_jobs: ferrohub_registry::scheduled_jobs::AnyJobStore,
     pub(crate) host_names: Vec<String>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) limits: HubLimits,
@@ -118,6 +123,7 @@ impl Hub {
             sessions,
             c2d,
             jobs,
+            scheduled_jobs,
             host_names,
             clock,
             limits,
@@ -132,6 +138,7 @@ impl Hub {
             c2d,
             sessions,
             jobs,
+            scheduled_jobs: ScheduledJobs::new(scheduled_jobs),
             shutdown: watch::channel(false).0,
             limits,
             mqtt_connections: std::sync::atomic::AtomicUsize::new(0),

@@ -15,6 +15,7 @@ pub(crate) mod jobs;
 pub(crate) mod methods;
 pub(crate) mod modules;
 pub(crate) mod query;
+pub(crate) mod scheduled_jobs;
 pub(crate) mod stats;
 pub(crate) mod twins;
 
@@ -82,6 +83,9 @@ fn api_router() -> OpenApiRouter<Arc<Hub>> {
         .routes(routes!(jobs::create_job))
         .routes(routes!(jobs::list_jobs))
         .routes(routes!(jobs::get_job, jobs::cancel_job))
+        .routes(routes!(scheduled_jobs::create_job, scheduled_jobs::get_job))
+        .routes(routes!(scheduled_jobs::cancel_job))
+        .routes(routes!(scheduled_jobs::query_jobs))
         .routes(routes!(methods::invoke_device_method))
         .routes(routes!(methods::invoke_module_method))
         .routes(routes!(

@@ -36,6 +36,8 @@ pub enum ErrorCode {
     DeviceNotOnline,
     /// 409001: a device with that id exists.
     DeviceAlreadyExists,
+    /// 409104: a job with that id exists.
+    JobAlreadyExists,
     /// 409301: a module with that id exists on the device.
     ModuleAlreadyExistsOnDevice,
     /// 412001: the `If-Match` ETag does not match the current one.
@@ -77,6 +79,7 @@ impl ErrorCode {
             ErrorCode::ModuleNotFound => 404010,
             ErrorCode::DeviceNotOnline => 404103,
             ErrorCode::DeviceAlreadyExists => 409001,
+            ErrorCode::JobAlreadyExists => 409104,
             ErrorCode::ModuleAlreadyExistsOnDevice => 409301,
             ErrorCode::PreconditionFailed => 412001,
             ErrorCode::DeviceMessageLockLost => 412002,
@@ -108,6 +111,7 @@ impl ErrorCode {
             ErrorCode::ModuleNotFound => "ModuleNotFound",
             ErrorCode::DeviceNotOnline => "DeviceNotOnline",
             ErrorCode::DeviceAlreadyExists => "DeviceAlreadyExists",
+            ErrorCode::JobAlreadyExists => "JobAlreadyExists",
             ErrorCode::ModuleAlreadyExistsOnDevice => "ModuleAlreadyExistsOnDevice",
             ErrorCode::PreconditionFailed => "PreconditionFailed",
             ErrorCode::DeviceMessageLockLost => "DeviceMessageLockLost",
@@ -122,7 +126,7 @@ impl ErrorCode {
     }
 
     /// Every code, for lookups by number or name.
-    pub const ALL: [ErrorCode; 25] = [
+    pub const ALL: [ErrorCode; 26] = [
         ErrorCode::ArgumentInvalid,
         ErrorCode::DeviceDefinedMultipleTimes,
         ErrorCode::BulkRegistryOperationFailure,
@@ -138,6 +142,7 @@ impl ErrorCode {
         ErrorCode::ModuleNotFound,
         ErrorCode::DeviceNotOnline,
         ErrorCode::DeviceAlreadyExists,
+        ErrorCode::JobAlreadyExists,
         ErrorCode::ModuleAlreadyExistsOnDevice,
         ErrorCode::PreconditionFailed,
         ErrorCode::DeviceMessageLockLost,

@@ -10,6 +10,7 @@ mod device;
 mod discovery;
 mod eventhub;
 mod events;
+mod job;
 mod jobs;
 mod module;
 mod output;
@@ -31,6 +32,7 @@ pub(crate) use c2d::C2dCommand;
 pub(crate) use device::DeviceCommand;
 pub(crate) use eventhub::EventHubCommand;
 pub(crate) use events::{MonitorArgs, PartitionsArgs};
+pub(crate) use job::JobCommand;
 pub(crate) use jobs::{DevicesCommand, JobsCommand};
 pub(crate) use module::ModuleCommand;
 pub(crate) use query::QueryArgs;
@@ -76,6 +78,9 @@ pub(crate) enum AdminCommand {
     /// List, show or cancel import/export jobs
     #[command(subcommand)]
     Jobs(JobsCommand),
+    /// Schedule twin updates and method calls over many devices; show, list, cancel them
+    #[command(subcommand)]
+    Job(JobCommand),
 }
 
 /// Runs one admin command, printing its result to stdout and any error to stderr.
@@ -94,6 +99,7 @@ pub(crate) async fn run(cmd: AdminCommand) -> ExitCode {
         AdminCommand::EventHub(c) => c.run().await,
         AdminCommand::Devices(c) => c.run().await,
         AdminCommand::Jobs(c) => c.run().await,
+        AdminCommand::Job(c) => c.run().await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

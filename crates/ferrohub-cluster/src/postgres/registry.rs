@@ -207,6 +207,45 @@ impl RegistryStore for PgRegistryStore {
         })
     }
 
+    fn device_twins(
+        &self,
+        after: Option<&DeviceId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(Device, Option<StoredTwin>)>, StoreError>> + Send {
+        let after = after.map(|a| a.as_str().to_owned());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |client| async move {
+            let stmt = client
+                .prepare_cached(
+                    "SELECT d.doc, t.version, t.doc FROM devices d
+                     LEFT JOIN twins t ON t.device_id = d.device_id AND t.module_id = ''
+                     WHERE $1::text IS NULL OR d.device_id > $1
+                     ORDER BY d.device_id LIMIT $2",
+                )
+                .await
+                .map_err(sql_error)?;
+            let rows = client
+                .query(&stmt, &[&after, &limit])
+                .await
+                .map_err(sql_error)?;
+            rows.iter()
+                .map(|r| {
+                    let device: Json<Device> = r.try_get(0).map_err(decode_error)?;
+                    let version: Option<i64> = r.try_get(1).map_err(decode_error)?;
+                    let doc: Option<Json<_>> = r.try_get(2).map_err(decode_error)?;
+                    let twin = match (version, doc) {
+                        (Some(v), Some(doc)) => Some(StoredTwin {
+                            version: to_u64(v)?,
+                            twin: doc.0,
+                        }),
+                        _ => None,
+                    };
+                    Ok((device.0, twin))
+                })
+                .collect()
+        })
+    }
+
     fn module(
         &self,
         device_id: &DeviceId,

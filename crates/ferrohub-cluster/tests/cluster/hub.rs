@@ -7,7 +7,7 @@ use std::time::Duration;
 use ferrohub_auth::{SymmetricKey, mint};
 use ferrohub_c2d::AnyQueueStore;
 use ferrohub_cluster::testing::TestDatabase;
-use ferrohub_cluster::{JetStreamLog, PgDatabase, PgQueueStore, PgRegistryStore};
+use ferrohub_cluster::{JetStreamLog, PgDatabase, PgJobStore, PgQueueStore, PgRegistryStore};
 use ferrohub_mqtt::codec::ConnectReturnCode;
 use ferrohub_mqtt::{Packet, QoS};
 use ferrohub_registry::AnyStore;
@@ -42,7 +42,8 @@ async fn a_hub_runs_on_postgres_and_jetstream() {
     let database = TestDatabase::create().await.expect("database");
     let db = PgDatabase::new(&database.config()).expect("pool");
     let registry = PgRegistryStore::open(db.clone()).await.expect("registry");
-    let queues = PgQueueStore::open(db).await.expect("queues");
+    let queues = PgQueueStore::open(db.clone()).await.expect("queues");
+    let scheduled_jobs = PgJobStore::open(db).await.expect("scheduled jobs");
     let events = JetStreamLog::open(config(vec![server.url()], 1))
         .await
         .expect("event log");
@@ -50,6 +51,7 @@ async fn a_hub_runs_on_postgres_and_jetstream() {
         registry: AnyStore::new(registry),
         queues: AnyQueueStore::new(queues),
         events: Arc::new(events),
+        scheduled_jobs: ferrohub_registry::scheduled_jobs::AnyJobStore::new(scheduled_jobs),
     })
     .await;
 

@@ -106,6 +106,25 @@ impl<S: RegistryStore> Registry<S> {
         Ok(IdentityTwin { owner, twin })
     }
 
+    /// Up to `limit` devices after `after`, in device id order, each with its twin (the initial
+    /// one when none was written): one page of a scan over every device's twin.
+    pub async fn device_twins(
+        &self,
+        after: Option<&DeviceId>,
+        limit: usize,
+    ) -> Result<Vec<IdentityTwin>, RegistryError> {
+        Ok(self
+            .store
+            .device_twins(after, limit)
+            .await?
+            .into_iter()
+            .map(|(device, stored)| IdentityTwin {
+                owner: TwinOwner::Device(device),
+                twin: current(stored).0,
+            })
+            .collect())
+    }
+
     /// The twin of the device (`m` = `None`) or module without its identity, for the identity
     /// itself (a connected device's twin `GET`): the initial twin when none is stored, without
     /// checking that the identity still exists.

@@ -21,6 +21,9 @@ type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// Every identity's credentials, as [`RegistryStore::identities`] returns them.
 type Identities = Vec<(DeviceId, Option<ModuleId>, IdentityAuth)>;
 
+/// A page of devices with their twins, as [`RegistryStore::device_twins`] returns it.
+type DeviceTwins = Vec<(Device, Option<StoredTwin>)>;
+
 /// The object-safe mirror of [`RegistryStore`], implemented for every store.
 trait DynStore: Send + Sync + 'static {
     fn apply(&self, changes: Vec<Change>) -> BoxFuture<'_, Result<(), StoreError>>;
@@ -30,6 +33,11 @@ trait DynStore: Send + Sync + 'static {
         ids: &'a [DeviceId],
     ) -> BoxFuture<'a, Result<Vec<Option<Device>>, StoreError>>;
     fn devices(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Device>, StoreError>>;
+    fn device_twins<'a>(
+        &'a self,
+        after: Option<&'a DeviceId>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<DeviceTwins, StoreError>>;
     fn module<'a>(
         &'a self,
         device_id: &'a DeviceId,
@@ -67,6 +75,14 @@ impl<S: RegistryStore> DynStore for S {
 
     fn devices(&self, limit: usize) -> BoxFuture<'_, Result<Vec<Device>, StoreError>> {
         Box::pin(RegistryStore::devices(self, limit))
+    }
+
+    fn device_twins<'a>(
+        &'a self,
+        after: Option<&'a DeviceId>,
+        limit: usize,
+    ) -> BoxFuture<'a, Result<DeviceTwins, StoreError>> {
+        Box::pin(RegistryStore::device_twins(self, after, limit))
     }
 
     fn module<'a>(
@@ -140,6 +156,14 @@ impl RegistryStore for AnyStore {
         limit: usize,
     ) -> impl Future<Output = Result<Vec<Device>, StoreError>> + Send {
         self.0.devices(limit)
+    }
+
+    async fn device_twins(
+        &self,
+        after: Option<&DeviceId>,
+        limit: usize,
+    ) -> Result<DeviceTwins, StoreError> {
+        self.0.device_twins(after, limit).await
     }
 
     async fn module(

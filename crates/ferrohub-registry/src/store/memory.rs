@@ -228,6 +228,21 @@ impl RegistryStore for MemoryStore {
             .collect()))
     }
 
+    fn device_twins(
+        &self,
+        after: Option<&DeviceId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(Device, Option<StoredTwin>)>, StoreError>> + Send {
+        use std::ops::Bound;
+        let lower = after.map_or(Bound::Unbounded, |a| Bound::Excluded(a.clone()));
+        ready(Ok(self
+            .lock()
+            .range((lower, Bound::Unbounded))
+            .take(limit)
+            .map(|(_, e)| (e.device.clone(), e.twins.get(&None).cloned()))
+            .collect()))
+    }
+
     fn module(
         &self,
         device_id: &DeviceId,

@@ -241,6 +241,49 @@ impl RegistryStore for SqliteStore {
         })
     }
 
+    fn device_twins(
+        &self,
+        after: Option<&DeviceId>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<(Device, Option<StoredTwin>)>, StoreError>> + Send {
+        let after = after.map(|a| a.as_str().to_owned());
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT d.doc, t.version, t.doc FROM devices d
+                     LEFT JOIN twins t ON t.device_id = d.device_id AND t.module_id = ''
+                     WHERE ?1 IS NULL OR d.device_id > ?1
+                     ORDER BY d.device_id LIMIT ?2",
+                )
+                .map_err(sql_error)?;
+            let rows = stmt
+                .query_map(params![after, limit], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, Option<i64>>(1)?,
+                        r.get::<_, Option<String>>(2)?,
+                    ))
+                })
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .map_err(sql_error)?;
+            rows.into_iter()
+                .map(|(device, version, twin)| {
+                    let twin = match (version, twin) {
+                        (Some(version), Some(doc)) => Some(StoredTwin {
+                            version: u64::try_from(version).map_err(|_| {
+                                StoreError::Corrupt(format!("twin version {version} is negative"))
+                            })?,
+                            twin: decode(&doc)?,
+                        }),
+                        _ => None,
+                    };
+                    Ok((decode::<Device>(&device)?, twin))
+                })
+                .collect()
+        })
+    }
+
     fn module(
         &self,
         device_id: &DeviceId,

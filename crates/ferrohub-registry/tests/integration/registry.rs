@@ -958,6 +958,15 @@ mod gated {
             self.inner.devices(limit)
         }
 
+        fn device_twins(
+            &self,
+            after: Option<&DeviceId>,
+            limit: usize,
+        ) -> impl Future<Output = Result<Vec<(Device, Option<StoredTwin>)>, StoreError>> + Send
+        {
+            self.inner.device_twins(after, limit)
+        }
+
         fn module(
             &self,
             d: &DeviceId,

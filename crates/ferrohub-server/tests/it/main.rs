@@ -18,6 +18,7 @@ mod modules;
 mod mqtt;
 mod query;
 mod restart;
+mod scheduled_jobs;
 mod service;
 mod twins;
 
