@@ -24,6 +24,8 @@
 mod c2d;
 mod migrate;
 mod registry;
+mod sessions;
+mod settings;
 
 use std::future::Future;
 use std::str::FromStr;
@@ -37,6 +39,8 @@ use tokio_postgres::error::SqlState;
 pub use c2d::{C2D_CHANNEL, PgQueueStore};
 pub use migrate::{MIGRATION_LOCK_KEY, Migrations, migrate};
 pub use registry::{PgRegistryStore, REGISTRY_CHANNEL, RegistryNotification};
+pub use sessions::PgSessionStore;
+pub use settings::PgSharedSettings;
 
 /// How to reach PostgreSQL and how long to wait for it.
 #[derive(Debug, Clone)]
