@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use ferrohub_auth::{SymmetricKey, mint};
-use ferrohub_cluster::testing::{NatsServer, TestDatabase, unique_name};
+use ferrohub_cluster::testing::{NatsServer, PrivatePostgres, TestDatabase, unique_name};
 use ferrohub_mqtt::codec::ConnectReturnCode;
 use ferrohub_mqtt::{Packet, QoS};
 use ferrohub_server::config::ConfigToml;
@@ -27,8 +27,12 @@ struct Engines {
 
 impl Engines {
     async fn start() -> Engines {
+        Engines::on(TestDatabase::create().await.expect("database")).await
+    }
+
+    async fn on(database: TestDatabase) -> Engines {
         Engines {
-            database: TestDatabase::create().await.expect("database"),
+            database,
             nats: nats_server().await,
             prefix: unique_name("hub"),
         }
@@ -367,4 +371,112 @@ async fn takeover_c2d_methods_desired_and_revocation_cross_nodes() {
 
     b.stop().await;
     a.stop().await;
+}
+
+/// `/healthz` of `hub`: the status and the reason.
+async fn health(hub: &TestHub) -> (StatusCode, String) {
+    let resp = hub
+        .http()
+        .get(format!("{}/healthz", hub.base_url()))
+        .send()
+        .await
+        .expect("healthz");
+    let status = resp.status();
+    (status, resp.text().await.unwrap_or_default())
+}
+
+async fn wait_health(hub: &TestHub, want: StatusCode, limit: Duration) -> String {
+    let deadline = Instant::now() + limit;
+    loop {
+        let (status, text) = health(hub).await;
+        if status == want {
+            return text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "/healthz still {status} ({text}) after {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_ride_out_a_postgres_restart() {
+    let pg = tokio::task::spawn_blocking(PrivatePostgres::start)
+        .await
+        .expect("task")
+        .expect("private PostgreSQL");
+    let database = TestDatabase::create_on(&pg.base()).await.expect("database");
+    let engines = Engines::on(database).await;
+    let a = engines.node("a").await;
+    let b = engines.node("b").await;
+    let key = create_device(&a, "steady").await;
+    let mut device = connect_when_known(&b, "steady", &key, Duration::from_secs(5)).await;
+    wait_health(&a, StatusCode::OK, Duration::from_secs(5)).await;
+
+    tokio::task::block_in_place(|| pg.stop()).expect("stop PostgreSQL");
+
+    // Registry calls fail with Azure's error body; the nodes say what is wrong; a connected
+    // device's telemetry is still acknowledged (JetStream keeps it).
+    let (status, body) = call(
+        &a,
+        Method::PUT,
+        "/devices/during",
+        Some(json!({"deviceId": "during"})),
+        false,
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["Message"]
+            .as_str()
+            .is_some_and(|m| m.starts_with("ErrorCode:ServiceUnavailable;")),
+        "{body}"
+    );
+    let why = wait_health(&a, StatusCode::SERVICE_UNAVAILABLE, Duration::from_secs(10)).await;
+    assert!(why.contains("PostgreSQL"), "{why}");
+    assert!(
+        device
+            .publish(
+                "devices/steady/messages/events/",
+                QoS::AtLeastOnce,
+                b"while the database is down"
+            )
+            .await
+            .is_some(),
+        "telemetry acknowledged without PostgreSQL"
+    );
+
+    tokio::task::block_in_place(|| pg.start_again()).expect("start PostgreSQL");
+    wait_health(&a, StatusCode::OK, Duration::from_secs(20)).await;
+    wait_health(&b, StatusCode::OK, Duration::from_secs(20)).await;
+    // Writes work again, and the other node hears of them.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let key = loop {
+        let (status, device) = call(
+            &a,
+            Method::PUT,
+            "/devices/after",
+            Some(json!({"deviceId": "after"})),
+            false,
+        )
+        .await;
+        if status == StatusCode::OK {
+            break SymmetricKey::from_base64(
+                device["authentication"]["symmetricKey"]["primaryKey"]
+                    .as_str()
+                    .expect("key"),
+            )
+            .expect("key");
+        }
+        assert!(
+            Instant::now() < deadline,
+            "creating a device still fails: {status} {device}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let _after = connect_when_known(&b, "after", &key, Duration::from_secs(5)).await;
+    b.stop().await;
+    a.stop().await;
+    drop(pg);
 }
