@@ -31,46 +31,70 @@ struct Ports {
 
 struct Node {
     child: Child,
+    name: String,
+    config: PathBuf,
     ip: IpAddr,
     ports: Ports,
     dir: PathBuf,
+}
+
+fn spawn(config: &Path, name: &str, ip: IpAddr, ports: Ports, dir: &Path) -> Child {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("node.log"))
+        .expect("log file");
+    let err = log.try_clone().expect("log file");
+    Command::new(env!("CARGO_BIN_EXE_ferrohub"))
+        .args(["serve", "--config"])
+        .arg(config)
+        .args(["--node", name, "--bind", &ip.to_string(), "--data-dir"])
+        .arg(dir.join("data"))
+        .args([
+            "--https-port",
+            &ports.https.to_string(),
+            "--mqtt-port",
+            &ports.mqtt.to_string(),
+            "--amqp-port",
+            &ports.amqp.to_string(),
+            "--log",
+            "warn",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(log))
+        .stderr(Stdio::from(err))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ferrohub serve starts")
 }
 
 impl Node {
     async fn start(config: &Path, name: &str, ip: IpAddr, ports: Ports, root: &Path) -> Node {
         let dir = root.join(name);
         std::fs::create_dir_all(&dir).expect("node dir");
-        let log = std::fs::File::create(dir.join("node.log")).expect("log file");
-        let err = log.try_clone().expect("log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_ferrohub"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .args(["--node", name, "--bind", &ip.to_string(), "--data-dir"])
-            .arg(dir.join("data"))
-            .args([
-                "--https-port",
-                &ports.https.to_string(),
-                "--mqtt-port",
-                &ports.mqtt.to_string(),
-                "--amqp-port",
-                &ports.amqp.to_string(),
-                "--log",
-                "warn",
-            ])
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(log))
-            .stderr(Stdio::from(err))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("ferrohub serve starts");
         let node = Node {
-            child,
+            child: spawn(config, name, ip, ports, &dir),
+            name: name.to_owned(),
+            config: config.to_owned(),
             ip,
             ports,
             dir,
         };
         node.wait_healthy(Duration::from_secs(60)).await;
         node
+    }
+
+    /// SIGKILL: no drain, no goodbye.
+    async fn kill(&mut self) {
+        self.child.start_kill().expect("kill -9");
+        let status = self.child.wait().await.expect("reaped");
+        assert!(!status.success());
+    }
+
+    /// Starts the killed node again on its data directory.
+    async fn restart(&mut self) {
+        self.child = spawn(&self.config, &self.name, self.ip, self.ports, &self.dir);
+        self.wait_healthy(Duration::from_secs(60)).await;
     }
 
     fn data(&self) -> PathBuf {
@@ -305,8 +329,11 @@ async fn progress(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_killed_under_qos1_load_loses_nothing_acknowledged() {
+/// Two nodes under QoS 1 load from devices spread over both; then, `kills` times (or until
+/// `seconds` passed), one node is killed with SIGKILL — each in turn — and, when more kills
+/// follow, started again once the devices carried on through the other. Every device must keep
+/// getting acknowledgements, and every acknowledged message must be in the log.
+async fn kill_nodes_under_load(kills: usize, seconds: u64) {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let database = TestDatabase::create().await.expect("database");
     let nats = tokio::task::spawn_blocking(NatsServer::start)
@@ -338,7 +365,7 @@ async fn a_node_killed_under_qos1_load_loses_nothing_acknowledged() {
         root.path(),
     )
     .await;
-    let mut b = Node::start(
+    let b = Node::start(
         &config,
         "b",
         IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)),
@@ -400,13 +427,27 @@ async fn a_node_killed_under_qos1_load_loses_nothing_acknowledged() {
     )
     .await;
 
-    // SIGKILL: no drain, no goodbye.
-    b.child.start_kill().expect("kill -9");
-    let status = b.child.wait().await.expect("reaped");
-    assert!(!status.success());
-
-    // Every device, including those that were on b, keeps getting acknowledgements (on a).
-    progress(&acked, &before, DEVICES, 5, Duration::from_secs(60)).await;
+    let started = Instant::now();
+    let mut last = before;
+    let mut nodes_ = [a, b];
+    let mut done = 0;
+    let mut victim = 0;
+    while done < kills || started.elapsed() < Duration::from_secs(seconds) {
+        victim = (done + 1) % 2;
+        nodes_[victim].kill().await;
+        // Every device, including those on the killed node, keeps getting acknowledgements
+        // (from the other one).
+        last = progress(&acked, &last, DEVICES, 5, Duration::from_secs(60)).await;
+        done += 1;
+        if done < kills || started.elapsed() < Duration::from_secs(seconds) {
+            nodes_[victim].restart().await;
+        }
+        eprintln!(
+            "kill cycle {done}: node {} killed, every device carried on",
+            nodes_[victim].name
+        );
+    }
+    let a = &nodes_[1 - victim];
     run.store(false, Ordering::SeqCst);
     let mut sent = Vec::new();
     for t in tasks {
@@ -416,7 +457,7 @@ async fn a_node_killed_under_qos1_load_loses_nothing_acknowledged() {
     // Every acknowledged message is in the log, read through the surviving node.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let stored: BTreeSet<String> = all_bodies(&a).await.into_iter().collect();
+        let stored: BTreeSet<String> = all_bodies(a).await.into_iter().collect();
         let missing: Vec<&String> = sent.iter().filter(|b| !stored.contains(*b)).collect();
         if missing.is_empty() {
             break;
@@ -430,5 +471,26 @@ async fn a_node_killed_under_qos1_load_loses_nothing_acknowledged() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    drop(a);
+    eprintln!(
+        "{done} kill cycles; {} messages acknowledged, all in the log",
+        sent.len()
+    );
+    drop(nodes_);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_under_qos1_load_loses_nothing_acknowledged() {
+    kill_nodes_under_load(1, 0).await;
+}
+
+/// The long run (`bench/cluster-faults`): nodes killed and restarted in turn under load for
+/// `FERROHUB_FAULT_SECONDS` (default 120).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a long fault run; bench/cluster-faults runs it"]
+async fn fault_kill_and_restart_hub_nodes_in_turn() {
+    let seconds = std::env::var("FERROHUB_FAULT_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(120);
+    kill_nodes_under_load(2, seconds).await;
 }
