@@ -12,6 +12,7 @@
 //! | `ferrohub_server::eventlog::EventLog` | NATS JetStream | [`JetStreamLog`] |
 //! | `ferrohub_server::cluster::SharedSettings` (policies, CA) | PostgreSQL | [`PgSharedSettings`] |
 //! | `ferrohub_server::sessions::SessionBackend` (MQTT sessions) | PostgreSQL | [`PgSessionStore`] |
+//! | `ferrohub_server::consumer_groups::GroupDocument` (groups, checkpoints) | PostgreSQL | [`PgGroupDocument`] |
 //! | `ferrohub_server::cluster::Coordinator` | PostgreSQL `LISTEN` + NATS | [`NodeCoordinator`] |
 //!
 //! [`node::backends`] builds all of them from a configuration's `[cluster]` section.

@@ -11,7 +11,8 @@ use ferrohub_server::{Backends, ClusterSettings, Config};
 use crate::coordinator::{CoordinatorConfig, CoordinatorError, NodeCoordinator};
 use crate::jetstream::{JetStreamConfig, JetStreamLog};
 use crate::postgres::{
-    PgConfig, PgDatabase, PgQueueStore, PgRegistryStore, PgSessionStore, PgSharedSettings,
+    PgConfig, PgDatabase, PgGroupDocument, PgQueueStore, PgRegistryStore, PgSessionStore,
+    PgSharedSettings,
 };
 
 /// Why a node could not reach its engines.
@@ -71,6 +72,9 @@ pub async fn backends(config: &Config) -> Result<Backends, NodeError> {
         .map_err(|e| pg(&e))?;
     let queues = PgQueueStore::open(db.clone()).await.map_err(|e| pg(&e))?;
     let sessions = PgSessionStore::open(db.clone()).await.map_err(|e| pg(&e))?;
+    let groups = PgGroupDocument::open(db.clone())
+        .await
+        .map_err(|e| pg(&e))?;
     let shared = PgSharedSettings::open(db).await.map_err(|e| pg(&e))?;
     let events = JetStreamLog::open(jetstream_config(config, cluster))
         .await
@@ -83,5 +87,6 @@ pub async fn backends(config: &Config) -> Result<Backends, NodeError> {
     backends.coordinator = Arc::new(coordinator);
     backends.shared = Some(Arc::new(shared));
     backends.sessions = Some(Arc::new(sessions));
+    backends.groups = Some(Arc::new(groups));
     Ok(backends)
 }

@@ -22,6 +22,7 @@
 //! caller reads again and retries, as with the embedded stores.
 
 mod c2d;
+mod groups;
 mod migrate;
 mod registry;
 mod sessions;
@@ -37,6 +38,7 @@ use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 pub use c2d::{C2D_CHANNEL, PgQueueStore};
+pub use groups::PgGroupDocument;
 pub use migrate::{MIGRATION_LOCK_KEY, Migrations, migrate};
 pub use registry::{PgRegistryStore, REGISTRY_CHANNEL, RegistryNotification};
 pub use sessions::PgSessionStore;

@@ -118,6 +118,8 @@ pub struct Backends {
     pub shared: Option<Arc<dyn SharedSettings>>,
     /// Where the MQTT persistent sessions of a cluster live (`None`: in the data directory).
     pub sessions: Option<Arc<dyn SessionBackend>>,
+    /// Where the consumer groups of a cluster live (`None`: in the data directory).
+    pub groups: Option<Arc<dyn crate::consumer_groups::GroupDocument>>,
 }
 
 impl Backends {
@@ -131,6 +133,7 @@ impl Backends {
             coordinator: Arc::new(LocalCoordinator),
             shared: None,
             sessions: None,
+            groups: None,
         }
     }
 
@@ -264,7 +267,10 @@ impl App {
             .await
             .map_err(|e| BuildError::C2d(e.to_string()))?;
         let log = backends.events;
-        let groups = ConsumerGroups::open(data_dir.join("consumer-groups.json"), clock.now())?;
+        let groups = match backends.groups {
+            Some(doc) => ConsumerGroups::open_shared(doc, clock.now()).await?,
+            None => ConsumerGroups::open(data_dir.join("consumer-groups.json"), clock.now())?,
+        };
         let sessions = match backends.sessions {
             Some(shared) => Sessions::Shared(shared),
             None => Sessions::Embedded(Arc::new(

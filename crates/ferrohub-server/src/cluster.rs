@@ -76,6 +76,8 @@ pub enum ClusterEvent {
     },
     /// Changes may have been missed (the change feed was interrupted): re-read every identity.
     Resync,
+    /// The consumer groups or their checkpoints changed: re-read them.
+    GroupsChanged,
     /// A cloud-to-device message was queued for `device`.
     #[serde(rename_all = "camelCase")]
     C2dQueued {

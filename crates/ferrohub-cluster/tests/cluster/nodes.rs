@@ -218,6 +218,46 @@ async fn nodes_share_policies_certificates_and_identities() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+
+    // Consumer groups and checkpoints written through one node are read through another.
+    let (status, _) = call(
+        &a,
+        Method::PUT,
+        "/messages/events/consumergroups/analytics",
+        None,
+        false,
+    )
+    .await;
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = call(
+        &b,
+        Method::PUT,
+        "/messages/events/consumergroups/analytics/partitions/1/checkpoint",
+        Some(json!({"sequenceNumber": 41, "offset": "41"})),
+        false,
+    )
+    .await;
+    assert_eq!(status, StatusCode::NO_CONTENT, "{body}");
+    let (status, cps) = call(
+        &c,
+        Method::GET,
+        "/messages/events/consumergroups/analytics/checkpoints",
+        None,
+        false,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{cps}");
+    assert_eq!(cps["1"]["sequenceNumber"], 41, "{cps}");
+    let (status, _) = call(
+        &c,
+        Method::PUT,
+        "/messages/events/consumergroups/analytics",
+        None,
+        false,
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "the group exists for every node");
+
     c.stop().await;
     b.stop().await;
     a.stop().await;

@@ -90,6 +90,7 @@ impl ClusterHandler for Handler {
                     // Wake-ups may have been missed too: every connection looks at its queue.
                     hub.connections.notify_all_c2d();
                 }
+                ClusterEvent::GroupsChanged => hub.groups.refresh().await,
                 ClusterEvent::C2dQueued { device } => {
                     if let Ok(d) = DeviceId::new(device) {
                         hub.connections.notify_c2d(&d);
