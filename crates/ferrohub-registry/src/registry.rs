@@ -104,6 +104,39 @@ impl<S: RegistryStore> Registry<S> {
         self.listeners.add(Arc::new(f));
     }
 
+    /// Device `d` or one of its modules changed elsewhere (another node of a cluster wrote
+    /// the shared store): re-reads them from the store, brings the cache in line and tells the
+    /// [`Registry::on_change`] listeners what concerns live connections (deletion, disabling,
+    /// new credentials). Harmless when nothing changed.
+    pub async fn refresh(&self, d: &DeviceId) -> Result<(), RegistryError> {
+        let _lock = self.locks.lock(d).await;
+        let stored = match self.store.device(d).await? {
+            None => None,
+            Some(device) => {
+                let modules = self
+                    .store
+                    .modules(d)
+                    .await?
+                    .iter()
+                    .map(|m| (m.module_id.clone(), IdentityAuth::from(m)))
+                    .collect();
+                Some((IdentityAuth::from(&device), modules))
+            }
+        };
+        let events = self.cache.replace_device(d, stored);
+        self.listeners.notify(&events);
+        Ok(())
+    }
+
+    /// Re-reads every identity from the store, as [`Registry::refresh`] does for one device:
+    /// after a node missed change notifications (its listening connection was down).
+    pub async fn refresh_all(&self) -> Result<(), RegistryError> {
+        let identities = self.store.identities().await?;
+        let events = self.cache.replace_all(identities);
+        self.listeners.notify(&events);
+        Ok(())
+    }
+
     // === Devices ===
 
     /// Creates a device. Absent or empty SAS keys are generated.

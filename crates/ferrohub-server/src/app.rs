@@ -19,13 +19,14 @@ use serde::Serialize;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
+use crate::cluster::{Coordinator, LocalCoordinator, SharedSettings};
 use crate::config::Config;
 use crate::consumer_groups::ConsumerGroups;
 use crate::eventlog::{EmbeddedLog, EmbeddedLogSettings, EventLog};
 use crate::fsutil::{create_dir_durably, write_durably};
 use crate::hub::{Clock, Hub, HubLimits, HubParts, SystemClock};
 use crate::policies::{Policies, PolicyError};
-use crate::sessions::SessionStore;
+use crate::sessions::{SessionBackend, SessionStore, Sessions};
 use crate::tls::{self, TlsError};
 use ferrohub_c2d::{C2dQueues, SqliteQueueStore};
 use ferrohub_log::Retention;
@@ -64,6 +65,9 @@ pub enum BuildError {
     /// The cloud-to-device queues could not be opened.
     #[error("opening the cloud-to-device queues: {0}")]
     C2d(String),
+    /// The settings the nodes of a cluster share could not be agreed on.
+    #[error(transparent)]
+    Shared(#[from] crate::cluster::ShareError),
     /// The MQTT session store could not be opened.
     #[error("opening the MQTT session store: {0}")]
     Sessions(String),
@@ -113,9 +117,38 @@ pub struct Backends {
     pub events: Arc<dyn EventLog>,
     /// The scheduled jobs (`/jobs/v2`) and their per-device records.
     pub scheduled_jobs: AnyJobStore,
+    /// How the node reaches the other nodes ([`LocalCoordinator`] when there are none).
+    pub coordinator: Arc<dyn Coordinator>,
+    /// Where the nodes of a cluster keep the shared access policies and the development CA
+    /// (`None`: in the data directory only).
+    pub shared: Option<Arc<dyn SharedSettings>>,
+    /// Where the MQTT persistent sessions of a cluster live (`None`: in the data directory).
+    pub sessions: Option<Arc<dyn SessionBackend>>,
+    /// Where the consumer groups of a cluster live (`None`: in the data directory).
+    pub groups: Option<Arc<dyn crate::consumer_groups::GroupDocument>>,
 }
 
 impl Backends {
+    /// These engines for a node on its own (no other node to coordinate with, nothing shared
+    /// beyond the stores).
+    pub fn new(
+        registry: AnyStore,
+        queues: AnyQueueStore,
+        events: Arc<dyn EventLog>,
+        scheduled_jobs: AnyJobStore,
+    ) -> Self {
+        Backends {
+            registry,
+            queues,
+            events,
+            scheduled_jobs,
+            coordinator: Arc::new(LocalCoordinator),
+            shared: None,
+            sessions: None,
+            groups: None,
+        }
+    }
+
     /// The embedded engines in `data_dir`, as `config` sets them up.
     pub async fn embedded(data_dir: &Path, config: &Config) -> Result<Backends, BuildError> {
         let store = SqliteStore::open(data_dir.join("registry.db"))
@@ -145,12 +178,12 @@ impl Backends {
                 path: data_dir.join("eventlog"),
                 source: std::io::Error::other(e.to_string()),
             })??;
-        Ok(Backends {
-            registry: AnyStore::new(store),
-            queues: AnyQueueStore::new(queue_store),
-            events: Arc::new(log),
-            scheduled_jobs: AnyJobStore::new(scheduled_jobs),
-        })
+        Ok(Backends::new(
+            AnyStore::new(store),
+            AnyQueueStore::new(queue_store),
+            Arc::new(log),
+            AnyJobStore::new(scheduled_jobs),
+        ))
     }
 }
 
@@ -171,14 +204,22 @@ pub struct App {
     _lock: File,
 }
 
-fn metrics_handle() -> Option<PrometheusHandle> {
+/// The process's metrics recorder, installed by the first hub to run; a cluster node labels
+/// every series with its name (`node`), so the nodes' metrics can be told apart once gathered.
+fn metrics_handle(node: Option<&str>) -> Option<PrometheusHandle> {
     static HANDLE: OnceLock<Option<PrometheusHandle>> = OnceLock::new();
     HANDLE
-        .get_or_init(|| match PrometheusBuilder::new().install_recorder() {
-            Ok(h) => Some(h),
-            Err(e) => {
-                tracing::warn!(error = %e, "metrics recorder not installed; /metrics is off");
-                None
+        .get_or_init(|| {
+            let mut builder = PrometheusBuilder::new();
+            if let Some(node) = node {
+                builder = builder.add_global_label("node", node);
+            }
+            match builder.install_recorder() {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    tracing::warn!(error = %e, "metrics recorder not installed; /metrics is off");
+                    None
+                }
             }
         })
         .clone()
@@ -217,24 +258,41 @@ impl App {
             return Err(BuildError::DataDirInUse(data_dir));
         }
 
-        let names = config.host_names();
-        let tls = tls::prepare(&data_dir, config.tls.as_ref(), &names)?;
-        let policies = Policies::prepare(&data_dir, &config.policies)?;
-
         let backends = match backends {
             Some(b) => b,
             None => Backends::embedded(&data_dir, &config).await?,
         };
+        let names = config.host_names();
+        let own_certificate = config.tls.is_some();
+        if let Some(shared) = &backends.shared {
+            crate::cluster::fetch_shared(&data_dir, shared.as_ref(), own_certificate).await?;
+        }
+        let mut tls = tls::prepare(&data_dir, config.tls.as_ref(), &names)?;
+        let mut policies = Policies::prepare(&data_dir, &config.policies)?;
+        if let Some(shared) = &backends.shared
+            && crate::cluster::offer_shared(&data_dir, shared.as_ref(), own_certificate).await?
+        {
+            // Another node initialised the cluster first: use its policies and CA.
+            tls = tls::prepare(&data_dir, config.tls.as_ref(), &names)?;
+            policies = Policies::prepare(&data_dir, &config.policies)?;
+        }
+        let coordinator = backends.coordinator.clone();
         let registry = Registry::open(backends.registry).await?;
         let c2d = C2dQueues::open(backends.queues, config.c2d.clone())
             .await
             .map_err(|e| BuildError::C2d(e.to_string()))?;
         let log = backends.events;
-        let groups = ConsumerGroups::open(data_dir.join("consumer-groups.json"), clock.now())?;
-        let sessions = Arc::new(
-            SessionStore::open(&data_dir.join("sessions.db"))
-                .map_err(|e| BuildError::Sessions(e.to_string()))?,
-        );
+        let groups = match backends.groups {
+            Some(doc) => ConsumerGroups::open_shared(doc, clock.now()).await?,
+            None => ConsumerGroups::open(data_dir.join("consumer-groups.json"), clock.now())?,
+        };
+        let sessions = match backends.sessions {
+            Some(shared) => Sessions::Shared(shared),
+            None => Sessions::Embedded(Arc::new(
+                SessionStore::open(&data_dir.join("sessions.db"))
+                    .map_err(|e| BuildError::Sessions(e.to_string()))?,
+            )),
+        };
         let jobs = crate::jobs::Jobs::open(&data_dir, &config.jobs, clock.now())
             .map_err(dir_err(&data_dir))?;
 
@@ -298,6 +356,7 @@ impl App {
             c2d,
             jobs,
             scheduled_jobs: backends.scheduled_jobs,
+            coordinator,
             host_names: names,
             clock,
             limits: HubLimits {
@@ -310,6 +369,7 @@ impl App {
         }));
         watch_revocations(&hub);
         crate::hub::notify_desired_changes(&hub);
+        crate::hub::attach_to_cluster(&hub);
         crate::hub::scheduled_jobs::resume_all(&hub)
             .await
             .map_err(|e| BuildError::ScheduledJobs(e.to_string()))?;
@@ -353,7 +413,16 @@ impl App {
         // refuse them.
         mqtt_cfg.alpn_protocols.clear();
         let mqtt_cfg = Arc::new(mqtt_cfg);
-        let router = crate::rest::router(self.hub.clone(), metrics_handle(), self.max_body);
+        let node = self
+            .hub
+            .coordinator
+            .is_clustered()
+            .then(|| self.hub.node().to_owned());
+        let router = crate::rest::router(
+            self.hub.clone(),
+            metrics_handle(node.as_deref()),
+            self.max_body,
+        );
         let server = tokio::spawn(crate::https::serve(
             self.https,
             self.tls,
@@ -457,11 +526,11 @@ fn watch_revocations(hub: &Arc<Hub>) {
             );
             let device = change.device_id.to_string();
             let whole_device = change.module_id.is_none();
-            tokio::task::spawn_blocking(move || {
+            tokio::spawn(async move {
                 let result = if whole_device {
-                    store.delete_device(&device)
+                    store.delete_device(&device).await
                 } else {
-                    store.delete(&cid)
+                    store.delete(&cid).await
                 };
                 if let Err(e) = result {
                     tracing::warn!(error = %e, "forgetting a deleted identity's MQTT session failed");

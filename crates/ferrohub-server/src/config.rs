@@ -103,6 +103,40 @@ pub struct ConfigToml {
     /// `[jobs]`.
     #[serde(default)]
     pub jobs: JobsToml,
+    /// `[cluster]`: absent for the embedded mode.
+    pub cluster: Option<ClusterToml>,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterToml {
+    /// `postgres`: a `postgres://` URL or libpq key=value string.
+    pub postgres: Option<String>,
+    /// `nats`: the NATS servers' URLs.
+    pub nats: Option<Vec<String>>,
+    /// `node`: this node's name, unique in the cluster.
+    pub node: Option<String>,
+    /// `replicas`: JetStream replicas of the event streams (1 to 5).
+    pub replicas: Option<usize>,
+    /// `prefix`: prefix of the JetStream stream names and NATS subjects.
+    pub prefix: Option<String>,
+}
+
+/// The validated `[cluster]` section: the engines a cluster node shares with the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterSettings {
+    /// PostgreSQL connection string.
+    pub postgres: String,
+    /// NATS server URLs (at least one).
+    pub nats: Vec<String>,
+    /// This node's name: unique among the live nodes.
+    pub node: String,
+    /// JetStream replicas of the event streams.
+    pub replicas: usize,
+    /// Prefix of the JetStream stream names and of the NATS subjects nodes talk on, so that
+    /// several hubs can share one NATS cluster.
+    pub prefix: String,
 }
 
 /// `[https]`.
@@ -292,6 +326,8 @@ pub struct Overrides {
     pub log_level: Option<String>,
     /// `--log-format` / `FERROHUB_LOG_FORMAT`.
     pub log_format: Option<String>,
+    /// `--node` / `FERROHUB_NODE`: `cluster.node`.
+    pub node: Option<String>,
 }
 
 /// How log lines are written.
@@ -374,6 +410,8 @@ pub struct Config {
     pub log_level: String,
     /// Log line format.
     pub log_format: LogFormat,
+    /// The cluster engines; `None` runs the embedded mode.
+    pub cluster: Option<ClusterSettings>,
 }
 
 impl Config {
@@ -413,6 +451,7 @@ impl Config {
             policies,
             log,
             jobs,
+            cluster,
         } = raw;
 
         let data_dir = overrides
@@ -730,6 +769,11 @@ impl Config {
             max_input_blob_bytes,
         };
 
+        let cluster = match cluster {
+            None => None,
+            Some(c) => Some(validate_cluster(c, overrides)?),
+        };
+
         Ok(Config {
             data_dir,
             hostname,
@@ -758,6 +802,7 @@ impl Config {
             policies: policy_keys,
             log_level,
             log_format,
+            cluster,
         })
     }
 
@@ -781,6 +826,71 @@ impl ConfigToml {
             message: e.to_string(),
         })
     }
+}
+
+fn validate_cluster(c: ClusterToml, overrides: &Overrides) -> Result<ClusterSettings, ConfigError> {
+    let ClusterToml {
+        postgres,
+        nats,
+        node,
+        replicas,
+        prefix,
+    } = c;
+    let postgres = postgres.ok_or_else(|| invalid("cluster.postgres", "required in [cluster]"))?;
+    if postgres.trim().is_empty() {
+        return Err(invalid("cluster.postgres", "must not be empty"));
+    }
+    let nats = nats.ok_or_else(|| invalid("cluster.nats", "required in [cluster]"))?;
+    if nats.is_empty() {
+        return Err(invalid("cluster.nats", "name at least one NATS server"));
+    }
+    for url in &nats {
+        if !(url.starts_with("nats://") || url.starts_with("tls://")) {
+            return Err(invalid(
+                "cluster.nats",
+                format!("{url:?}; expected nats://host:port or tls://host:port"),
+            ));
+        }
+    }
+    let node = overrides
+        .node
+        .clone()
+        .or(node)
+        .unwrap_or_else(|| format!("node-{}", crate::random_hex(4)));
+    let node_ok = !node.is_empty()
+        && node.len() <= 64
+        && node
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !node_ok {
+        return Err(invalid(
+            "cluster.node",
+            format!("{node:?}; 1 to 64 letters, digits, '-' or '_'"),
+        ));
+    }
+    let replicas = replicas.unwrap_or(3);
+    if !(1..=5).contains(&replicas) {
+        return Err(invalid("cluster.replicas", "must be between 1 and 5"));
+    }
+    let prefix = prefix.unwrap_or_else(|| "ferrohub".to_owned());
+    let prefix_ok = !prefix.is_empty()
+        && prefix.len() <= 32
+        && prefix
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !prefix_ok {
+        return Err(invalid(
+            "cluster.prefix",
+            format!("{prefix:?}; 1 to 32 letters, digits, '-' or '_'"),
+        ));
+    }
+    Ok(ClusterSettings {
+        postgres,
+        nats,
+        node,
+        replicas,
+        prefix,
+    })
 }
 
 /// Parses `90s`, `15m`, `12h`, `7d` or a number of seconds.
@@ -981,5 +1091,68 @@ mod tests {
         assert_eq!(c.hostname, "b.example");
         assert_eq!(c.https_port, 0);
         assert_eq!(c.host_names(), vec!["b.example", "127.0.0.1"]);
+    }
+
+    #[test]
+    fn cluster_section() {
+        let c = Config::from_toml(ConfigToml::default(), &Overrides::default()).expect("valid");
+        assert!(c.cluster.is_none(), "embedded by default");
+
+        let text = "[cluster]\npostgres = \"postgres://db/hub\"\nnats = [\"nats://a:4222\", \"nats://b:4222\"]\nnode = \"hub-1\"\nreplicas = 1";
+        let raw = ConfigToml::parse(text, "f").expect("parses");
+        let c = Config::from_toml(raw, &Overrides::default()).expect("valid");
+        assert_eq!(
+            c.cluster,
+            Some(ClusterSettings {
+                postgres: "postgres://db/hub".into(),
+                nats: vec!["nats://a:4222".into(), "nats://b:4222".into()],
+                node: "hub-1".into(),
+                replicas: 1,
+                prefix: "ferrohub".into(),
+            })
+        );
+        let raw = ConfigToml::parse(text, "f").expect("parses");
+        let o = Overrides {
+            node: Some("hub-2".into()),
+            ..Overrides::default()
+        };
+        let c = Config::from_toml(raw, &o).expect("valid");
+        assert_eq!(c.cluster.map(|c| c.node).as_deref(), Some("hub-2"));
+
+        let raw = ConfigToml::parse(
+            "[cluster]\npostgres = \"postgres://db\"\nnats = [\"nats://a\"]",
+            "f",
+        )
+        .expect("parses");
+        let c = Config::from_toml(raw, &Overrides::default()).expect("valid");
+        let settings = c.cluster.expect("cluster");
+        assert!(settings.node.starts_with("node-"), "{}", settings.node);
+        assert_eq!(settings.replicas, 3);
+
+        let cases = [
+            ("[cluster]\nnats = [\"nats://a\"]", "cluster.postgres"),
+            ("[cluster]\npostgres = \"p\"", "cluster.nats"),
+            ("[cluster]\npostgres = \"p\"\nnats = []", "cluster.nats"),
+            (
+                "[cluster]\npostgres = \"p\"\nnats = [\"http://a\"]",
+                "cluster.nats",
+            ),
+            (
+                "[cluster]\npostgres = \"p\"\nnats = [\"nats://a\"]\nreplicas = 0",
+                "cluster.replicas",
+            ),
+            (
+                "[cluster]\npostgres = \"p\"\nnats = [\"nats://a\"]\nnode = \"a.b\"",
+                "cluster.node",
+            ),
+        ];
+        for (text, key) in cases {
+            let raw = ConfigToml::parse(text, "f").expect("parses");
+            let err = Config::from_toml(raw, &Overrides::default()).expect_err(text);
+            assert!(
+                matches!(&err, ConfigError::Invalid { key: k, .. } if k == key),
+                "{text}: {err}"
+            );
+        }
     }
 }

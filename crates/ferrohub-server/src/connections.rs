@@ -76,6 +76,8 @@ struct Entry {
     changed: Arc<Notify>,
     /// The live connection.
     live: Option<Live>,
+    /// The node that holds the identity's connection, when another node of a cluster does.
+    remote: Option<String>,
 }
 
 /// The live connection of an identity.
@@ -129,6 +131,7 @@ impl Connections {
             c2d: Arc::new(Notify::new()),
             changed: Arc::new(Notify::new()),
             live: None,
+            remote: None,
         });
         if let Some(old) = entry.live.take() {
             let _ = old
@@ -146,6 +149,7 @@ impl Connections {
             state_updated: now,
             last_activity: now,
         });
+        entry.remote = None;
         entry.changed.notify_waiters();
         Registration {
             id,
@@ -239,6 +243,7 @@ impl Connections {
                     c2d: Arc::new(Notify::new()),
                     changed: Arc::new(Notify::new()),
                     live: None,
+                    remote: None,
                 });
                 if entry.live.as_ref().is_some_and(|l| wants(l.interests)) {
                     return true;
@@ -267,8 +272,21 @@ impl Connections {
         }
     }
 
-    /// Ends connection `id` of `identity` (a newer one may have replaced it already).
-    pub(crate) fn unregister(&self, identity: &Identity, id: u64, now: DateTime<Utc>) {
+    /// Wakes every live connection of a device to look at its queue (after wake-ups may have
+    /// been missed).
+    pub(crate) fn notify_all_c2d(&self) {
+        if let Ok(entries) = self.entries.lock() {
+            for ((_, m), entry) in entries.iter() {
+                if m.is_none() && entry.live.is_some() {
+                    entry.c2d.notify_one();
+                }
+            }
+        }
+    }
+
+    /// Ends connection `id` of `identity` (a newer one may have replaced it already); returns
+    /// whether it was the identity's live connection.
+    pub(crate) fn unregister(&self, identity: &Identity, id: u64, now: DateTime<Utc>) -> bool {
         if let Ok(mut entries) = self.entries.lock()
             && let Some(entry) = entries.get_mut(identity)
             && entry.live.as_ref().is_some_and(|live| live.id == id)
@@ -279,7 +297,81 @@ impl Connections {
                 p.state_updated = now;
             }
             entry.changed.notify_waiters();
+            return true;
         }
+        false
+    }
+
+    /// `identity` connected to another node of the cluster (`node`) at `at`: the connection
+    /// here, if it is older, is closed (one connection per identity across the cluster), and
+    /// the presence shows the identity connected.
+    pub(crate) fn connected_elsewhere(
+        &self,
+        identity: Identity,
+        node: &str,
+        own_node: &str,
+        at: DateTime<Utc>,
+    ) {
+        let Ok(mut entries) = self.entries.lock() else {
+            return;
+        };
+        let entry = entries.entry(identity).or_insert_with(|| Entry {
+            presence: None,
+            model_id: None,
+            c2d: Arc::new(Notify::new()),
+            changed: Arc::new(Notify::new()),
+            live: None,
+            remote: None,
+        });
+        if entry.live.is_some() {
+            let local_at = entry.presence.map_or(at, |p| p.state_updated);
+            // The newer connection wins; on the same millisecond, the node named last.
+            let newer_here = local_at > at || (local_at == at && own_node > node);
+            if newer_here {
+                return;
+            }
+            if let Some(live) = entry.live.take() {
+                let _ = live.close.send(
+                    "a newer connection for the same identity took over on another node".into(),
+                );
+            }
+        }
+        entry.remote = Some(node.to_owned());
+        let last_activity = entry.presence.map_or(at, |p| p.last_activity.max(at));
+        entry.presence = Some(Presence {
+            connected: true,
+            state_updated: at,
+            last_activity,
+        });
+        entry.changed.notify_waiters();
+    }
+
+    /// `identity`'s connection to node `node` ended at `at`.
+    pub(crate) fn disconnected_elsewhere(
+        &self,
+        identity: &Identity,
+        node: &str,
+        at: DateTime<Utc>,
+    ) {
+        if let Ok(mut entries) = self.entries.lock()
+            && let Some(entry) = entries.get_mut(identity)
+            && entry.live.is_none()
+            && entry.remote.as_deref() == Some(node)
+        {
+            entry.remote = None;
+            if let Some(p) = entry.presence.as_mut() {
+                p.connected = false;
+                p.state_updated = at;
+                p.last_activity = p.last_activity.max(at);
+            }
+        }
+    }
+
+    /// Whether `identity` has a live connection on this node.
+    pub(crate) fn is_live_here(&self, identity: &Identity) -> bool {
+        self.entries
+            .lock()
+            .is_ok_and(|e| e.get(identity).is_some_and(|entry| entry.live.is_some()))
     }
 
     /// Records activity (a message sent or received) of `identity`.
@@ -371,6 +463,35 @@ mod tests {
         assert_eq!(p.last_activity, t1);
         assert_eq!(p.state_updated, t1);
         assert_eq!(c.connected_devices(), 0);
+    }
+
+    #[test]
+    fn a_newer_connection_on_another_node_takes_over() {
+        let c = Connections::default();
+        let t0 = Utc::now();
+        let mut here = c.register(ident("d"), t0);
+        // An older connection announced late changes nothing.
+        c.connected_elsewhere(ident("d"), "b", "a", t0 - chrono::Duration::seconds(1));
+        assert!(here.closed.try_recv().is_err());
+        assert!(c.is_live_here(&ident("d")));
+        let t1 = t0 + chrono::Duration::seconds(1);
+        c.connected_elsewhere(ident("d"), "b", "a", t1);
+        assert!(here.closed.try_recv().is_ok(), "closed for the newer one");
+        assert!(!c.is_live_here(&ident("d")));
+        let p = c.presence(&ident("d")).expect("presence");
+        assert!(p.connected);
+        assert_eq!(p.state_updated, t1);
+        // The old connection ending here does not hide the remote one.
+        assert!(!c.unregister(&ident("d"), here.id, t1));
+        assert!(c.presence(&ident("d")).expect("presence").connected);
+        // Another node's disconnect is not this one's.
+        let t2 = t1 + chrono::Duration::seconds(1);
+        c.disconnected_elsewhere(&ident("d"), "c", t2);
+        assert!(c.presence(&ident("d")).expect("presence").connected);
+        c.disconnected_elsewhere(&ident("d"), "b", t2);
+        let p = c.presence(&ident("d")).expect("presence");
+        assert!(!p.connected);
+        assert_eq!(p.state_updated, t2);
     }
 
     #[test]

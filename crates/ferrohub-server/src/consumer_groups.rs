@@ -1,11 +1,14 @@
 //! Consumer groups of the built-in event endpoint and their checkpoints, kept in
-//! `<data_dir>/consumer-groups.json` (written durably on every change).
+//! `<data_dir>/consumer-groups.json` (written durably on every change), or, for the nodes of a
+//! cluster, in one shared document ([`GroupDocument`]) that every change reads, changes and
+//! writes back with compare-and-set; the other nodes re-read it when told of the change and
+//! before they answer with checkpoints.
 //!
 //! `$Default` always exists; up to [`MAX_NAMED_GROUPS`] more can be created, as on Azure.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -63,10 +66,56 @@ pub enum GroupError {
     Io(String),
 }
 
+/// A stored groups document: its version and its bytes.
+pub type VersionedDocument = (u64, Vec<u8>);
+
+/// The consumer groups of a cluster, stored as one versioned document (`ferrohub-cluster`
+/// keeps it in PostgreSQL).
+pub trait GroupDocument: Send + Sync + 'static {
+    /// The stored document and its version; `None` before the first write.
+    fn load(&self) -> crate::cluster::BoxFuture<'_, Result<Option<VersionedDocument>, String>>;
+
+    /// Stores `doc` if the stored version is still `expected` (`None`: nothing stored yet);
+    /// returns whether it did.
+    fn store(
+        &self,
+        expected: Option<u64>,
+        doc: Vec<u8>,
+    ) -> crate::cluster::BoxFuture<'_, Result<bool, String>>;
+}
+
+/// Where the groups are kept.
+enum Storage {
+    File(PathBuf),
+    Shared {
+        doc: Arc<dyn GroupDocument>,
+        runtime: tokio::runtime::Handle,
+    },
+}
+
 /// The consumer groups and their checkpoints.
 pub struct ConsumerGroups {
-    path: PathBuf,
+    storage: Storage,
     state: Mutex<State>,
+}
+
+/// How often a change is tried again when another node changed the groups meanwhile.
+const SHARED_ATTEMPTS: usize = 16;
+
+fn with_default(mut state: State, now: DateTime<Utc>) -> State {
+    state
+        .groups
+        .entry(DEFAULT_GROUP.to_owned())
+        .or_insert_with(|| Group {
+            created_time_utc: now,
+            checkpoints: BTreeMap::new(),
+        });
+    state
+}
+
+fn parse(bytes: &[u8]) -> Result<State, GroupError> {
+    serde_json::from_slice::<State>(bytes)
+        .map_err(|e| GroupError::Io(format!("damaged consumer groups: {e}")))
 }
 
 fn valid_name(name: &str) -> bool {
@@ -80,40 +129,111 @@ fn valid_name(name: &str) -> bool {
 impl ConsumerGroups {
     /// Loads the groups from `path`, creating `$Default` when the file is new.
     pub fn open(path: PathBuf, now: DateTime<Utc>) -> Result<ConsumerGroups, GroupError> {
-        let mut state = match std::fs::read(&path) {
+        let state = match std::fs::read(&path) {
             Ok(bytes) => serde_json::from_slice::<State>(&bytes)
                 .map_err(|e| GroupError::Io(format!("{}: {e}", path.display())))?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => State::default(),
             Err(e) => return Err(GroupError::Io(format!("{}: {e}", path.display()))),
         };
-        state
-            .groups
-            .entry(DEFAULT_GROUP.to_owned())
-            .or_insert_with(|| Group {
-                created_time_utc: now,
-                checkpoints: BTreeMap::new(),
-            });
+        let state = with_default(state, now);
         Ok(ConsumerGroups {
-            path,
+            storage: Storage::File(path),
             state: Mutex::new(state),
         })
     }
 
+    /// The groups of a cluster, in `doc`. Must be called on the runtime that will run the
+    /// document's I/O; changes ([`ConsumerGroups::create`], …) must then be made from blocking
+    /// tasks, as the REST API makes them.
+    pub async fn open_shared(
+        doc: Arc<dyn GroupDocument>,
+        now: DateTime<Utc>,
+    ) -> Result<ConsumerGroups, GroupError> {
+        let state = match doc.load().await.map_err(GroupError::Io)? {
+            Some((_, bytes)) => parse(&bytes)?,
+            None => State::default(),
+        };
+        Ok(ConsumerGroups {
+            storage: Storage::Shared {
+                doc,
+                runtime: tokio::runtime::Handle::current(),
+            },
+            state: Mutex::new(with_default(state, now)),
+        })
+    }
+
+    /// Re-reads the shared document (another node changed it); nothing to do for the
+    /// embedded hub.
+    pub async fn refresh(&self) {
+        let Storage::Shared { doc, .. } = &self.storage else {
+            return;
+        };
+        match doc.load().await {
+            Ok(Some((_, bytes))) => match parse(&bytes) {
+                Ok(state) => {
+                    let now = Utc::now();
+                    if let Ok(mut s) = self.state.lock() {
+                        *s = with_default(state, now);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "re-reading the consumer groups failed"),
+            },
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "re-reading the consumer groups failed"),
+        }
+    }
+
     fn with_state<T>(
         &self,
-        change: impl FnOnce(&mut State) -> Result<(T, bool), GroupError>,
+        mut change: impl FnMut(&mut State) -> Result<(T, bool), GroupError>,
     ) -> Result<T, GroupError> {
         let mut state = self
             .state
             .lock()
             .map_err(|_| GroupError::Io("consumer group state poisoned".into()))?;
-        let (out, changed) = change(&mut state)?;
-        if changed {
-            let bytes =
-                serde_json::to_vec_pretty(&*state).map_err(|e| GroupError::Io(e.to_string()))?;
-            write_durably(&self.path, &bytes, false).map_err(|e| GroupError::Io(e.to_string()))?;
+        match &self.storage {
+            Storage::File(path) => {
+                let (out, changed) = change(&mut state)?;
+                if changed {
+                    let bytes = serde_json::to_vec_pretty(&*state)
+                        .map_err(|e| GroupError::Io(e.to_string()))?;
+                    write_durably(path, &bytes, false)
+                        .map_err(|e| GroupError::Io(e.to_string()))?;
+                }
+                Ok(out)
+            }
+            Storage::Shared { doc, runtime } => {
+                for _ in 0..SHARED_ATTEMPTS {
+                    let stored = runtime.block_on(doc.load()).map_err(GroupError::Io)?;
+                    let (version, mut fresh) = match stored {
+                        Some((v, bytes)) => (Some(v), parse(&bytes)?),
+                        None => (None, State::default()),
+                    };
+                    fresh = with_default(fresh, Utc::now());
+                    let (out, changed) = change(&mut fresh)?;
+                    if changed {
+                        let bytes = serde_json::to_vec(&fresh)
+                            .map_err(|e| GroupError::Io(e.to_string()))?;
+                        if !runtime
+                            .block_on(doc.store(version, bytes))
+                            .map_err(GroupError::Io)?
+                        {
+                            continue;
+                        }
+                    }
+                    *state = fresh;
+                    return Ok(out);
+                }
+                Err(GroupError::Io(
+                    "the consumer groups kept changing concurrently; retry".into(),
+                ))
+            }
         }
-        Ok(out)
+    }
+
+    /// Whether the groups are shared by the nodes of a cluster.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.storage, Storage::Shared { .. })
     }
 
     /// The groups, with their creation times.
@@ -206,7 +326,7 @@ impl ConsumerGroups {
     ) -> Result<(), GroupError> {
         self.with_state(|s| match s.groups.get_mut(name) {
             Some(g) => {
-                g.checkpoints.insert(partition, checkpoint);
+                g.checkpoints.insert(partition, checkpoint.clone());
                 Ok(((), true))
             }
             None => Err(GroupError::NotFound(name.to_owned())),

@@ -10,6 +10,7 @@ mod budgets;
 mod c2d;
 mod error;
 mod methods;
+mod nodes;
 mod query;
 mod readers;
 pub(crate) mod scheduled_jobs;
@@ -19,6 +20,7 @@ pub(crate) use budgets::{Budgets, Metered};
 pub(crate) use c2d::C2dDelivery;
 pub use error::HubError;
 pub(crate) use methods::{DeviceAnswer, PendingMethods};
+pub(crate) use nodes::attach_to_cluster;
 pub(crate) use readers::{Displaced, ReaderRefusal, ReaderTicket, Readers};
 pub(crate) use scheduled_jobs::ScheduledJobs;
 pub(crate) use twins::{TwinReply, TwinRequest, notify_desired_changes, serve_twin_request};
@@ -31,12 +33,13 @@ use ferrohub_auth::{AuthError, DeviceAuthMethod, KeyPair, SymmetricKey};
 use ferrohub_registry::{AnyStore, IdentityAuth, Registry};
 use ferrohub_types::{DeviceId, ErrorCode, ModuleId, Permission, PolicyName};
 
+use crate::cluster::{ClusterEvent, Coordinator};
 use crate::connections::Connections;
 use crate::consumer_groups::ConsumerGroups;
 use crate::eventlog::EventLog;
 use crate::jobs::Jobs;
 use crate::policies::Policies;
-use crate::sessions::SessionStore;
+use crate::sessions::Sessions;
 use crate::telemetry::{AuthScope, Origin};
 use ferrohub_c2d::{AnyQueueStore, C2dQueues};
 use tokio::sync::watch;
@@ -65,7 +68,7 @@ pub struct Hub {
     pub(crate) groups: ConsumerGroups,
     pub(crate) connections: Connections,
     pub(crate) c2d: C2dQueues<AnyQueueStore>,
-    pub(crate) sessions: Arc<SessionStore>,
+    pub(crate) sessions: Sessions,
     pub(crate) limits: HubLimits,
     /// Live MQTT connections (accepted sockets, authenticated or not).
     pub(crate) mqtt_connections: std::sync::atomic::AtomicUsize,
@@ -78,6 +81,8 @@ pub struct Hub {
     pub(crate) jobs: Jobs,
     /// Scheduled jobs v2 (twin updates and method calls over many devices).
     pub(crate) scheduled_jobs: ScheduledJobs,
+    /// How this node reaches the other nodes of a cluster (nothing for the embedded hub).
+    pub(crate) coordinator: Arc<dyn Coordinator>,
     shutdown: watch::Sender<bool>,
     host_names: Vec<String>,
     clock: Arc<dyn Clock>,
@@ -104,10 +109,11 @@ pub(crate) struct HubParts {
     pub(crate) policies: Policies,
     pub(crate) events: Arc<dyn EventLog>,
     pub(crate) groups: ConsumerGroups,
-    pub(crate) sessions: Arc<SessionStore>,
+    pub(crate) sessions: Sessions,
     pub(crate) c2d: C2dQueues<AnyQueueStore>,
     pub(crate) jobs: Jobs,
     pub(crate) scheduled_jobs: ferrohub_registry::scheduled_jobs::AnyJobStore,
+    pub(crate) coordinator: Arc<dyn Coordinator>,
     pub(crate) host_names: Vec<String>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) limits: HubLimits,
@@ -124,6 +130,7 @@ impl Hub {
             c2d,
             jobs,
             scheduled_jobs,
+            coordinator,
             host_names,
             clock,
             limits,
@@ -139,6 +146,7 @@ impl Hub {
             sessions,
             jobs,
             scheduled_jobs: ScheduledJobs::new(scheduled_jobs),
+            coordinator,
             shutdown: watch::channel(false).0,
             limits,
             mqtt_connections: std::sync::atomic::AtomicUsize::new(0),
@@ -180,7 +188,44 @@ impl Hub {
 
     /// Whether the hub can do its work now: `Err` says what is failing.
     pub fn health(&self) -> Result<(), String> {
-        self.events.health()
+        self.events.health()?;
+        self.coordinator.health()
+    }
+
+    /// This node's name in a cluster (`local` for the embedded hub).
+    pub fn node(&self) -> &str {
+        self.coordinator.node()
+    }
+
+    /// Registers a new live connection of `identity`, closing the older one here and, through
+    /// the other nodes of a cluster, anywhere else.
+    pub(crate) fn register_connection(
+        &self,
+        identity: crate::connections::Identity,
+    ) -> crate::connections::Registration {
+        let now = self.now();
+        if self.coordinator.is_clustered() {
+            self.coordinator.publish(ClusterEvent::Connected {
+                node: self.coordinator.node().to_owned(),
+                device: identity.0.to_string(),
+                module: identity.1.as_ref().map(ToString::to_string),
+                at_ms: now.timestamp_millis(),
+            });
+        }
+        self.connections.register(identity, now)
+    }
+
+    /// Ends connection `id` of `identity` (a newer one may have replaced it already).
+    pub(crate) fn unregister_connection(&self, identity: &crate::connections::Identity, id: u64) {
+        let now = self.now();
+        if self.connections.unregister(identity, id, now) && self.coordinator.is_clustered() {
+            self.coordinator.publish(ClusterEvent::Disconnected {
+                node: self.coordinator.node().to_owned(),
+                device: identity.0.to_string(),
+                module: identity.1.as_ref().map(ToString::to_string),
+                at_ms: now.timestamp_millis(),
+            });
+        }
     }
 
     /// A receiver that turns true when the hub shuts down.

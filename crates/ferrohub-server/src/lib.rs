@@ -7,6 +7,7 @@
 
 mod amqp;
 mod app;
+pub mod cluster;
 pub mod config;
 mod connections;
 pub mod consumer_groups;
@@ -21,13 +22,13 @@ mod limits;
 mod mqtt;
 mod policies;
 pub mod rest;
-mod sessions;
+pub mod sessions;
 pub mod telemetry;
 mod tls;
 mod transport;
 
 pub use app::{App, Backends, BuildError, Listeners, SHUTDOWN_GRACE};
-pub use config::{Config, ConfigError, DEFAULT_CONFIG_TOML, LogFormat, Overrides};
+pub use config::{ClusterSettings, Config, ConfigError, DEFAULT_CONFIG_TOML, LogFormat, Overrides};
 pub use hub::{Clock, Hub, HubError, SystemClock};
 
 /// `n` random bytes as lower-case hex (tracking ids, certificate tags).

@@ -315,9 +315,7 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
     }
 
     if let Some(a) = d.auth.take() {
-        d.hub
-            .connections
-            .unregister(&a.identity, a.registration.id, d.hub.now());
+        d.hub.unregister_connection(&a.identity, a.registration.id);
         d.hub.methods_abandoned(&a.identity, a.methods_out);
         // Messages the device never acknowledged go back to its queue for the next connection.
         let finish: BoxFuture<'_, ()> = Box::pin(a.c2d.finish(&d.hub));
@@ -397,14 +395,9 @@ impl Driver {
                 self.pump_c2d().await;
                 if let Some(a) = self.auth.as_ref()
                     && !a.clean_session
+                    && let Err(e) = self.hub.sessions.save(&a.client_id, subscriptions).await
                 {
-                    let store = self.hub.sessions.clone();
-                    let cid = a.client_id.clone();
-                    let result =
-                        tokio::task::spawn_blocking(move || store.save(&cid, &subscriptions)).await;
-                    if !matches!(result, Ok(Ok(()))) {
-                        tracing::error!(client_id = %a.client_id, "storing MQTT subscriptions failed");
-                    }
+                    tracing::error!(client_id = %a.client_id, error = %e, "storing MQTT subscriptions failed");
                 }
             }
             SessionEvent::Closed {
@@ -467,7 +460,7 @@ impl Driver {
             .as_deref()
             .and_then(|p| std::str::from_utf8(p).ok())
             .and_then(|t| token_deadline(hub, t));
-        let registration = hub.connections.register(identity.clone(), hub.now());
+        let registration = hub.register_connection(identity.clone());
         if let Some(model) = &origin.model_id {
             hub.connections.set_model_id(&identity, model);
         }
@@ -855,24 +848,19 @@ async fn restore(
     clean_session: bool,
 ) -> (bool, Vec<(ferrohub_mqtt::TopicFilter, ferrohub_mqtt::QoS)>) {
     // Most connections have no stored session: nothing to load or to forget.
-    if !hub.sessions.has(client_id) {
+    if !hub.sessions.may_have(client_id) {
         return (false, Vec::new());
     }
-    let store = hub.sessions.clone();
-    let cid = client_id.to_owned();
-    let result = tokio::task::spawn_blocking(move || {
-        if clean_session {
-            store.delete(&cid).map(|()| None)
-        } else {
-            store.load(&cid)
-        }
-    })
-    .await;
+    let result = if clean_session {
+        hub.sessions.delete(client_id).await.map(|()| None)
+    } else {
+        hub.sessions.load(client_id).await
+    };
     match result {
-        Ok(Ok(Some(subs))) => (true, subs),
-        Ok(Ok(None)) => (false, Vec::new()),
-        _ => {
-            tracing::error!(client_id, "reading the MQTT session store failed");
+        Ok(Some(subs)) => (true, subs),
+        Ok(None) => (false, Vec::new()),
+        Err(e) => {
+            tracing::error!(client_id, error = %e, "reading the MQTT session store failed");
             (false, Vec::new())
         }
     }

@@ -9,7 +9,7 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use ferrohub_mqtt::{QoS, TopicFilter};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -154,6 +154,139 @@ impl SessionStore {
             known.remove(&cid);
         }
         Ok(())
+    }
+}
+
+/// A stored session: its subscriptions as (topic filter, QoS) pairs.
+pub type StoredSubscriptions = Vec<(String, u8)>;
+
+/// Where the sessions of a cluster live (`ferrohub-cluster` keeps them in PostgreSQL), so a
+/// device that reconnects to another node finds its subscriptions there. A session is the
+/// list of its subscriptions as (topic filter, QoS) pairs.
+pub trait SessionBackend: Send + Sync + 'static {
+    /// The stored subscriptions of `client_id`, or `None` when it has no session.
+    fn load<'a>(
+        &'a self,
+        client_id: &'a str,
+    ) -> crate::cluster::BoxFuture<'a, Result<Option<StoredSubscriptions>, String>>;
+
+    /// Stores (replaces) the session of `client_id`.
+    fn save<'a>(
+        &'a self,
+        client_id: &'a str,
+        subscriptions: StoredSubscriptions,
+    ) -> crate::cluster::BoxFuture<'a, Result<(), String>>;
+
+    /// Forgets the session of `client_id`.
+    fn delete<'a>(
+        &'a self,
+        client_id: &'a str,
+    ) -> crate::cluster::BoxFuture<'a, Result<(), String>>;
+
+    /// Forgets the sessions of `device` and of all its modules.
+    fn delete_device<'a>(
+        &'a self,
+        device: &'a str,
+    ) -> crate::cluster::BoxFuture<'a, Result<(), String>>;
+}
+
+/// The hub's sessions: in the data directory ([`SessionStore`]), or shared by a cluster's
+/// nodes.
+#[derive(Clone)]
+pub(crate) enum Sessions {
+    /// SQLite in the data directory.
+    Embedded(Arc<SessionStore>),
+    /// A cluster's shared store.
+    Shared(Arc<dyn SessionBackend>),
+}
+
+fn decode(subs: Vec<(String, u8)>) -> Vec<(TopicFilter, QoS)> {
+    subs.into_iter()
+        .filter_map(|(f, q)| Some((TopicFilter::new(f).ok()?, QoS::from_u8(q)?)))
+        .collect()
+}
+
+impl Sessions {
+    /// Whether `client_id` may have a stored session: `false` only when it certainly has none
+    /// (the embedded store knows without reading the database).
+    pub(crate) fn may_have(&self, client_id: &str) -> bool {
+        match self {
+            Sessions::Embedded(s) => s.has(client_id),
+            Sessions::Shared(_) => true,
+        }
+    }
+
+    /// The stored subscriptions of `client_id`, or `None` when it has no session.
+    pub(crate) async fn load(
+        &self,
+        client_id: &str,
+    ) -> Result<Option<Vec<(TopicFilter, QoS)>>, SessionStoreError> {
+        match self {
+            Sessions::Embedded(s) => {
+                let store = s.clone();
+                let cid = client_id.to_owned();
+                tokio::task::spawn_blocking(move || store.load(&cid))
+                    .await
+                    .map_err(|e| SessionStoreError(e.to_string()))?
+            }
+            Sessions::Shared(b) => Ok(b
+                .load(client_id)
+                .await
+                .map_err(SessionStoreError)?
+                .map(decode)),
+        }
+    }
+
+    /// Stores (replaces) the session of `client_id`.
+    pub(crate) async fn save(
+        &self,
+        client_id: &str,
+        subscriptions: Vec<(TopicFilter, QoS)>,
+    ) -> Result<(), SessionStoreError> {
+        match self {
+            Sessions::Embedded(s) => {
+                let store = s.clone();
+                let cid = client_id.to_owned();
+                tokio::task::spawn_blocking(move || store.save(&cid, &subscriptions))
+                    .await
+                    .map_err(|e| SessionStoreError(e.to_string()))?
+            }
+            Sessions::Shared(b) => {
+                let raw = subscriptions
+                    .iter()
+                    .map(|(f, q)| (f.as_str().to_owned(), *q as u8))
+                    .collect();
+                b.save(client_id, raw).await.map_err(SessionStoreError)
+            }
+        }
+    }
+
+    /// Forgets the session of `client_id`.
+    pub(crate) async fn delete(&self, client_id: &str) -> Result<(), SessionStoreError> {
+        match self {
+            Sessions::Embedded(s) => {
+                let store = s.clone();
+                let cid = client_id.to_owned();
+                tokio::task::spawn_blocking(move || store.delete(&cid))
+                    .await
+                    .map_err(|e| SessionStoreError(e.to_string()))?
+            }
+            Sessions::Shared(b) => b.delete(client_id).await.map_err(SessionStoreError),
+        }
+    }
+
+    /// Forgets the sessions of `device` and of all its modules.
+    pub(crate) async fn delete_device(&self, device: &str) -> Result<(), SessionStoreError> {
+        match self {
+            Sessions::Embedded(s) => {
+                let store = s.clone();
+                let device = device.to_owned();
+                tokio::task::spawn_blocking(move || store.delete_device(&device))
+                    .await
+                    .map_err(|e| SessionStoreError(e.to_string()))?
+            }
+            Sessions::Shared(b) => b.delete_device(device).await.map_err(SessionStoreError),
+        }
     }
 }
 

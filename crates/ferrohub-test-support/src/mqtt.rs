@@ -54,6 +54,46 @@ fn tls_connector(ca_pem: &[u8]) -> tokio_rustls::TlsConnector {
 }
 
 impl MqttClient {
+    /// Opens a TLS connection to `addr` trusting `ca` (no MQTT packet sent yet), or says why
+    /// it could not (a hub that is down: fault tests reconnect elsewhere).
+    pub async fn try_open_tls(addr: SocketAddr, ca: &[u8]) -> std::io::Result<MqttClient> {
+        let tcp = TcpStream::connect(addr).await?;
+        let name = ServerName::try_from("localhost").map_err(std::io::Error::other)?;
+        let tls = tls_connector(ca).connect(name, tcp).await?;
+        Ok(MqttClient {
+            stream: Box::new(tls),
+            buf: BytesMut::new(),
+            next_pkid: 1,
+        })
+    }
+
+    /// [`MqttClient::connect`] over TLS, failing instead of panicking when the hub cannot be
+    /// reached; `Ok` carries the CONNACK, `None` when the hub closed without one.
+    pub async fn try_connect_tls(
+        addr: SocketAddr,
+        ca: &[u8],
+        client_id: &str,
+        username: &str,
+        password: &str,
+        clean_session: bool,
+    ) -> std::io::Result<(MqttClient, Option<ConnAck>)> {
+        let mut c = MqttClient::try_open_tls(addr, ca).await?;
+        c.send(Packet::Connect(Connect {
+            clean_session,
+            keep_alive: 60,
+            client_id: client_id.to_owned(),
+            username: Some(username.to_owned()),
+            password: Some(Bytes::copy_from_slice(password.as_bytes())),
+            will: None,
+        }))
+        .await;
+        let ack = match c.recv().await {
+            Some(Packet::ConnAck(a)) => Some(a),
+            _ => None,
+        };
+        Ok((c, ack))
+    }
+
     /// Opens the transport (no MQTT packet sent yet).
     pub async fn open(transport: Transport<'_>) -> MqttClient {
         let stream: Box<dyn Stream> = match transport {

@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use ferrohub_server::{App, Config, DEFAULT_CONFIG_TOML, LogFormat, Overrides};
+use std::sync::Arc;
+
+use ferrohub_server::{App, Config, DEFAULT_CONFIG_TOML, LogFormat, Overrides, SystemClock};
 
 /// Exit code for a configuration or usage error (`EX_USAGE`).
 const EXIT_USAGE: u8 = 64;
@@ -75,6 +77,9 @@ struct ServeArgs {
     /// Log format: text or json [default: text].
     #[arg(long, env = "FERROHUB_LOG_FORMAT")]
     log_format: Option<String>,
+    /// This node's name in a cluster (`cluster.node`) [default: random].
+    #[arg(long, env = "FERROHUB_NODE")]
+    node: Option<String>,
 }
 
 impl ServeArgs {
@@ -89,6 +94,7 @@ impl ServeArgs {
             bind: self.bind.clone(),
             log_level: self.log_level.clone(),
             log_format: self.log_format.clone(),
+            node: self.node.clone(),
         };
         Config::load(self.config.as_deref(), &overrides)
     }
@@ -156,7 +162,22 @@ async fn serve(args: ServeArgs) -> ExitCode {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
 
     let data_dir = config.data_dir.clone();
-    let app = match App::build(config).await {
+    let backends = match &config.cluster {
+        None => None,
+        Some(cluster) => {
+            tracing::info!(node = %cluster.node, nats = ?cluster.nats, replicas = cluster.replicas, "cluster node: connecting to PostgreSQL and NATS");
+            match ferrohub_cluster::node::backends(&config).await {
+                Ok(b) => Some(b),
+                Err(e) => {
+                    tracing::error!("cannot start: {e}");
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            }
+        }
+    };
+    let node = config.cluster.as_ref().map(|c| c.node.clone());
+    let app = match App::build_with(config, Arc::new(SystemClock), backends).await {
         Ok(app) => app,
         Err(e) => {
             tracing::error!("cannot start: {e}");
@@ -176,7 +197,10 @@ async fn serve(args: ServeArgs) -> ExitCode {
         tracing::info!(%amqp, "AMQP over TLS listening (Event Hub-compatible endpoint)");
     }
     println!();
-    println!("Ferrohub is running.");
+    match &node {
+        Some(node) => println!("Ferrohub is running as cluster node {node}."),
+        None => println!("Ferrohub is running."),
+    }
     println!(
         "  HTTPS (REST API, device HTTPS, MQTT over WebSockets): https://{}",
         listeners.https

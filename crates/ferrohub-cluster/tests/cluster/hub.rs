@@ -47,12 +47,12 @@ async fn a_hub_runs_on_postgres_and_jetstream() {
     let events = JetStreamLog::open(config(vec![server.url()], 1))
         .await
         .expect("event log");
-    let hub = TestHub::start_with_backends(Backends {
-        registry: AnyStore::new(registry),
-        queues: AnyQueueStore::new(queues),
-        events: Arc::new(events),
-        scheduled_jobs: ferrohub_registry::scheduled_jobs::AnyJobStore::new(scheduled_jobs),
-    })
+    let hub = TestHub::start_with_backends(Backends::new(
+        AnyStore::new(registry),
+        AnyQueueStore::new(queues),
+        Arc::new(events),
+        ferrohub_registry::scheduled_jobs::AnyJobStore::new(scheduled_jobs),
+    ))
     .await;
 
     // The registry is PostgreSQL's.

@@ -6,5 +6,6 @@
 mod eventlog_contract;
 mod hub;
 mod jetstream_only;
+mod nodes;
 mod pg_contract;
 mod pg_stores;

@@ -167,6 +167,96 @@ impl IdentityCache {
     }
 }
 
+/// What the store holds of one device: its own entry and its modules'.
+pub(crate) type StoredIdentities = (IdentityAuth, HashMap<ModuleId, IdentityAuth>);
+
+impl IdentityCache {
+    /// Replaces what the cache holds of device `d` with what the store holds (`None`: it is
+    /// gone), and returns the changes that concern live connections: deletions (a device that
+    /// was recreated counts as deleted), disabling and new credentials.
+    pub(crate) fn replace_device(
+        &self,
+        d: &DeviceId,
+        stored: Option<StoredIdentities>,
+    ) -> Vec<IdentityChange> {
+        let mut map = self.write();
+        let old = map.remove(d);
+        let events = changes_between(d, old.as_ref(), stored.as_ref());
+        if let Some((auth, modules)) = stored {
+            map.insert(d.clone(), CachedDevice { auth, modules });
+        }
+        events
+    }
+
+    /// Replaces the whole cache with `identities` (as [`IdentityCache::warm`] takes them), and
+    /// returns the changes of every device, as [`IdentityCache::replace_device`] does.
+    pub(crate) fn replace_all(
+        &self,
+        identities: Vec<(DeviceId, Option<ModuleId>, IdentityAuth)>,
+    ) -> Vec<IdentityChange> {
+        let fresh = IdentityCache::default();
+        fresh.warm(identities);
+        let mut new_map = std::mem::take(&mut *fresh.write());
+        let mut map = self.write();
+        let mut ids: Vec<DeviceId> = map.keys().chain(new_map.keys()).cloned().collect();
+        ids.sort();
+        ids.dedup();
+        let mut events = Vec::new();
+        for d in &ids {
+            let new = new_map.get(d).map(|c| (c.auth.clone(), c.modules.clone()));
+            events.extend(changes_between(d, map.get(d), new.as_ref()));
+        }
+        std::mem::swap(&mut *map, &mut new_map);
+        events
+    }
+}
+
+/// What changed for live connections between the cached `old` and the stored `new` of `d`.
+fn changes_between(
+    d: &DeviceId,
+    old: Option<&CachedDevice>,
+    new: Option<&StoredIdentities>,
+) -> Vec<IdentityChange> {
+    let Some(old) = old else {
+        return Vec::new();
+    };
+    let event = |m: Option<&ModuleId>, kind| IdentityChange {
+        device_id: d.clone(),
+        module_id: m.cloned(),
+        kind,
+    };
+    let kind_of = |a: &IdentityAuth, b: Option<&IdentityAuth>| match b {
+        None => Some(IdentityChangeKind::Deleted),
+        Some(b) if a.generation_id != b.generation_id => Some(IdentityChangeKind::Deleted),
+        Some(b) if a.enabled && !b.enabled => Some(IdentityChangeKind::Disabled),
+        Some(b) if a.primary_key != b.primary_key || a.secondary_key != b.secondary_key => {
+            Some(IdentityChangeKind::KeysChanged)
+        }
+        Some(_) => None,
+    };
+    let mut events = Vec::new();
+    let device_kind = kind_of(&old.auth, new.map(|(a, _)| a));
+    if let Some(kind) = device_kind {
+        events.push(event(None, kind));
+    }
+    let mut modules: Vec<&ModuleId> = old.modules.keys().collect();
+    modules.sort();
+    for m in modules {
+        let Some(old_auth) = old.modules.get(m) else {
+            continue;
+        };
+        let kind = if device_kind == Some(IdentityChangeKind::Deleted) {
+            Some(IdentityChangeKind::Deleted)
+        } else {
+            kind_of(old_auth, new.and_then(|(_, mods)| mods.get(m)))
+        };
+        if let Some(kind) = kind {
+            events.push(event(Some(m), kind));
+        }
+    }
+    events
+}
+
 /// What both `a` and `b` allow: a key only if both hold it in the same slot, enabled only if both
 /// are; nothing when they are different generations of the identity.
 fn intersect(a: &IdentityAuth, b: &IdentityAuth) -> Option<IdentityAuth> {
@@ -280,6 +370,53 @@ mod tests {
             true,
         );
         assert_eq!(cache.get(&e, None), None);
+    }
+
+    #[test]
+    fn replacing_from_the_store_reports_what_connections_must_know() {
+        let cache = IdentityCache::default();
+        let m = ModuleId::new("m").expect("id");
+        cache.warm(vec![
+            (id("a"), None, auth("p", "s", true, "g1")),
+            (id("a"), Some(m.clone()), auth("mp", "ms", true, "g2")),
+            (id("b"), None, auth("p", "s", true, "g3")),
+        ]);
+        // Disabled elsewhere: the device's connections must close, the module's keys stand.
+        let mods = HashMap::from([(m.clone(), auth("mp", "ms", true, "g2"))]);
+        let events = cache.replace_device(&id("a"), Some((auth("p", "s", false, "g1"), mods)));
+        assert_eq!(
+            events,
+            vec![IdentityChange {
+                device_id: id("a"),
+                module_id: None,
+                kind: IdentityChangeKind::Disabled
+            }]
+        );
+        assert!(!cache.get(&id("a"), None).expect("cached").enabled);
+        assert!(cache.get(&id("a"), Some(&m)).is_some());
+        // Unchanged: nothing to report.
+        let again =
+            cache.replace_device(&id("b"), Some((auth("p", "s", true, "g3"), HashMap::new())));
+        assert!(again.is_empty());
+        // A new device appears without an event; a deleted one reports its modules.
+        let all = cache.replace_all(vec![
+            (id("b"), None, auth("p2", "s", true, "g3")),
+            (id("c"), None, auth("p", "s", true, "g4")),
+        ]);
+        let kinds: Vec<_> = all
+            .iter()
+            .map(|e| (e.device_id.to_string(), e.module_id.is_some(), e.kind))
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                ("a".into(), false, IdentityChangeKind::Deleted),
+                ("a".into(), true, IdentityChangeKind::Deleted),
+                ("b".into(), false, IdentityChangeKind::KeysChanged),
+            ]
+        );
+        assert!(cache.get(&id("a"), None).is_none());
+        assert!(cache.get(&id("c"), None).is_some());
     }
 
     #[test]

@@ -137,8 +137,7 @@ impl DeviceState {
     pub(super) async fn end(self, hub: &Arc<Hub>) {
         self.forwarder.abort();
         let identity = (self.origin.device_id.clone(), self.origin.module_id.clone());
-        hub.connections
-            .unregister(&identity, self.registration, hub.now());
+        hub.unregister_connection(&identity, self.registration);
         hub.methods_abandoned(&identity, self.methods_out);
         self.c2d.finish(hub).await;
     }
@@ -258,10 +257,7 @@ impl Driver {
                 );
                 return self.refuse_with(link, &e);
             }
-            let registration = self
-                .hub
-                .connections
-                .register(identity.clone(), self.hub.now());
+            let registration = self.hub.register_connection(identity.clone());
             tracing::info!(peer = %self.peer, device = %identity.0, module = ?identity.1, "AMQP device connected");
             let state = DeviceState {
                 registration: registration.id,

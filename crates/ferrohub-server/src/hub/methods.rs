@@ -19,6 +19,7 @@ use ferrohub_types::ErrorCode;
 use tokio::sync::oneshot;
 
 use super::{Hub, HubError};
+use crate::cluster::{MethodReply, MethodRequest};
 use crate::connections::{DeviceCommand, Identity, Interests};
 
 /// A device's answer as its connection got it: the status from the topic and the body.
@@ -84,6 +85,94 @@ impl Hub {
         identity: &Identity,
         call: &CloudToDeviceMethod,
     ) -> Result<MethodResult, HubError> {
+        let answer = if self.coordinator.is_clustered()
+            && !self.connections.has_interest(identity, wants_methods)
+        {
+            self.invoke_elsewhere(identity, call).await?
+        } else {
+            self.invoke_here(identity, call).await?
+        };
+        MethodResult::from_device_response(answer.status, &answer.body)
+            .map_err(|e| HubError::new(e.error_code(), e.to_string()))
+    }
+
+    /// A cluster node without the identity's connection: the node that holds it runs the call.
+    async fn invoke_elsewhere(
+        &self,
+        identity: &Identity,
+        call: &CloudToDeviceMethod,
+    ) -> Result<DeviceAnswer, HubError> {
+        let request = MethodRequest {
+            device: identity.0.to_string(),
+            module: identity.1.as_ref().map(ToString::to_string),
+            method_name: call.method_name().to_string(),
+            payload: String::from_utf8_lossy(&call.device_body()).into_owned(),
+            connect_timeout_secs: call.connect_timeout().as_secs(),
+            response_timeout_secs: call.response_timeout().as_secs(),
+        };
+        match self.coordinator.call_method(request).await {
+            Some(MethodReply::Answer { status, payload }) => Ok(DeviceAnswer {
+                status,
+                body: Bytes::from(payload),
+            }),
+            Some(MethodReply::Error { code, message }) => Err(HubError::new(
+                ErrorCode::from_number(code).unwrap_or(ErrorCode::ServiceUnavailable),
+                message,
+            )),
+            // No node holds it (or it connected here meanwhile).
+            None if self.connections.has_interest(identity, wants_methods) => {
+                self.invoke_here(identity, call).await
+            }
+            None => Err(not_online(call)),
+        }
+    }
+
+    /// A call from another node for an identity connected here; `None` when it is not.
+    pub(crate) async fn invoke_for_node(&self, request: MethodRequest) -> Option<MethodReply> {
+        let device = ferrohub_types::DeviceId::new(request.device.clone()).ok()?;
+        let module = match &request.module {
+            Some(m) => Some(ferrohub_types::ModuleId::new(m.clone()).ok()?),
+            None => None,
+        };
+        let identity: Identity = (device, module);
+        if !self.connections.is_live_here(&identity) {
+            return None;
+        }
+        let body = format!(
+            r#"{{"methodName":{},"payload":{},"responseTimeoutInSeconds":{},"connectTimeoutInSeconds":{}}}"#,
+            serde_json::Value::String(request.method_name.clone()),
+            request.payload,
+            request.response_timeout_secs,
+            request.connect_timeout_secs,
+        );
+        let call = match CloudToDeviceMethod::from_slice(body.as_bytes()) {
+            Ok(call) => call,
+            Err(e) => {
+                return Some(MethodReply::Error {
+                    code: e.error_code().number(),
+                    message: e.to_string(),
+                });
+            }
+        };
+        Some(match self.invoke_here(&identity, &call).await {
+            Ok(answer) => MethodReply::Answer {
+                status: answer.status,
+                payload: String::from_utf8_lossy(&answer.body).into_owned(),
+            },
+            Err(e) => MethodReply::Error {
+                code: e.code.number(),
+                message: e.message,
+            },
+        })
+    }
+
+    /// Runs the call on this node's connection of `identity`, waiting for one as the call
+    /// allows.
+    async fn invoke_here(
+        &self,
+        identity: &Identity,
+        call: &CloudToDeviceMethod,
+    ) -> Result<DeviceAnswer, HubError> {
         if !self.connections.has_interest(identity, wants_methods) {
             let deadline = tokio::time::Instant::now() + call.connect_timeout();
             if call.connect_timeout().is_zero()
@@ -111,8 +200,7 @@ impl Hub {
         }
         metrics::counter!("ferrohub_methods_invoked_total").increment(1);
         match tokio::time::timeout(call.response_timeout(), answer).await {
-            Ok(Ok(answer)) => MethodResult::from_device_response(answer.status, &answer.body)
-                .map_err(|e| HubError::new(e.error_code(), e.to_string())),
+            Ok(Ok(answer)) => Ok(answer),
             // The connection ended (or dropped the request) before answering.
             Ok(Err(_)) => Err(not_online(call)),
             Err(_) => {

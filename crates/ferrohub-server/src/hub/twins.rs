@@ -208,35 +208,52 @@ pub(crate) fn notify_desired_changes(hub: &Arc<Hub>) {
             return;
         };
         let identity: Identity = (change.device_id.clone(), change.module_id.clone());
-        let command = DeviceCommand::DesiredPatch {
-            version: change.patch.version(),
-            body: Bytes::from(change.patch.body()),
-        };
-        match hub
-            .connections
-            .send_command(&identity, wants_desired, command)
-        {
-            Ok(()) => metrics::counter!("ferrohub_twin_desired_notifications_total").increment(1),
-            // Subscribed, but so far behind that its queue is full: a notification left out
-            // would leave the device's copy wrong for good, so the connection is closed and the
-            // device reads the twin when it reconnects.
-            Err(_) if hub.connections.has_interest(&identity, wants_desired) => {
-                tracing::warn!(
-                    device = %change.device_id,
-                    module = ?change.module_id,
-                    "a device fell behind its desired notifications; closing its connection"
-                );
-                hub.connections
-                    .close(&identity, "the device fell behind its desired-property notifications");
-            }
-            Err(_) => tracing::debug!(
-                device = %change.device_id,
-                module = ?change.module_id,
-                version = change.patch.version(),
-                "desired change not sent: the identity is not connected and subscribed (or its queue is full)"
-            ),
+        let version = change.patch.version();
+        let body = change.patch.body();
+        if hub.coordinator.is_clustered() && !hub.connections.is_live_here(&identity) {
+            // The identity may be connected to another node: that node sends the patch.
+            hub.coordinator
+                .publish(crate::cluster::ClusterEvent::DesiredPatch {
+                    device: change.device_id.to_string(),
+                    module: change.module_id.as_ref().map(ToString::to_string),
+                    version,
+                    body: String::from_utf8_lossy(&body).into_owned(),
+                });
         }
+        deliver_desired(&hub, &identity, version, Bytes::from(body));
     });
+}
+
+/// Sends a desired-properties patch to `identity`'s connection on this node if it subscribed
+/// to them.
+pub(crate) fn deliver_desired(hub: &Hub, identity: &Identity, version: u64, body: Bytes) {
+    let command = DeviceCommand::DesiredPatch { version, body };
+    match hub
+        .connections
+        .send_command(identity, wants_desired, command)
+    {
+        Ok(()) => metrics::counter!("ferrohub_twin_desired_notifications_total").increment(1),
+        // Subscribed, but so far behind that its queue is full: a notification left out
+        // would leave the device's copy wrong for good, so the connection is closed and the
+        // device reads the twin when it reconnects.
+        Err(_) if hub.connections.has_interest(identity, wants_desired) => {
+            tracing::warn!(
+                device = %identity.0,
+                module = ?identity.1,
+                "a device fell behind its desired notifications; closing its connection"
+            );
+            hub.connections.close(
+                identity,
+                "the device fell behind its desired-property notifications",
+            );
+        }
+        Err(_) => tracing::debug!(
+            device = %identity.0,
+            module = ?identity.1,
+            version,
+            "desired change not sent: the identity is not connected and subscribed (or its queue is full)"
+        ),
+    }
 }
 
 /// A twin request of a device (MQTT topic or AMQP twin link), waiting its turn.

@@ -438,12 +438,21 @@ pub(crate) async fn create_group(
         .await
         .map_err(|e| ApiError::new(ErrorCode::ServerError, e.to_string()))?
         .map_err(group_error)?;
+    groups_changed(&hub);
     Ok(if created {
         StatusCode::CREATED
     } else {
         StatusCode::OK
     }
     .into_response())
+}
+
+/// Tells the other nodes of a cluster that the consumer groups changed.
+fn groups_changed(hub: &crate::hub::Hub) {
+    if hub.groups.is_shared() {
+        hub.coordinator
+            .publish(crate::cluster::ClusterEvent::GroupsChanged);
+    }
 }
 
 /// Deletes a consumer group and its checkpoints.
@@ -462,6 +471,7 @@ pub(crate) async fn delete_group(
         .await
         .map_err(|e| ApiError::new(ErrorCode::ServerError, e.to_string()))?
         .map_err(group_error)?;
+    groups_changed(&hub);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -476,6 +486,7 @@ pub(crate) async fn checkpoints(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     hub.authorize_service(&headers, uri.path(), &[Permission::ServiceConnect])?;
+    hub.groups.refresh().await;
     let cps = hub.groups.checkpoints(&name).map_err(group_error)?;
     let body: BTreeMap<String, ferrohub_api::Checkpoint> = cps
         .into_iter()
@@ -518,5 +529,6 @@ pub(crate) async fn set_checkpoint(
         .await
         .map_err(|e| ApiError::new(ErrorCode::ServerError, e.to_string()))?
         .map_err(group_error)?;
+    groups_changed(&hub);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
