@@ -357,7 +357,8 @@ impl<'a> Renderer<'a> {
         let t = match (self.dialect, test) {
             // SQLite works on the bytes: its `length` and negative `substr` of text stop at
             // a NUL, those of a blob do not, and a byte-wise match of UTF-8 is a
-            // character-wise one.
+            // character-wise one. `substr` of an empty blob is NULL, not an empty blob, so
+            // the prefix and suffix tests compare with `IS` (never NULL: NOT must hold for "").
             (Dialect::Sqlite, TextTest::Contains) => {
                 format!("instr(CAST({s} AS BLOB), CAST({a} AS BLOB)) > 0")
             }
@@ -367,12 +368,12 @@ impl<'a> Renderer<'a> {
                 match (dialect, test) {
                     (Dialect::Sqlite, TextTest::StartsWith) => {
                         format!(
-                            "substr(CAST({s} AS BLOB), 1, length(CAST({a} AS BLOB))) = CAST({b} AS BLOB)"
+                            "substr(CAST({s} AS BLOB), 1, length(CAST({a} AS BLOB))) IS CAST({b} AS BLOB)"
                         )
                     }
                     (Dialect::Sqlite, _) => {
                         format!(
-                            "substr(CAST({s} AS BLOB), -length(CAST({a} AS BLOB))) = CAST({b} AS BLOB)"
+                            "substr(CAST({s} AS BLOB), -length(CAST({a} AS BLOB))) IS CAST({b} AS BLOB)"
                         )
                     }
                     (Dialect::Postgres, TextTest::StartsWith) => {
