@@ -289,7 +289,7 @@ async fn unknown_routes_and_wrong_methods_answer_in_azure_shape() {
         expect_error(resp, 404, "GenericNotFound").await;
     }
     for (method, path, allowed) in [
-        (Method::POST, "/devices/query", "GET,PUT,DELETE"),
+        (Method::POST, "/devices/d1", "GET,PUT,DELETE"),
         (Method::PATCH, "/devices/d1", "GET,PUT,DELETE"),
         (Method::DELETE, "/statistics/devices", "GET"),
         (Method::PUT, "/jobs", "GET"),
