@@ -11,7 +11,7 @@ use ferrohub_mqtt::{Packet, QoS};
 use ferrohub_server::config::ConfigToml;
 use ferrohub_server::{Config, Overrides};
 use ferrohub_test_support::mqtt::{MqttClient, Transport};
-use ferrohub_test_support::{TestHub, now_secs};
+use ferrohub_test_support::{TestHub, eventually, now_secs};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use tokio::time::Instant;
@@ -145,18 +145,15 @@ async fn connect_when_known(
     key: &SymmetricKey,
     limit: Duration,
 ) -> MqttClient {
-    let deadline = Instant::now() + limit;
-    loop {
-        let (c, code) = connect(hub, id, key).await;
-        if code == ConnectReturnCode::Accepted {
-            return c;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{id} still refused ({code:?}) after {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        limit,
+        &format!("{id} accepted by a node that learns of it"),
+        || async {
+            let (c, code) = connect(hub, id, key).await;
+            (code == ConnectReturnCode::Accepted).then_some(c)
+        },
+    )
+    .await
 }
 
 /// The next PUBLISH the device gets, within `limit`.
@@ -205,19 +202,16 @@ async fn nodes_share_policies_certificates_and_identities() {
     // node sees it connected.
     let key = create_device(&a, "shared-1").await;
     let _device = connect_when_known(&b, "shared-1", &key, Duration::from_secs(5)).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let (status, device) = rest(&c, Method::GET, "/devices/shared-1", None).await;
-        assert_eq!(status, StatusCode::OK);
-        if device["connectionState"] == "Connected" {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "node c never saw the connection on node b: {device}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(5),
+        "node c sees the connection on node b",
+        || async {
+            let (status, device) = rest(&c, Method::GET, "/devices/shared-1", None).await;
+            assert_eq!(status, StatusCode::OK);
+            (device["connectionState"] == "Connected").then_some(())
+        },
+    )
+    .await;
 
     // Consumer groups and checkpoints written through one node are read through another.
     let (status, _) = call(
@@ -426,18 +420,11 @@ async fn health(hub: &TestHub) -> (StatusCode, String) {
 }
 
 async fn wait_health(hub: &TestHub, want: StatusCode, limit: Duration) -> String {
-    let deadline = Instant::now() + limit;
-    loop {
+    eventually(limit, &format!("/healthz answers {want}"), || async {
         let (status, text) = health(hub).await;
-        if status == want {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "/healthz still {status} ({text}) after {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        (status == want).then_some(text)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
