@@ -25,8 +25,7 @@ use ferrohub_amqp::frame::{AMQP_HEADER, Frame, FrameType, SASL_HEADER};
 use ferrohub_amqp::message::{ApplicationProperties, Message, MessageId, Properties};
 use ferrohub_amqp::performative::{
     AmqpError, Attach, Begin, DeliveryState, Detach, Disposition, Fields, Flow, Open, Performative,
-    ReceiverSettleMode, Role, SaslCode, SaslFrame, SaslInit, SenderSettleMode, Source, Target,
-    Transfer,
+    Role, SaslCode, SaslFrame, SaslInit, SenderSettleMode, Source, Target, Transfer,
 };
 use ferrohub_amqp::types::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
@@ -139,6 +138,26 @@ impl Incoming {
             _ => None,
         }
     }
+
+    /// The message of a [`Incoming::Message`] on receiver `handle` whose correlation id is
+    /// `correlation_id` (`None`: a message without one), decoded.
+    pub fn correlated_on(
+        &self,
+        handle: u32,
+        correlation_id: Option<&MessageId>,
+    ) -> Option<Message> {
+        match self {
+            Incoming::Message { handle: h, .. } if *h == handle => {
+                let m = self.message()?;
+                let id = m
+                    .properties
+                    .as_ref()
+                    .and_then(|p| p.correlation_id.as_ref());
+                (id == correlation_id).then_some(m)
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -232,29 +251,14 @@ impl CbsReply {
     }
 }
 
-/// An ATTACH for link `name` where the client is `role` (handle 0: the client picks it), for
-/// [`AmqpClient::attach_link`].
+/// An ATTACH for link `name` where the client is `role`, for [`AmqpClient::attach_link`]
+/// (which picks the handle). A receiver asks for unsettled deliveries.
 pub fn new_attach(name: &str, role: Role, source: Source, target: Target) -> Attach {
-    Attach {
-        name: name.to_owned(),
-        handle: 0,
-        role,
-        snd_settle_mode: if role == Role::Sender {
-            SenderSettleMode::Mixed
-        } else {
-            SenderSettleMode::Unsettled
-        },
-        rcv_settle_mode: ReceiverSettleMode::First,
-        source: Some(source),
-        target: Some(target),
-        unsettled: None,
-        incomplete_unsettled: false,
-        initial_delivery_count: (role == Role::Sender).then_some(0),
-        max_message_size: None,
-        offered_capabilities: None,
-        desired_capabilities: None,
-        properties: None,
+    let mut attach = Attach::new(name, 0, role, source, target);
+    if role == Role::Receiver {
+        attach.snd_settle_mode = SenderSettleMode::Unsettled;
     }
+    attach
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> AmqpClient<S> {
@@ -1040,22 +1044,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AmqpClient<S> {
         };
         let (settled, message) = self
             .wait_for(|i| {
-                let Incoming::Message {
-                    handle, settled, ..
-                } = i
-                else {
-                    return None;
-                };
-                if *handle != receiver {
-                    return None;
-                }
-                let m = i.message()?;
-                let correlated = m
-                    .properties
-                    .as_ref()
-                    .and_then(|p| p.correlation_id.as_ref())
-                    == Some(&message_id);
-                correlated.then_some((*settled, m))
+                let m = i.correlated_on(receiver, Some(&message_id))?;
+                Some((matches!(i, Incoming::Message { settled: true, .. }), m))
             })
             .await?;
         Ok(CbsReply {

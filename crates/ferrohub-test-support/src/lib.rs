@@ -305,15 +305,29 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
+    eventually_ok(limit, || {
+        let checked = check();
+        async move { checked.await.ok_or_else(|| what.to_owned()) }
+    })
+    .await
+}
+
+/// Polls `check` every 20 ms until it returns `Ok`, or panics after `limit` with what its
+/// last `Err` said is still missing.
+pub async fn eventually_ok<T, F, Fut>(limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
     let deadline = tokio::time::Instant::now() + limit;
     loop {
-        if let Some(v) = check().await {
-            return v;
+        match check().await {
+            Ok(v) => return v,
+            Err(missing) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "not within {limit:?}: {missing}"
+            ),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {limit:?}: {what}"
-        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -746,29 +746,21 @@ async fn a_module_sends_telemetry_with_its_own_token() {
 
 #[tokio::test]
 async fn another_identitys_token_put_for_a_links_audience_detaches_it() {
+    /// Puts `device`'s token, valid for `secs`, for device a's audience; the status code.
+    async fn put_for_a(c: &mut AmqpTestClient, device: &Value, secs: u64, id: u64) -> i32 {
+        let token = device_token(device, now_secs() + secs);
+        let audience = "localhost/devices/a";
+        put_token(c, audience, &token, MessageId::Ulong(id)).await.0
+    }
+
     let hub = TestHub::start().await;
     let a = create_device(&hub, "a").await;
     let b = create_device(&hub, "b").await;
     let mut c = hub.amqp().await;
-    let audience = "localhost/devices/a";
-    let (status, _, _) = put_token(
-        &mut c,
-        audience,
-        &device_token(&a, now_secs() + 600),
-        MessageId::Ulong(1),
-    )
-    .await;
-    assert_eq!(status, 200);
+    assert_eq!(put_for_a(&mut c, &a, 600, 1).await, 200);
     let link = sender_link(&mut c, "events", "/devices/a/messages/events").await;
     // A renewal with a's own token keeps the link.
-    let (status, _, _) = put_token(
-        &mut c,
-        audience,
-        &device_token(&a, now_secs() + 900),
-        MessageId::Ulong(2),
-    )
-    .await;
-    assert_eq!(status, 200);
+    assert_eq!(put_for_a(&mut c, &a, 900, 2).await, 200);
     let m = Message::with_data(Bytes::from_static(b"still a"));
     assert_eq!(
         send_message(&mut c, link, &m).await,
@@ -776,14 +768,7 @@ async fn another_identitys_token_put_for_a_links_audience_detaches_it() {
     );
     // b's token is valid, but it does not authorize a's link: that link goes, instead of
     // living on b's token past a's.
-    let (status, _, _) = put_token(
-        &mut c,
-        audience,
-        &device_token(&b, now_secs() + 600),
-        MessageId::Ulong(3),
-    )
-    .await;
-    assert_eq!(status, 200);
+    assert_eq!(put_for_a(&mut c, &b, 600, 3).await, 200);
     assert_eq!(
         condition_of(c.detached(link).await.unwrap()),
         "amqp:unauthorized-access"

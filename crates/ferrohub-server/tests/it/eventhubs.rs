@@ -135,6 +135,14 @@ impl EhClient {
         }
     }
 
+    /// Attaches a receiver from `address` at `start` (no epoch, no runtime metric) and grants
+    /// it `credit`; returns its handle.
+    async fn read_from(&mut self, address: &str, start: Start<'_>, credit: u32) -> u32 {
+        let handle = self.receiver(address, start, None, false).await.unwrap();
+        self.credit(handle, credit).await;
+        handle
+    }
+
     /// Grants `credit` on receiver `handle`.
     async fn credit(&mut self, handle: u32, credit: u32) {
         self.c.grant(handle, credit).await.unwrap();
@@ -311,16 +319,12 @@ async fn a_receiver_at_latest_sees_new_telemetry_from_mqtt_and_https_devices() {
 
     let mut c = EhClient::connect(&hub).await;
     for p in 0..4 {
-        let h = c
-            .receiver(
-                &address(p),
-                Start::Selector("amqp.annotation.x-opt-offset > '@latest'"),
-                None,
-                false,
-            )
-            .await
-            .unwrap();
-        c.credit(h, 10).await;
+        c.read_from(
+            &address(p),
+            Start::Selector("amqp.annotation.x-opt-offset > '@latest'"),
+            10,
+        )
+        .await;
     }
 
     // Nothing more is asked of the hub: the events come because they were appended.
@@ -385,15 +389,12 @@ async fn deliveries_never_exceed_the_credit() {
     let (_, p) = device_with_events(&hub, "credit-1", 5).await;
     let mut c = EhClient::connect(&hub).await;
     let h = c
-        .receiver(
+        .read_from(
             &address(p),
             Start::Selector("amqp.annotation.x-opt-offset > '-1'"),
-            None,
-            false,
+            2,
         )
-        .await
-        .unwrap();
-    c.credit(h, 2).await;
+        .await;
     let first: Vec<i64> = vec![seq(&c.event().await.1), seq(&c.event().await.1)];
     assert_eq!(first, vec![0, 1]);
     // Two more credits: exactly the next two, none skipped.
@@ -411,11 +412,7 @@ async fn every_filter_form_the_sdks_send() {
     let mut c = EhClient::connect(&hub).await;
 
     // Read everything once, for the offsets and times to filter by.
-    let handle = c
-        .receiver(&address(p), Start::None, None, false)
-        .await
-        .unwrap();
-    c.credit(handle, 5).await;
+    let handle = c.read_from(&address(p), Start::None, 5).await;
     let mut all = Vec::new();
     for _ in 0..5 {
         all.push(c.event().await.1);
@@ -488,16 +485,12 @@ async fn every_filter_form_the_sdks_send() {
     }
 
     // @latest: only what comes after the attach.
-    let handle = c
-        .receiver(
-            &address(p),
-            Start::SelectorUlong("amqp.annotation.x-opt-offset > '@latest'"),
-            None,
-            false,
-        )
-        .await
-        .unwrap();
-    c.credit(handle, 5).await;
+    c.read_from(
+        &address(p),
+        Start::SelectorUlong("amqp.annotation.x-opt-offset > '@latest'"),
+        5,
+    )
+    .await;
     let device = super::device_json(&hub, "filters-1").await;
     https_event(&hub, &device, "filters-late", b"late").await;
     let (_, m) = c.event().await;
@@ -682,15 +675,12 @@ async fn the_runtime_metric_describes_the_partition_end() {
     ));
     // Without the capability there is no metric.
     let second = c
-        .receiver(
+        .read_from(
             &address(p),
             Start::Selector("amqp.annotation.x-opt-sequence-number >= '0'"),
-            None,
-            false,
+            1,
         )
-        .await
-        .unwrap();
-    c.credit(second, 1).await;
+        .await;
     let (h, m) = c.event().await;
     assert_eq!(h, second);
     assert!(m.delivery_annotations.is_none());
@@ -710,16 +700,12 @@ async fn events_keep_the_device_message_as_sent() {
     );
     let p = partition_of(&hub, "props-1").await;
     let mut c = EhClient::connect(&hub).await;
-    let h = c
-        .receiver(
-            &address(p),
-            Start::Selector("amqp.annotation.x-opt-offset > '-1'"),
-            None,
-            false,
-        )
-        .await
-        .unwrap();
-    c.credit(h, 10).await;
+    c.read_from(
+        &address(p),
+        Start::Selector("amqp.annotation.x-opt-offset > '-1'"),
+        10,
+    )
+    .await;
     let (_, m) = c.event_where(|m| device_of(m) == Some("props-1")).await;
     assert_eq!(body(&m), payload);
     let props = m.properties.as_ref().expect("properties");
