@@ -136,11 +136,20 @@ impl EhClient {
     }
 
     /// Attaches a receiver from `address` at `start` (no epoch, no runtime metric) and grants
-    /// it `credit`; returns its handle.
+    /// it `credit` (0: none yet); returns its handle.
     async fn read_from(&mut self, address: &str, start: Start<'_>, credit: u32) -> u32 {
         let handle = self.receiver(address, start, None, false).await.unwrap();
-        self.credit(handle, credit).await;
+        if credit > 0 {
+            self.credit(handle, credit).await;
+        }
         handle
+    }
+
+    /// The error of the hub's refusal of a receiver from `address` at `start`.
+    async fn refusal(&mut self, address: &str, start: Start<'_>) -> AmqpError {
+        self.receiver(address, start, None, false)
+            .await
+            .expect_err("a refusal")
     }
 
     /// Grants `credit` on receiver `handle`.
@@ -499,14 +508,11 @@ async fn every_filter_form_the_sdks_send() {
 
     // A filter the hub cannot read is refused, not ignored.
     let err = c
-        .receiver(
+        .refusal(
             &address(p),
             Start::Selector("amqp.annotation.x-opt-color = 'blue'"),
-            None,
-            false,
         )
-        .await
-        .unwrap_err();
+        .await;
     assert_eq!(err.condition.as_str(), "com.microsoft:argument-error");
 }
 
@@ -552,10 +558,7 @@ async fn epochs_displace_and_refuse_receivers() {
         .await
         .unwrap_err();
     assert_eq!(e.condition.as_str(), "amqp:link:stolen");
-    let e = c
-        .receiver(&address(p), start(), None, false)
-        .await
-        .unwrap_err();
+    let e = c.refusal(&address(p), start()).await;
     assert_eq!(e.condition.as_str(), "amqp:link:stolen");
     let resp = send(
         &hub,
@@ -593,7 +596,7 @@ async fn unknown_partitions_groups_and_entities_are_not_found() {
         "otherhub/ConsumerGroups/$Default/Partitions/0".to_owned(),
     ];
     for a in &cases {
-        let e = c.receiver(a, start(), None, false).await.unwrap_err();
+        let e = c.refusal(a, start()).await;
         assert_eq!(e.condition.as_str(), "amqp:not-found", "{a}: {e:?}");
     }
     // The IoT Hub form of the address, and the consumer group in any case, are found (with a
@@ -628,14 +631,11 @@ async fn tokens_without_service_connect_or_with_a_wrong_key_are_refused() {
     let (mut c, status) = EhClient::connect_as(&hub, "registryRead", None).await;
     assert_eq!(status, 200);
     let e = c
-        .receiver(
+        .refusal(
             &address(0),
             Start::Selector("amqp.annotation.x-opt-offset > '-1'"),
-            None,
-            false,
         )
-        .await
-        .unwrap_err();
+        .await;
     assert_eq!(e.condition.as_str(), "amqp:unauthorized-access");
 }
 
@@ -743,14 +743,12 @@ async fn a_drain_delivers_what_the_partition_holds_before_it_ends_the_credit() {
     let (_, p) = device_with_events(&hub, "drain-1", 5).await;
     let mut c = EhClient::connect(&hub).await;
     let h = c
-        .receiver(
+        .read_from(
             &address(p),
             Start::Selector("amqp.annotation.x-opt-offset > '-1'"),
-            None,
-            false,
+            0,
         )
-        .await
-        .unwrap();
+        .await;
     // Ten credits and drain: the five events, then the hub's FLOW ending the credit.
     c.c.drain(h, 10).await.unwrap();
     let mut seqs = Vec::new();
