@@ -8,7 +8,7 @@
 //     startTime null when no Date is given and maxExecutionTimeInSeconds as given (possibly
 //     null); the method form fills payload and responseTimeoutInSeconds with its defaults.
 //   * getJob / cancelJob do not encode the id. Their promises, and the schedule calls', resolve
-//     to {jobStatus, response}; Query.next() to {result, response}.
+//     to {jobStatus, response}; Query.next() to {result, message}.
 //   * createQuery(jobType, jobStatus, pageSize) GETs /jobs/v2/query?jobStatus=&jobType= with
 //     x-ms-max-item-count: pageSize and, after the first page, x-ms-continuation from the
 //     previous answer; hasMoreResults = (x-ms-continuation header !== undefined).
@@ -124,7 +124,7 @@ test('cancelJob cancels a job that has not started', async () => {
 async function allPages(query) {
   const pages = [];
   while (query.hasMoreResults) {
-    const { result, response } = await withTimeout(query.next(query.continuationToken), OP_MS, 'next');
+    const { result, message: response } = await withTimeout(query.next(query.continuationToken), OP_MS, 'next');
     assert.equal(response.statusCode, 200);
     assert.equal(response.headers['x-ms-item-type'], 'jobResponse');
     assert.notEqual(response.headers['x-ms-continuation'], '', 'never an empty token');
