@@ -8,7 +8,12 @@
 //     startTime null when no Date is given and maxExecutionTimeInSeconds as given (possibly
 //     null); the method form fills payload and responseTimeoutInSeconds with its defaults.
 //   * getJob / cancelJob do not encode the id. Their promises, and the schedule calls', resolve
-//     to {jobStatus, response}; Query.next() to {result, response}.
+//     to {jobStatus, response}; Query.next() to {result, message}.
+//   * createQuery(jobType, jobStatus, pageSize) GETs /jobs/v2/query?jobStatus=&jobType= with
+//     x-ms-max-item-count: pageSize and, after the first page, x-ms-continuation from the
+//     previous answer; hasMoreResults = (x-ms-continuation header !== undefined).
+//   * Called with no argument (the promise form), next() sends no continuation at all and asks
+//     for the first page again and again: the tests pass query.next(query.continuationToken).
 //   * The REST client dials 443: its agent is replaced with one whose defaultPort is the hub's.
 
 const { test, after } = require('node:test');
@@ -113,4 +118,63 @@ test('cancelJob cancels a job that has not started', async () => {
   const { jobStatus: cancelled } = await jobs.cancelJob(jobId);
   assert.equal(cancelled.status, 'cancelled');
   assert.equal((await jobs.getJob(jobId)).jobStatus.status, 'cancelled');
+});
+
+// Every page of `query`: its rows, one array a page.
+async function allPages(query) {
+  const pages = [];
+  while (query.hasMoreResults) {
+    const { result, message: response } = await withTimeout(query.next(query.continuationToken), OP_MS, 'next');
+    assert.equal(response.statusCode, 200);
+    assert.equal(response.headers['x-ms-item-type'], 'jobResponse');
+    assert.notEqual(response.headers['x-ms-continuation'], '', 'never an empty token');
+    pages.push(result);
+    assert.ok(pages.length < 200, 'paging ends');
+  }
+  return pages;
+}
+
+test('createQuery pages through the jobs of one type and status', async () => {
+  // Jobs of other tests share the hub: this run's jobs share a prefix, and other jobs may sit
+  // between them in id order.
+  const prefix = `node-q-${crypto.randomUUID().slice(0, 8)}-`;
+  const later = new Date(Date.UTC(2099, 0, 1));
+  const nobody = "deviceId = 'nobody'";
+  const twins = [];
+  for (let i = 0; i < 5; i++) {
+    const jobId = `${prefix}twin-${i}`;
+    await jobs.scheduleTwinUpdate(jobId, nobody, { etag: '*', tags: { q: i } }, later, 60);
+    await jobs.cancelJob(jobId);
+    twins.push(jobId);
+  }
+  const method = `${prefix}method`;
+  await jobs.scheduleDeviceMethod(method, nobody, { methodName: 'noop' }, later, 60);
+  await jobs.cancelJob(method);
+  const queued = `${prefix}queued`;
+  await jobs.scheduleTwinUpdate(queued, nobody, { etag: '*', tags: { q: 'queued' } }, later, 60);
+
+  // Cancelled twin updates, two a page: full pages but the last, every row of the type and
+  // status asked for, in id order, none twice, this run's five among them.
+  const pages = await allPages(jobs.createQuery('scheduleUpdateTwin', 'cancelled', 2));
+  assert.ok(pages.length >= 3, `five jobs in pages of two: ${pages.length} pages`);
+  pages.slice(0, -1).forEach((page) => assert.equal(page.length, 2));
+  assert.ok(pages[pages.length - 1].length >= 1 && pages[pages.length - 1].length <= 2);
+  const rows = pages.flat();
+  for (const row of rows) {
+    assert.equal(row.type, 'scheduleUpdateTwin', row.jobId);
+    assert.equal(row.status, 'cancelled', row.jobId);
+  }
+  const ids = rows.map((row) => row.jobId);
+  assert.deepEqual(ids, [...ids].sort(), 'id order');
+  assert.equal(new Set(ids).size, ids.length, 'no job twice');
+  assert.deepEqual(ids.filter((id) => id.startsWith(prefix)), twins);
+
+  // The other type, and the other status, each find only theirs.
+  const methods = (await allPages(jobs.createQuery('scheduleDeviceMethod', 'cancelled', 2))).flat();
+  assert.deepEqual(methods.map((row) => row.jobId).filter((id) => id.startsWith(prefix)), [method]);
+  assert.ok(methods.every((row) => row.type === 'scheduleDeviceMethod' && row.status === 'cancelled'));
+  const waiting = (await allPages(jobs.createQuery('scheduleUpdateTwin', 'queued', 2))).flat();
+  assert.deepEqual(waiting.map((row) => row.jobId).filter((id) => id.startsWith(prefix)), [queued]);
+  assert.ok(waiting.every((row) => row.status === 'queued'));
+  await jobs.cancelJob(queued);
 });

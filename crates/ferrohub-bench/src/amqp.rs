@@ -196,7 +196,9 @@ async fn drive_c2d(mut conn: AmqpConn, link: u32, mut rx: mpsc::Receiver<C2dRequ
                 None => open = false,
             },
             incoming = conn.next() => match incoming {
-                Ok(Incoming::Disposition { first, last, state }) => {
+                Ok(Incoming::Disposition {
+                    first, last, state, ..
+                }) => {
                     for id in first..=last {
                         if let Some(answer) = in_flight.remove(&id) {
                             let _ = answer.send(c2d_outcome(state.as_ref()));

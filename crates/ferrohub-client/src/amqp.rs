@@ -3,9 +3,15 @@
 //!
 //! It speaks the wire through `ferrohub-amqp`'s codecs over any byte stream the caller opened
 //! (TLS to the hub's AMQP port, usually). It starts without SASL (`AMQP 0 1 0 0`, as Node's
-//! clients do) and authorizes with `$cbs`. It keeps the session's and links' flow control:
-//! receivers get their credit topped up as deliveries arrive, senders wait for the hub's
-//! credit, transfers larger than the hub's frame size are split.
+//! clients do) and authorizes with `$cbs`, or with a SASL exchange first
+//! ([`AmqpClient::open_sasl`], as pyamqp and uamqp do). It keeps the session's and links' flow
+//! control: receivers get their credit topped up as deliveries arrive (or granted by the
+//! caller, drain included), senders wait for the hub's credit, transfers larger than the hub's
+//! frame size are split.
+//!
+//! Links are attached from a full ATTACH ([`AmqpClient::attach_link`]) when a caller needs
+//! filters, capabilities or properties; the hub's ATTACH stays readable
+//! ([`AmqpClient::remote_attach`]).
 //!
 //! Everything the hub sends that the caller asked to see comes out of [`AmqpClient::next`], which
 //! is cancel-safe: frames the client must write are queued and written on the next call that
@@ -15,12 +21,13 @@ use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use ferrohub_amqp::frame::{AMQP_HEADER, Frame, FrameType};
+use ferrohub_amqp::frame::{AMQP_HEADER, Frame, FrameType, SASL_HEADER};
 use ferrohub_amqp::message::{ApplicationProperties, Message, MessageId, Properties};
 use ferrohub_amqp::performative::{
     AmqpError, Attach, Begin, DeliveryState, Detach, Disposition, Fields, Flow, Open, Performative,
-    ReceiverSettleMode, Role, SenderSettleMode, Source, Target, Transfer,
+    Role, SaslCode, SaslFrame, SaslInit, SenderSettleMode, Source, Target, Transfer,
 };
+use ferrohub_amqp::types::Value;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 /// The largest frame the client takes.
@@ -61,6 +68,14 @@ pub enum AmqpClientError {
     /// A link the client does not have.
     #[error("no such link: {0}")]
     NoLink(u32),
+    /// The SASL exchange did not authenticate.
+    #[error("SASL outcome {code:?} (mechanisms offered: {offered:?})")]
+    Sasl {
+        /// The hub's outcome.
+        code: SaslCode,
+        /// The mechanisms the hub offered.
+        offered: Vec<String>,
+    },
 }
 
 /// What the hub sent on a link or the connection.
@@ -85,8 +100,21 @@ pub enum Incoming {
         first: u32,
         /// The last (same as `first` for one).
         last: u32,
+        /// Whether the hub settled them.
+        settled: bool,
         /// The outcome.
         state: Option<DeliveryState>,
+    },
+    /// The hub's FLOW on a receiver link (the answer to a drain or an echo).
+    Flow {
+        /// The client's link handle.
+        handle: u32,
+        /// The hub's delivery count.
+        delivery_count: Option<u32>,
+        /// The credit left.
+        link_credit: Option<u32>,
+        /// Whether the hub is draining.
+        drain: bool,
     },
     /// The hub granted credit on a sender link (see [`AmqpClient::credit`]).
     Credit {
@@ -110,6 +138,26 @@ impl Incoming {
             _ => None,
         }
     }
+
+    /// The message of a [`Incoming::Message`] on receiver `handle` whose correlation id is
+    /// `correlation_id` (`None`: a message without one), decoded.
+    pub fn correlated_on(
+        &self,
+        handle: u32,
+        correlation_id: Option<&MessageId>,
+    ) -> Option<Message> {
+        match self {
+            Incoming::Message { handle: h, .. } if *h == handle => {
+                let m = self.message()?;
+                let id = m
+                    .properties
+                    .as_ref()
+                    .and_then(|p| p.correlation_id.as_ref());
+                (id == correlation_id).then_some(m)
+            }
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -123,8 +171,8 @@ struct LinkState {
     credit: u32,
     /// Receivers: the credit kept topped up (0: the caller grants it).
     window: u32,
-    /// The hub's handle, once attached.
-    remote: Option<u32>,
+    /// The hub's ATTACH, once attached.
+    remote: Option<Box<Attach>>,
     /// A transfer being reassembled: (delivery id, settled, format, bytes).
     partial: Option<(u32, bool, u32, BytesMut)>,
     /// The hub answered the ATTACH without a terminus: a refusal, its DETACH follows.
@@ -151,11 +199,96 @@ pub struct AmqpClient<S> {
     /// `$cbs` sender and receiver handles, once attached.
     cbs: Option<(u32, u32)>,
     next_message_id: u64,
+    /// The SASL mechanisms the hub offered (empty without SASL).
+    sasl_mechanisms: Vec<String>,
+}
+
+/// The hub's answer to a `$cbs` put-token ([`AmqpClient::cbs_put_token`]).
+#[derive(Debug, Clone)]
+pub struct CbsReply {
+    /// The hub's outcome of the request's delivery (`None` when it was sent settled).
+    pub outcome: Option<DeliveryState>,
+    /// Whether the reply came pre-settled.
+    pub settled: bool,
+    /// The reply.
+    pub message: Message,
+}
+
+impl CbsReply {
+    /// The reply's `status-code`, as sent.
+    pub fn status(&self) -> Option<&Value> {
+        self.message
+            .application_properties
+            .as_ref()
+            .and_then(|a| a.get("status-code"))
+    }
+
+    /// The `status-code` as a number (0 when missing).
+    pub fn status_code(&self) -> i32 {
+        self.status()
+            .and_then(Value::as_integer)
+            .and_then(|s| i32::try_from(s).ok())
+            .unwrap_or(0)
+    }
+
+    /// The `status-description` (empty when missing).
+    pub fn description(&self) -> String {
+        self.message
+            .application_properties
+            .as_ref()
+            .and_then(|a| a.get("status-description"))
+            .and_then(Value::as_text)
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The reply's correlation id.
+    pub fn correlation_id(&self) -> Option<&MessageId> {
+        self.message
+            .properties
+            .as_ref()
+            .and_then(|p| p.correlation_id.as_ref())
+    }
+}
+
+/// An ATTACH for link `name` where the client is `role`, for [`AmqpClient::attach_link`]
+/// (which picks the handle). A receiver asks for unsettled deliveries.
+pub fn new_attach(name: &str, role: Role, source: Source, target: Target) -> Attach {
+    let mut attach = Attach::new(name, 0, role, source, target);
+    if role == Role::Receiver {
+        attach.snd_settle_mode = SenderSettleMode::Unsettled;
+    }
+    attach
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin + Send> AmqpClient<S> {
     /// Opens the connection over `io` (no SASL) with `hostname` in OPEN, and begins a session.
     pub async fn open(io: S, hostname: &str) -> Result<Self, AmqpClientError> {
+        Self::start(io, hostname, None).await
+    }
+
+    /// Opens the connection over `io` after a SASL exchange with `mechanism` and
+    /// `initial_response`; an outcome other than ok is [`AmqpClientError::Sasl`].
+    pub async fn open_sasl(
+        io: S,
+        hostname: &str,
+        mechanism: &str,
+        initial_response: Option<&[u8]>,
+    ) -> Result<Self, AmqpClientError> {
+        let init = SaslInit {
+            mechanism: mechanism.to_owned().into(),
+            initial_response: initial_response.map(Bytes::copy_from_slice),
+            hostname: Some(hostname.to_owned()),
+        };
+        Self::start(io, hostname, Some(init)).await
+    }
+
+    /// The SASL mechanisms the hub offered (empty without SASL).
+    pub fn sasl_mechanisms(&self) -> &[String] {
+        &self.sasl_mechanisms
+    }
+
+    async fn start(io: S, hostname: &str, sasl: Option<SaslInit>) -> Result<Self, AmqpClientError> {
         let mut c = AmqpClient {
             io,
             rx: BytesMut::new(),
@@ -171,7 +304,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AmqpClient<S> {
             pending: VecDeque::new(),
             cbs: None,
             next_message_id: 1,
+            sasl_mechanisms: Vec::new(),
         };
+        if let Some(init) = sasl {
+            tokio::time::timeout(ANSWER_TIMEOUT, c.sasl(init))
+                .await
+                .map_err(|_| AmqpClientError::Timeout(ANSWER_TIMEOUT))??;
+        }
         c.tx.extend_from_slice(&AMQP_HEADER);
         c.queue(Performative::Open(Open {
             container_id: format!("ferrohub-client-{}", std::process::id()),
@@ -202,17 +341,66 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AmqpClient<S> {
         Ok(c)
     }
 
-    async fn handshake(&mut self) -> Result<(), AmqpClientError> {
+    /// Reads the hub's protocol header; it must be `expected`.
+    async fn read_header(&mut self, expected: [u8; 8]) -> Result<(), AmqpClientError> {
         while self.rx.len() < 8 {
             self.read_some().await?;
         }
         let header = self.rx.split_to(8);
-        if header[..] != AMQP_HEADER {
+        if header[..] != expected {
             return Err(AmqpClientError::Protocol(format!(
                 "unexpected protocol header {:?}",
                 &header[..]
             )));
         }
+        Ok(())
+    }
+
+    /// The SASL exchange: header, the hub's mechanisms, `init`, the outcome.
+    async fn sasl(&mut self, init: SaslInit) -> Result<(), AmqpClientError> {
+        self.tx.extend_from_slice(&SASL_HEADER);
+        self.flush().await?;
+        self.read_header(SASL_HEADER).await?;
+        loop {
+            let frame = match Frame::decode(&mut self.rx, MAX_FRAME) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => {
+                    self.read_some().await?;
+                    continue;
+                }
+                Err(e) => return Err(AmqpClientError::Protocol(format!("bad frame: {e}"))),
+            };
+            let sasl = SaslFrame::decode(frame.body)
+                .map_err(|e| AmqpClientError::Protocol(format!("bad SASL frame: {e}")))?;
+            match sasl {
+                SaslFrame::Mechanisms(m) => {
+                    self.sasl_mechanisms =
+                        m.mechanisms.iter().map(|s| s.as_str().to_owned()).collect();
+                    SaslFrame::Init(init.clone())
+                        .encode_frame(&mut self.tx)
+                        .map_err(|e| {
+                            AmqpClientError::Protocol(format!("encoding sasl-init: {e}"))
+                        })?;
+                    self.flush().await?;
+                }
+                SaslFrame::Outcome(o) if o.code == SaslCode::Ok => return Ok(()),
+                SaslFrame::Outcome(o) => {
+                    return Err(AmqpClientError::Sasl {
+                        code: o.code,
+                        offered: std::mem::take(&mut self.sasl_mechanisms),
+                    });
+                }
+                other => {
+                    return Err(AmqpClientError::Protocol(format!(
+                        "unexpected SASL frame {other:?}"
+                    )));
+                }
+            }
+        }
+    }
+
+    async fn handshake(&mut self) -> Result<(), AmqpClientError> {
+        self.read_header(AMQP_HEADER).await?;
         let mut opened = false;
         loop {
             let (_, performative, _) = self.read_frame().await?;
@@ -248,6 +436,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AmqpClient<S> {
         }
         self.io.flush().await?;
         Ok(())
+    }
+
+    /// The stream, for writing bytes the client does not track (a malformed or out-of-order
+    /// frame, in a test of the hub's answer to it). [`flush`](Self::flush) first: queued
+    /// frames go before.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.io
     }
 
     fn queue(&mut self, p: Performative) -> Result<(), AmqpClientError> {
@@ -293,11 +488,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AmqpClient<S> {
     fn on_frame(&mut self, p: Performative, payload: Bytes) -> Result<(), AmqpClientError> {
         match p {
             Performative::Attach(a) => {
-                let Some((&handle, link)) = self.links.iter_mut().find(|(_, l)| l.name == a.name)
+                let Some((&handle, link)) = self
+                    .links
+                    .iter_mut()
+                    .find(|(_, l)| l.name == a.name && l.remote.is_none())
                 else {
                     return Ok(());
                 };
-                link.remote = Some(a.handle);
                 link.refused = match link.role {
                     Role::Sender => a.target.is_none(),
                     Role::Receiver => a.source.is_none(),
@@ -306,6 +503,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AmqpClient<S> {
                     link.delivery_count = a.initial_delivery_count.unwrap_or(0);
                 }
                 self.by_remote.insert(a.handle, handle);
+                link.remote = Some(a);
             }
             Performative::Detach(d) => {
                 if let Some(handle) = self.by_remote.remove(&d.handle) {
@@ -322,14 +520,35 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AmqpClient<S> {
                         .wrapping_add(f.incoming_window)
                         .wrapping_sub(self.next_outgoing_id);
                 }
-                if let Some(&handle) = f.handle.and_then(|h| self.by_remote.get(&h))
-                    && let Some(link) = self.links.get_mut(&handle)
-                    && link.role == Role::Sender
-                    && let (Some(count), Some(credit)) = (f.delivery_count, f.link_credit)
-                {
-                    link.credit = count.wrapping_add(credit).wrapping_sub(link.delivery_count);
-                    if link.credit > 0 {
-                        self.pending.push_back(Incoming::Credit { handle });
+                let Some(&handle) = f.handle.and_then(|h| self.by_remote.get(&h)) else {
+                    return Ok(());
+                };
+                let Some(link) = self.links.get_mut(&handle) else {
+                    return Ok(());
+                };
+                match link.role {
+                    Role::Sender => {
+                        if let (Some(count), Some(credit)) = (f.delivery_count, f.link_credit) {
+                            link.credit =
+                                count.wrapping_add(credit).wrapping_sub(link.delivery_count);
+                            if link.credit > 0 {
+                                self.pending.push_back(Incoming::Credit { handle });
+                            }
+                        }
+                    }
+                    Role::Receiver => {
+                        if let Some(count) = f.delivery_count {
+                            link.delivery_count = count;
+                        }
+                        if let Some(credit) = f.link_credit {
+                            link.credit = credit;
+                        }
+                        self.pending.push_back(Incoming::Flow {
+                            handle,
+                            delivery_count: f.delivery_count,
+                            link_credit: f.link_credit,
+                            drain: f.drain,
+                        });
                     }
                 }
             }
@@ -370,13 +589,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AmqpClient<S> {
                 let window = link.window;
                 if top_up || self.next_incoming_id.is_multiple_of(WINDOW / 2) {
                     let grant = if top_up { Some(window) } else { None };
-                    self.queue_flow(handle, grant)?;
+                    self.queue_flow(handle, grant, false)?;
                 }
             }
             Performative::Disposition(d) if d.role == Role::Receiver => {
                 self.pending.push_back(Incoming::Disposition {
                     first: d.first,
                     last: d.last.unwrap_or(d.first),
+                    settled: d.settled,
                     state: d.state,
                 });
             }
@@ -388,13 +608,19 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AmqpClient<S> {
     }
 
     /// Queues a FLOW refreshing the session window, and granting `credit` on receiver
-    /// `handle` when given.
-    fn queue_flow(&mut self, handle: u32, credit: Option<u32>) -> Result<(), AmqpClientError> {
+    /// `handle` when given (asking the hub to use it up or end it when `drain`).
+    fn queue_flow(
+        &mut self,
+        handle: u32,
+        credit: Option<u32>,
+        drain: bool,
+    ) -> Result<(), AmqpClientError> {
         let mut flow = Flow {
             next_incoming_id: Some(self.next_incoming_id),
             incoming_window: WINDOW,
             next_outgoing_id: self.next_outgoing_id,
             outgoing_window: WINDOW,
+            drain,
             ..Flow::default()
         };
         if let Some(credit) = credit
@@ -440,21 +666,23 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AmqpClient<S> {
             .map_err(|_| AmqpClientError::Timeout(ANSWER_TIMEOUT))?
     }
 
-    async fn attach(
+    /// Attaches the link `attach` describes (the client picks its handle), keeping `window`
+    /// credit granted on a receiver (0: none until [`grant`](Self::grant)). A refusal (the
+    /// hub's ATTACH without a terminus, then its DETACH) is [`AmqpClientError::Detached`].
+    pub async fn attach_link(
         &mut self,
-        name: &str,
-        role: Role,
-        source: Source,
-        target: Target,
-        properties: Option<Fields>,
+        mut attach: Attach,
         window: u32,
     ) -> Result<u32, AmqpClientError> {
         let handle = self.next_handle;
         self.next_handle += 1;
+        let name = attach.name.clone();
+        let role = attach.role;
+        attach.handle = handle;
         self.links.insert(
             handle,
             LinkState {
-                name: name.to_owned(),
+                name: name.clone(),
                 role,
                 delivery_count: 0,
                 credit: 0,
@@ -464,52 +692,29 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AmqpClient<S> {
                 refused: false,
             },
         );
-        self.queue(Performative::Attach(Box::new(Attach {
-            name: name.to_owned(),
-            handle,
-            role,
-            snd_settle_mode: if role == Role::Sender {
-                SenderSettleMode::Mixed
-            } else {
-                SenderSettleMode::Unsettled
-            },
-            rcv_settle_mode: ReceiverSettleMode::First,
-            source: Some(source),
-            target: Some(target),
-            unsettled: None,
-            incomplete_unsettled: false,
-            initial_delivery_count: (role == Role::Sender).then_some(0),
-            max_message_size: None,
-            offered_capabilities: None,
-            desired_capabilities: None,
-            properties,
-        })))?;
-        let name_owned = name.to_owned();
+        self.queue(Performative::Attach(Box::new(attach)))?;
         self.pump_until(|c| match c.links.get(&handle) {
             Some(l) => Ok(l.remote.is_some()),
             None => Err(AmqpClientError::Detached {
-                name: name_owned.clone(),
+                name: name.clone(),
                 error: None,
             }),
         })
         .await?;
         if self.links.get(&handle).is_some_and(|l| l.refused) {
-            let error = self
-                .wait_for(|i| match i {
-                    Incoming::Detached { handle: h, error } if *h == handle => Some(error.clone()),
-                    _ => None,
-                })
-                .await?;
-            return Err(AmqpClientError::Detached {
-                name: name.to_owned(),
-                error,
-            });
+            let error = self.detached(handle).await?;
+            return Err(AmqpClientError::Detached { name, error });
         }
         if window > 0 {
-            self.queue_flow(handle, Some(window))?;
+            self.queue_flow(handle, Some(window), false)?;
             self.flush().await?;
         }
         Ok(handle)
+    }
+
+    /// The hub's ATTACH of link `handle`, once attached.
+    pub fn remote_attach(&self, handle: u32) -> Option<&Attach> {
+        self.links.get(&handle).and_then(|l| l.remote.as_deref())
     }
 
     /// Attaches a sender link to `target`; the link's credit comes from the hub.
@@ -519,15 +724,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AmqpClient<S> {
         target: &str,
         properties: Option<Fields>,
     ) -> Result<u32, AmqpClientError> {
-        self.attach(
+        let mut attach = new_attach(
             name,
             Role::Sender,
             Source::address(name),
             Target::address(target),
-            properties,
-            0,
-        )
-        .await
+        );
+        attach.properties = properties;
+        self.attach_link(attach, 0).await
     }
 
     /// Attaches a receiver link from `source`, keeping `window` credit granted (0: none until
@@ -539,15 +743,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AmqpClient<S> {
         properties: Option<Fields>,
         window: u32,
     ) -> Result<u32, AmqpClientError> {
-        self.attach(
-            name,
-            Role::Receiver,
-            source,
-            Target::address(name),
-            properties,
-            window,
-        )
-        .await
+        let mut attach = new_attach(name, Role::Receiver, source, Target::address(name));
+        attach.properties = properties;
+        self.attach_link(attach, window).await
     }
 
     /// Grants `credit` on receiver `handle` (replacing what is left).
@@ -555,7 +753,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AmqpClient<S> {
         if !self.links.contains_key(&handle) {
             return Err(AmqpClientError::NoLink(handle));
         }
-        self.queue_flow(handle, Some(credit))?;
+        self.queue_flow(handle, Some(credit), false)?;
+        self.flush().await
+    }
+
+    /// Grants `credit` on receiver `handle` with drain set: the hub sends what it has and
+    /// ends the rest of the credit with a FLOW ([`Incoming::Flow`]).
+    pub async fn drain(&mut self, handle: u32, credit: u32) -> Result<(), AmqpClientError> {
+        if !self.links.contains_key(&handle) {
+            return Err(AmqpClientError::NoLink(handle));
+        }
+        self.queue_flow(handle, Some(credit), true)?;
         self.flush().await
     }
 
@@ -589,6 +797,18 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AmqpClient<S> {
         payload: &[u8],
         settled: bool,
     ) -> Result<Option<u32>, AmqpClientError> {
+        self.try_transfer(handle, payload, 0, settled).await
+    }
+
+    /// [`try_send_payload`](Self::try_send_payload) with message format `format` (Event
+    /// Hubs batches use their own).
+    async fn try_transfer(
+        &mut self,
+        handle: u32,
+        payload: &[u8],
+        format: u32,
+        settled: bool,
+    ) -> Result<Option<u32>, AmqpClientError> {
         if self.credit(handle) == 0 {
             return Ok(None);
         }
@@ -614,7 +834,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AmqpClient<S> {
                 handle,
                 delivery_id: first.then_some(delivery_id),
                 delivery_tag: first.then(|| Bytes::copy_from_slice(&delivery_id.to_be_bytes())),
-                message_format: first.then_some(0),
+                message_format: first.then_some(format),
                 settled: Some(settled),
                 more,
                 ..Transfer::default()
@@ -638,6 +858,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AmqpClient<S> {
         message: &Message,
         settled: bool,
     ) -> Result<u32, AmqpClientError> {
+        let payload = message
+            .to_bytes()
+            .map_err(|e| AmqpClientError::Protocol(format!("encoding a message: {e}")))?;
+        self.send_payload(handle, &payload, 0, settled).await
+    }
+
+    /// Sends an encoded message of format `format` on sender `handle`, waiting for credit;
+    /// returns its delivery id.
+    pub async fn send_payload(
+        &mut self,
+        handle: u32,
+        payload: &[u8],
+        format: u32,
+        settled: bool,
+    ) -> Result<u32, AmqpClientError> {
         self.pump_until(|c| {
             if c.links.contains_key(&handle) {
                 Ok(c.credit(handle) > 0)
@@ -646,7 +881,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AmqpClient<S> {
             }
         })
         .await?;
-        self.try_send(handle, message, settled)
+        self.try_transfer(handle, payload, format, settled)
             .await?
             .ok_or_else(|| AmqpClientError::Protocol("no credit after waiting for it".into()))
     }
@@ -707,10 +942,41 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AmqpClient<S> {
         self.flush().await
     }
 
-    /// Detaches (closes) link `handle`.
+    /// The next message on receiver `handle`: its delivery id, whether it came settled, and
+    /// the message. Other things stay for [`next`](Self::next).
+    pub async fn next_message(
+        &mut self,
+        handle: u32,
+    ) -> Result<(u32, bool, Message), AmqpClientError> {
+        let (delivery_id, settled, payload) = self
+            .wait_for(|i| match i {
+                Incoming::Message {
+                    handle: h,
+                    delivery_id,
+                    settled,
+                    payload,
+                    ..
+                } if *h == handle => Some((*delivery_id, *settled, payload.clone())),
+                _ => None,
+            })
+            .await?;
+        let message = Message::decode(payload)
+            .map_err(|e| AmqpClientError::Protocol(format!("an undecodable message: {e}")))?;
+        Ok((delivery_id, settled, message))
+    }
+
+    /// Waits for the hub's DETACH of link `handle`; returns its error.
+    pub async fn detached(&mut self, handle: u32) -> Result<Option<AmqpError>, AmqpClientError> {
+        self.wait_for(|i| match i {
+            Incoming::Detached { handle: h, error } if *h == handle => Some(error.clone()),
+            _ => None,
+        })
+        .await
+    }
+
+    /// Detaches (closes) link `handle`. The link keeps receiving until the hub's DETACH,
+    /// which comes out of [`next`](Self::next) as [`Incoming::Detached`].
     pub async fn detach(&mut self, handle: u32) -> Result<(), AmqpClientError> {
-        self.links.remove(&handle);
-        self.by_remote.retain(|_, h| *h != handle);
         self.queue(Performative::Detach(Detach {
             handle,
             closed: true,
@@ -726,6 +992,24 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AmqpClient<S> {
         audience: &str,
         token: &str,
     ) -> Result<(i32, String), AmqpClientError> {
+        let id = self.next_message_id;
+        self.next_message_id += 1;
+        let reply = self
+            .cbs_put_token(audience, token, MessageId::Ulong(id), true)
+            .await?;
+        Ok((reply.status_code(), reply.description()))
+    }
+
+    /// Puts a SAS token on `$cbs` for `audience` in a request with `message_id` (the `$cbs`
+    /// links are attached on first use), sent `settled` or not (then the hub's outcome is
+    /// awaited too); returns the reply correlated to `message_id`.
+    pub async fn cbs_put_token(
+        &mut self,
+        audience: &str,
+        token: &str,
+        message_id: MessageId,
+        settled: bool,
+    ) -> Result<CbsReply, AmqpClientError> {
         let (sender, receiver) = match self.cbs {
             Some(pair) => pair,
             None => {
@@ -737,55 +1021,38 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> AmqpClient<S> {
                 (s, r)
             }
         };
-        let id = self.next_message_id;
-        self.next_message_id += 1;
         let mut app = ApplicationProperties::new();
         app.insert("operation", "put-token");
         app.insert("type", "servicebus.windows.net:sastoken");
         app.insert("name", audience);
         let message = Message {
             properties: Some(Properties {
-                message_id: Some(MessageId::Ulong(id)),
+                message_id: Some(message_id.clone()),
+                to: Some("$cbs".into()),
                 reply_to: Some("cbs".into()),
                 ..Properties::default()
             }),
             application_properties: Some(app),
-            body: ferrohub_amqp::message::Body::Value(ferrohub_amqp::types::Value::String(
-                token.to_owned(),
-            )),
+            body: ferrohub_amqp::message::Body::Value(Value::String(token.to_owned())),
             ..Message::default()
         };
-        self.send(sender, &message, true).await?;
-        self.wait_for(|i| {
-            let Incoming::Message { handle, .. } = i else {
-                return None;
-            };
-            if *handle != receiver {
-                return None;
-            }
-            let m = i.message()?;
-            let correlated = m
-                .properties
-                .as_ref()
-                .and_then(|p| p.correlation_id.as_ref())
-                == Some(&MessageId::Ulong(id));
-            if !correlated {
-                return None;
-            }
-            let app = m.application_properties.as_ref();
-            let status = app
-                .and_then(|a| a.get("status-code"))
-                .and_then(ferrohub_amqp::types::Value::as_integer)
-                .and_then(|s| i32::try_from(s).ok())
-                .unwrap_or(0);
-            let description = app
-                .and_then(|a| a.get("status-description"))
-                .and_then(|v| v.as_text())
-                .unwrap_or_default()
-                .to_owned();
-            Some((status, description))
+        let outcome = if settled {
+            self.send(sender, &message, true).await?;
+            None
+        } else {
+            self.send_and_wait(sender, &message).await?
+        };
+        let (settled, message) = self
+            .wait_for(|i| {
+                let m = i.correlated_on(receiver, Some(&message_id))?;
+                Some((matches!(i, Incoming::Message { settled: true, .. }), m))
+            })
+            .await?;
+        Ok(CbsReply {
+            outcome,
+            settled,
+            message,
         })
-        .await
     }
 
     /// Closes the connection.

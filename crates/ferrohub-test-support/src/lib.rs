@@ -14,14 +14,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ferrohub_auth::{ConnectionString, SymmetricKey};
 use ferrohub_client::HubClient;
-use ferrohub_client::amqp::AmqpClient;
 use ferrohub_server::{App, Backends, Config, Overrides, SystemClock};
 use tempfile::TempDir;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-/// An AMQP connection to a [`TestHub`].
-pub type AmqpTestClient = AmqpClient<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+pub use amqp::AmqpTestClient;
+use ferrohub_client::amqp::{AmqpClient, AmqpClientError};
 
 /// A running hub for a test. Dropping it stops the hub; [`TestHub::stop`] waits for the stop.
 pub struct TestHub {
@@ -168,14 +167,30 @@ impl TestHub {
     /// An AMQP connection to the hub's AMQP listener over TLS (no SASL; authorize with
     /// [`AmqpClient::put_token`]).
     pub async fn amqp(&self) -> AmqpTestClient {
+        AmqpClient::open(self.amqp_tls().await, "localhost")
+            .await
+            .unwrap()
+    }
+
+    /// An AMQP connection to the hub's AMQP listener over TLS after a SASL exchange with
+    /// `mechanism`; the hub's refusal is [`AmqpClientError::Sasl`].
+    pub async fn amqp_sasl(
+        &self,
+        mechanism: &str,
+        initial_response: Option<&[u8]>,
+    ) -> Result<AmqpTestClient, AmqpClientError> {
+        let tls = self.amqp_tls().await;
+        AmqpClient::open_sasl(tls, "localhost", mechanism, initial_response).await
+    }
+
+    async fn amqp_tls(&self) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
         let tcp = tokio::net::TcpStream::connect(self.amqp).await.unwrap();
         let _ = tcp.set_nodelay(true);
         let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-        let tls = tls_connector(&self.ca_pem(), &[])
+        tls_connector(&self.ca_pem(), &[])
             .connect(name, tcp)
             .await
-            .unwrap();
-        AmqpClient::open(tls, "localhost").await.unwrap()
+            .unwrap()
     }
 
     /// `https://localhost:<port>`.
@@ -290,15 +305,29 @@ where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
+    eventually_ok(limit, || {
+        let checked = check();
+        async move { checked.await.ok_or_else(|| what.to_owned()) }
+    })
+    .await
+}
+
+/// Polls `check` every 20 ms until it returns `Ok`, or panics after `limit` with what its
+/// last `Err` said is still missing.
+pub async fn eventually_ok<T, F, Fut>(limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
     let deadline = tokio::time::Instant::now() + limit;
     loop {
-        if let Some(v) = check().await {
-            return v;
+        match check().await {
+            Ok(v) => return v,
+            Err(missing) => assert!(
+                tokio::time::Instant::now() < deadline,
+                "not within {limit:?}: {missing}"
+            ),
         }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "not within {limit:?}: {what}"
-        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -16,7 +16,7 @@ use ferrohub_cluster::testing::{NatsServer, TestDatabase, free_port, unique_name
 use ferrohub_mqtt::QoS;
 use ferrohub_mqtt::codec::ConnectReturnCode;
 use ferrohub_test_support::mqtt::MqttClient;
-use ferrohub_test_support::now_secs;
+use ferrohub_test_support::{eventually_ok, now_secs};
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 use tokio::time::Instant;
@@ -149,25 +149,23 @@ impl Node {
     }
 
     async fn wait_healthy(&self, limit: Duration) {
-        let deadline = Instant::now() + limit;
-        loop {
+        eventually_ok(limit, || async {
             if self.data().join("tls/ca.pem").exists() {
                 let ok = match self.http().get(self.url("/healthz")).send().await {
                     Ok(r) => r.status().is_success(),
                     Err(_) => false,
                 };
                 if ok {
-                    return;
+                    return Ok(());
                 }
             }
-            assert!(
-                Instant::now() < deadline,
-                "node in {} not healthy within {limit:?}: {}",
+            Err(format!(
+                "node in {} healthy: {}",
                 self.dir.display(),
                 std::fs::read_to_string(self.dir.join("node.log")).unwrap_or_default()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            ))
+        })
+        .await;
     }
 }
 
@@ -311,22 +309,20 @@ async fn progress(
     n: usize,
     limit: Duration,
 ) -> BTreeMap<String, usize> {
-    let deadline = Instant::now() + limit;
-    loop {
+    eventually_ok(limit, || async {
         let now = acked.lock().expect("lock").clone();
         let moving = now
             .iter()
             .filter(|(d, c)| **c >= since.get(*d).copied().unwrap_or(0) + n)
             .count();
         if moving == devices {
-            return now;
+            return Ok(now);
         }
-        assert!(
-            Instant::now() < deadline,
-            "only {moving} of {devices} devices progressed by {n} within {limit:?}: {now:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        Err(format!(
+            "only {moving} of {devices} devices progressed by {n}: {now:?}"
+        ))
+    })
+    .await
 }
 
 /// Two nodes under QoS 1 load from devices spread over both; then, `kills` times (or until
@@ -455,22 +451,20 @@ async fn kill_nodes_under_load(kills: usize, seconds: u64) {
     }
 
     // Every acknowledged message is in the log, read through the surviving node.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    eventually_ok(Duration::from_secs(30), || async {
         let stored: BTreeSet<String> = all_bodies(a).await.into_iter().collect();
         let missing: Vec<&String> = sent.iter().filter(|b| !stored.contains(*b)).collect();
         if missing.is_empty() {
-            break;
+            return Ok(());
         }
-        assert!(
-            Instant::now() < deadline,
+        Err(format!(
             "{} of {} acknowledged messages missing, e.g. {:?}",
             missing.len(),
             sent.len(),
             &missing[..missing.len().min(5)]
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+        ))
+    })
+    .await;
     eprintln!(
         "{done} kill cycles; {} messages acknowledged, all in the log",
         sent.len()

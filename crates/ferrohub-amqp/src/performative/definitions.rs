@@ -257,6 +257,27 @@ impl Begin {
 }
 
 impl Attach {
+    /// The ATTACH a link's opening end sends, where it is `role`: settlement modes by
+    /// default, an initial delivery count of 0 from a sender, no capabilities or properties.
+    pub fn new(name: &str, handle: u32, role: Role, source: Source, target: Target) -> Self {
+        Self {
+            name: name.to_owned(),
+            handle,
+            role,
+            snd_settle_mode: SenderSettleMode::default(),
+            rcv_settle_mode: ReceiverSettleMode::default(),
+            source: Some(source),
+            target: Some(target),
+            unsettled: None,
+            incomplete_unsettled: false,
+            initial_delivery_count: (role == Role::Sender).then_some(0),
+            max_message_size: None,
+            offered_capabilities: None,
+            desired_capabilities: None,
+            properties: None,
+        }
+    }
+
     pub(crate) fn decode(mut r: FieldReader) -> Result<Self, DecodeError> {
         let name = r.string("name")?;
         let name = r.required("name", name)?;

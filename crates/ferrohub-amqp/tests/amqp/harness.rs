@@ -7,8 +7,8 @@ use bytes::{Bytes, BytesMut};
 use ferrohub_amqp::connection::{AttachReply, Connection, ConnectionConfig, Event, LinkId};
 use ferrohub_amqp::frame::{AMQP_HEADER, Frame, FrameType};
 use ferrohub_amqp::performative::{
-    Attach, Begin, Fields, Flow, Open, Performative, ReceiverSettleMode, Role, SaslFrame,
-    SenderSettleMode, Source, Target, Transfer,
+    Attach, Begin, Fields, Flow, Open, Performative, Role, SaslFrame, SenderSettleMode, Source,
+    Target, Transfer,
 };
 
 /// Something the hub wrote.
@@ -192,22 +192,16 @@ pub(crate) fn attach(
     source: &str,
     target: &str,
 ) -> Performative {
-    Performative::Attach(Box::new(Attach {
-        name: name.into(),
+    let mut a = Attach::new(
+        name,
         handle,
         role,
-        snd_settle_mode: SenderSettleMode::Unsettled,
-        rcv_settle_mode: ReceiverSettleMode::First,
-        source: Some(Source::address(source)),
-        target: Some(Target::address(target)),
-        unsettled: None,
-        incomplete_unsettled: false,
-        initial_delivery_count: (role == Role::Sender).then_some(0),
-        max_message_size: None,
-        offered_capabilities: None,
-        desired_capabilities: None,
-        properties: Some(Fields::new()),
-    }))
+        Source::address(source),
+        Target::address(target),
+    );
+    a.snd_settle_mode = SenderSettleMode::Unsettled;
+    a.properties = Some(Fields::new());
+    Performative::Attach(Box::new(a))
 }
 
 /// A client receiver's FLOW granting `credit`.

@@ -116,12 +116,8 @@ impl TwinLinks {
         let expected = MessageId::String(correlation);
         self.conn
             .wait_for(|i| {
-                let Incoming::Message { handle, .. } = i else {
-                    return None;
-                };
-                let m = i.message()?;
-                let correlated = m.properties.as_ref()?.correlation_id.as_ref() == Some(&expected);
-                (*handle == receiver && correlated).then(|| answer_of(&m))
+                i.correlated_on(receiver, Some(&expected))
+                    .map(|m| answer_of(&m))
             })
             .await
             .unwrap()
@@ -132,16 +128,7 @@ impl TwinLinks {
         let receiver = self.receiver;
         self.conn
             .wait_for(|i| {
-                let Incoming::Message { handle, .. } = i else {
-                    return None;
-                };
-                let m = i.message()?;
-                let uncorrelated = m
-                    .properties
-                    .as_ref()
-                    .and_then(|p| p.correlation_id.as_ref())
-                    .is_none();
-                (*handle == receiver && uncorrelated).then(|| {
+                i.correlated_on(receiver, None).map(|m| {
                     let a = answer_of(&m);
                     (a.version, serde_json::from_slice(&a.body).unwrap())
                 })

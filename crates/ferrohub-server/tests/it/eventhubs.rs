@@ -1,37 +1,28 @@
 //! The Event Hub-compatible endpoint through the real AMQP listener, where the SDK suites leave
 //! gaps: live tail from MQTT and HTTPS devices, credit, every filter form, epochs, refusals.
 //!
-//! The client is written here frame by frame with `ferrohub_amqp`'s encoders, as pyamqp and
-//! rhea put them on the wire (amqp-contract §3.10): TLS, SASL ANONYMOUS, OPEN, BEGIN, a `$cbs`
-//! put-token, then partition receivers.
+//! The connection is Ferrohub's AMQP client as pyamqp and rhea open it (amqp-contract §3.10):
+//! TLS, SASL ANONYMOUS, OPEN, BEGIN, a `$cbs` put-token, then partition receivers with the
+//! SDKs' filters, link properties and capabilities.
 
-use std::collections::HashMap;
-
-use bytes::{Bytes, BytesMut};
 use ferrohub_amqp::azure::event::{EPOCH, RUNTIME_METRIC};
 use ferrohub_amqp::azure::filter::{SELECTOR_FILTER, SELECTOR_FILTER_CODE};
-use ferrohub_amqp::frame::{AMQP_HEADER, Frame, FrameType, SASL_HEADER};
-use ferrohub_amqp::message::{ApplicationProperties, Body, Message, MessageId, Properties};
-use ferrohub_amqp::performative::{
-    AmqpError, Attach, Begin, Detach, Fields, Flow, Open, Performative, ReceiverSettleMode, Role,
-    SaslCode, SaslFrame, SaslInit, SenderSettleMode, Source, Target, Transfer,
-};
+use ferrohub_amqp::message::{Body, Message, MessageId};
+use ferrohub_amqp::performative::{AmqpError, Fields, Role, SenderSettleMode, Source, Target};
 use ferrohub_amqp::types::{Symbol, Value};
 use ferrohub_auth::{SymmetricKey, mint};
 use ferrohub_mqtt::codec::QoS;
-use ferrohub_test_support::{TestHub, now_secs, tls_connector};
+use ferrohub_test_support::amqp::{
+    AmqpClientError, AmqpTestClient, Incoming, new_attach, put_token,
+};
+use ferrohub_test_support::{TestHub, now_secs};
 use reqwest::{Method, StatusCode};
 use serde_json::Value as Json;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
-use tokio_rustls::client::TlsStream;
 
 use super::{WAIT, connect_identity, create_device, send};
 
 /// The hub's Event Hub: the first label of its host name.
 const EH: &str = "localhost";
-/// The first handle the tests' receivers use ($cbs takes 0 and 1).
-const FIRST_RECEIVER: u32 = 2;
 
 /// A receiver's start, as the SDKs write their selector filters.
 enum Start<'a> {
@@ -43,89 +34,22 @@ enum Start<'a> {
     SelectorUlong(&'a str),
 }
 
-/// A received frame.
-#[derive(Debug)]
-enum In {
-    Transfer { handle: u32, message: Box<Message> },
-    Attach(Box<Attach>),
-    Detach(Detach),
-    Other(Box<Performative>),
-}
-
-/// One AMQP connection to the hub's TLS listener, with one session on channel 0.
+/// One AMQP connection to the hub's TLS listener (SASL ANONYMOUS, as pyamqp and rhea start),
+/// with Event Hubs partition receivers.
 struct EhClient {
-    tls: TlsStream<TcpStream>,
-    rx: BytesMut,
-    next_outgoing: u32,
-    /// The client's handle of each link it attached, by link name.
-    by_name: HashMap<String, u32>,
-    /// The client's handle of each link, by the hub's handle for it (the hub picks its own).
-    by_hub_handle: HashMap<u32, u32>,
+    c: AmqpTestClient,
+    /// Receivers attached so far, for unique link names.
+    receivers: u32,
 }
 
 impl EhClient {
     /// Connects, authenticates nothing yet (SASL ANONYMOUS), opens and begins.
     async fn open(hub: &TestHub) -> EhClient {
-        let tcp = TcpStream::connect(hub.amqp_addr()).await.unwrap();
-        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-        let tls = tls_connector(&hub.ca_pem(), &[])
-            .connect(name, tcp)
+        let c = hub
+            .amqp_sasl("ANONYMOUS", Some(b""))
             .await
-            .unwrap();
-        let mut c = EhClient {
-            tls,
-            rx: BytesMut::new(),
-            next_outgoing: 0,
-            by_name: HashMap::new(),
-            by_hub_handle: HashMap::new(),
-        };
-        c.write(&SASL_HEADER).await;
-        c.read_header().await;
-        let mut buf = BytesMut::new();
-        SaslFrame::Init(SaslInit {
-            mechanism: Symbol::from_static("ANONYMOUS"),
-            initial_response: Some(Bytes::new()),
-            hostname: Some("localhost".into()),
-        })
-        .encode_frame(&mut buf)
-        .unwrap();
-        c.write(&buf).await;
-        loop {
-            let frame = c.read_frame().await;
-            assert_eq!(frame.frame_type, FrameType::Sasl);
-            if let SaslFrame::Outcome(o) = SaslFrame::decode(frame.body).unwrap() {
-                assert_eq!(o.code, SaslCode::Ok, "SASL refused");
-                break;
-            }
-        }
-        let mut bytes = AMQP_HEADER.to_vec();
-        bytes.extend(encode(Performative::Open(Open {
-            container_id: "it-eventhubs".into(),
-            hostname: Some("localhost".into()),
-            max_frame_size: 1_048_576,
-            channel_max: 65535,
-            idle_time_out: None,
-            outgoing_locales: None,
-            incoming_locales: None,
-            offered_capabilities: None,
-            desired_capabilities: None,
-            properties: None,
-        })));
-        bytes.extend(encode(Performative::Begin(Begin {
-            remote_channel: None,
-            next_outgoing_id: 0,
-            incoming_window: 65535,
-            outgoing_window: 65535,
-            handle_max: 255,
-            offered_capabilities: None,
-            desired_capabilities: None,
-            properties: None,
-        })));
-        c.write(&bytes).await;
-        c.read_header().await;
-        assert!(matches!(c.next().await, In::Other(p) if matches!(*p, Performative::Open(_))));
-        assert!(matches!(c.next().await, In::Other(p) if matches!(*p, Performative::Begin(_))));
-        c
+            .expect("SASL ANONYMOUS");
+        EhClient { c, receivers: 0 }
     }
 
     /// Opens and puts a token of policy `policy` (signed with `key`, by default the policy's
@@ -146,152 +70,30 @@ impl EhClient {
         c
     }
 
-    async fn write(&mut self, bytes: &[u8]) {
-        self.tls.write_all(bytes).await.unwrap();
-        self.tls.flush().await.unwrap();
-    }
-
-    async fn send(&mut self, p: Performative, payload: &[u8]) {
-        if let Performative::Attach(a) = &p {
-            self.by_name.insert(a.name.clone(), a.handle);
-        }
-        let mut buf = BytesMut::new();
-        p.encode_frame(0, payload, &mut buf).unwrap();
-        self.write(&buf).await;
-    }
-
-    async fn fill(&mut self) {
-        let n = tokio::time::timeout(WAIT, self.tls.read_buf(&mut self.rx))
-            .await
-            .expect("the hub answers in time")
-            .unwrap();
-        assert!(n > 0, "the hub closed the connection");
-    }
-
-    async fn read_header(&mut self) {
-        while self.rx.len() < 8 {
-            self.fill().await;
-        }
-        let header = self.rx.split_to(8);
-        assert!(header.starts_with(b"AMQP"), "{header:?}");
-    }
-
-    async fn read_frame(&mut self) -> Frame {
-        loop {
-            if let Some(frame) = Frame::decode(&mut self.rx, u32::MAX).unwrap() {
-                return frame;
-            }
-            self.fill().await;
-        }
-    }
-
-    /// The client's handle for the hub's `handle`.
-    fn ours(&self, handle: u32) -> u32 {
-        *self
-            .by_hub_handle
-            .get(&handle)
-            .unwrap_or_else(|| panic!("the hub used handle {handle} of no attached link"))
-    }
-
-    /// The next frame that is not a heartbeat, decoded, with the client's handles.
-    async fn next(&mut self) -> In {
-        loop {
-            let frame = self.read_frame().await;
-            if frame.body.is_empty() {
-                continue;
-            }
-            let (p, payload) = Performative::decode(frame.body).unwrap();
-            return match p {
-                Performative::Transfer(t) => In::Transfer {
-                    handle: self.ours(t.handle),
-                    message: Box::new(Message::decode(payload).unwrap()),
-                },
-                Performative::Attach(a) => {
-                    let ours = *self.by_name.get(&a.name).expect("an answer to our ATTACH");
-                    self.by_hub_handle.insert(a.handle, ours);
-                    In::Attach(a)
-                }
-                Performative::Detach(d) => In::Detach(Detach {
-                    handle: self.ours(d.handle),
-                    ..d
-                }),
-                other => In::Other(Box::new(other)),
-            };
-        }
-    }
-
     /// Puts `token` for `audience` on `$cbs` and returns the status code.
     async fn put_token(&mut self, audience: &str, token: &str) -> i64 {
-        self.send(attach("cbs-s", 0, Role::Sender, "$cbs", "$cbs"), b"")
-            .await;
-        self.send(attach("cbs-r", 1, Role::Receiver, "$cbs", "$cbs"), b"")
-            .await;
-        self.send(flow(1, 0, 10), b"").await;
-        let mut app = ApplicationProperties::new();
-        app.insert("name", audience);
-        app.insert("operation", "put-token");
-        app.insert("type", "servicebus.windows.net:sastoken");
-        app.insert(
-            "expiration",
-            Value::Timestamp(1_000 * (now_secs() as i64 + 600)),
-        );
-        let message = Message {
-            properties: Some(Properties {
-                message_id: Some(MessageId::Uuid([7; 16])),
-                ..Properties::default()
-            }),
-            application_properties: Some(app),
-            body: Body::Value(Value::from(token)),
-            ..Message::default()
-        };
-        let id = self.next_outgoing;
-        self.next_outgoing += 1;
-        self.send(
-            Performative::Transfer(Transfer {
-                handle: 0,
-                delivery_id: Some(id),
-                delivery_tag: Some(Bytes::copy_from_slice(&id.to_be_bytes())),
-                message_format: Some(0),
-                settled: Some(false),
-                ..Transfer::default()
-            }),
-            &message.to_bytes().unwrap(),
-        )
-        .await;
-        loop {
-            if let In::Transfer { handle: 1, message } = self.next().await {
-                let status = message
-                    .application_properties
-                    .as_ref()
-                    .and_then(|a| a.get("status-code"))
-                    .cloned();
-                return match status {
-                    Some(Value::Int(s)) => i64::from(s),
-                    other => panic!("no status code: {other:?}"),
-                };
-            }
-        }
+        let id = MessageId::Uuid([7; 16]);
+        let (status, _, _) = put_token(&mut self.c, audience, token, id).await;
+        i64::from(status)
     }
 
-    /// Attaches a receiver on `handle` and waits for the hub's answer: `Ok` when accepted, the
-    /// DETACH's error when refused (an ATTACH with a null source, then a DETACH).
+    /// Attaches a receiver from `address` and waits for the hub's answer: its handle when
+    /// accepted, the DETACH's error when refused (an ATTACH with a null source, then a DETACH).
     async fn receiver(
         &mut self,
-        handle: u32,
         address: &str,
         start: Start<'_>,
         epoch: Option<i64>,
         runtime_metric: bool,
-    ) -> Result<(), AmqpError> {
-        let Performative::Attach(mut a) = attach(
-            &format!("r{handle}-{}", now_secs()),
-            handle,
+    ) -> Result<u32, AmqpError> {
+        self.receivers += 1;
+        let n = self.receivers;
+        let mut a = new_attach(
+            &format!("r{n}-{}", now_secs()),
             Role::Receiver,
-            address,
-            &format!("receiver-link-{handle}"),
-        ) else {
-            unreachable!()
-        };
+            Source::address(address),
+            Target::address(format!("receiver-link-{n}")),
+        );
         let filter = match start {
             Start::None => None,
             Start::Selector(e) => Some(Value::described(Value::Symbol(SELECTOR_FILTER), e)),
@@ -319,40 +121,60 @@ impl EhClient {
         }
         a.desired_capabilities = Some(caps);
         a.max_message_size = Some(1_048_576);
-        self.send(Performative::Attach(a), b"").await;
-        loop {
-            match self.next().await {
-                In::Attach(reply) if self.by_name.get(&reply.name) == Some(&handle) => {
-                    assert_eq!(reply.role, Role::Sender);
-                    if reply.source.is_some() {
-                        assert_eq!(reply.snd_settle_mode, SenderSettleMode::Settled);
-                        return Ok(());
-                    }
-                    // Refused: the DETACH with the error follows.
-                    loop {
-                        if let In::Detach(d) = self.next().await
-                            && d.handle == handle
-                        {
-                            return Err(d.error.expect("a refusal carries an error"));
-                        }
-                    }
-                }
-                _ => {}
+        match self.c.attach_link(a, 0).await {
+            Ok(handle) => {
+                let reply = self.c.remote_attach(handle).expect("the hub's ATTACH");
+                assert_eq!(reply.role, Role::Sender);
+                assert_eq!(reply.snd_settle_mode, SenderSettleMode::Settled);
+                Ok(handle)
             }
+            Err(AmqpClientError::Detached { error, .. }) => {
+                Err(error.expect("a refusal carries an error"))
+            }
+            Err(e) => panic!("attaching {address}: {e}"),
         }
     }
 
-    /// Grants `credit` on `handle` (whose delivery count is `delivery_count`).
-    async fn credit(&mut self, handle: u32, delivery_count: u32, credit: u32) {
-        self.send(flow(handle, delivery_count, credit), b"").await;
+    /// Attaches a receiver from `address` at `start` (no epoch, no runtime metric) and grants
+    /// it `credit` (0: none yet); returns its handle.
+    async fn read_from(&mut self, address: &str, start: Start<'_>, credit: u32) -> u32 {
+        let handle = self.receiver(address, start, None, false).await.unwrap();
+        if credit > 0 {
+            self.credit(handle, credit).await;
+        }
+        handle
+    }
+
+    /// The error of the hub's refusal of a receiver from `address` at `start`.
+    async fn refusal(&mut self, address: &str, start: Start<'_>) -> AmqpError {
+        self.receiver(address, start, None, false)
+            .await
+            .expect_err("a refusal")
+    }
+
+    /// Grants `credit` on receiver `handle`.
+    async fn credit(&mut self, handle: u32, credit: u32) {
+        self.c.grant(handle, credit).await.unwrap();
+    }
+
+    /// The next thing the hub sent.
+    async fn next(&mut self) -> Incoming {
+        tokio::time::timeout(WAIT, self.c.next())
+            .await
+            .expect("the hub answers in time")
+            .unwrap()
     }
 
     /// The next event on any receiver, with its handle; other frames are skipped.
     async fn event(&mut self) -> (u32, Message) {
         loop {
             match self.next().await {
-                In::Transfer { handle, message } => return (handle, *message),
-                In::Detach(d) => panic!("a link was detached: {d:?}"),
+                i @ Incoming::Message { handle, .. } => {
+                    return (handle, i.message().expect("an AMQP message"));
+                }
+                Incoming::Detached { handle, error } => {
+                    panic!("link {handle} was detached: {error:?}")
+                }
                 _ => {}
             }
         }
@@ -370,62 +192,18 @@ impl EhClient {
 
     /// Detaches `handle` and returns the events that arrived on it before the hub's answer.
     async fn detach(&mut self, handle: u32) -> Vec<Message> {
-        self.send(
-            Performative::Detach(Detach {
-                handle,
-                closed: true,
-                error: None,
-            }),
-            b"",
-        )
-        .await;
+        self.c.detach(handle).await.unwrap();
         let mut before = Vec::new();
         loop {
             match self.next().await {
-                In::Transfer { handle: h, message } if h == handle => before.push(*message),
-                In::Detach(d) if d.handle == handle => return before,
+                i @ Incoming::Message { handle: h, .. } if h == handle => {
+                    before.push(i.message().expect("an AMQP message"));
+                }
+                Incoming::Detached { handle: h, .. } if h == handle => return before,
                 _ => {}
             }
         }
     }
-}
-
-fn encode(p: Performative) -> Vec<u8> {
-    let mut buf = BytesMut::new();
-    p.encode_frame(0, b"", &mut buf).unwrap();
-    buf.to_vec()
-}
-
-fn attach(name: &str, handle: u32, role: Role, source: &str, target: &str) -> Performative {
-    Performative::Attach(Box::new(Attach {
-        name: name.into(),
-        handle,
-        role,
-        snd_settle_mode: SenderSettleMode::Unsettled,
-        rcv_settle_mode: ReceiverSettleMode::First,
-        source: Some(Source::address(source)),
-        target: Some(Target::address(target)),
-        unsettled: None,
-        incomplete_unsettled: false,
-        initial_delivery_count: (role == Role::Sender).then_some(0),
-        max_message_size: None,
-        offered_capabilities: None,
-        desired_capabilities: None,
-        properties: Some(Fields::new()),
-    }))
-}
-
-fn flow(handle: u32, delivery_count: u32, credit: u32) -> Performative {
-    Performative::Flow(Flow {
-        next_incoming_id: Some(0),
-        incoming_window: 65535,
-        next_outgoing_id: 1,
-        outgoing_window: 65535,
-        handle: Some(handle),
-        delivery_count: Some(delivery_count),
-        link_credit: Some(credit),
-        ..Flow::default()
-    })
 }
 
 fn address(partition: u32) -> String {
@@ -550,16 +328,12 @@ async fn a_receiver_at_latest_sees_new_telemetry_from_mqtt_and_https_devices() {
 
     let mut c = EhClient::connect(&hub).await;
     for p in 0..4 {
-        c.receiver(
-            FIRST_RECEIVER + p,
+        c.read_from(
             &address(p),
             Start::Selector("amqp.annotation.x-opt-offset > '@latest'"),
-            None,
-            false,
+            10,
         )
-        .await
-        .unwrap();
-        c.credit(FIRST_RECEIVER + p, 0, 10).await;
+        .await;
     }
 
     // Nothing more is asked of the hub: the events come because they were appended.
@@ -623,21 +397,17 @@ async fn deliveries_never_exceed_the_credit() {
     let hub = TestHub::start().await;
     let (_, p) = device_with_events(&hub, "credit-1", 5).await;
     let mut c = EhClient::connect(&hub).await;
-    let h = FIRST_RECEIVER;
-    c.receiver(
-        h,
-        &address(p),
-        Start::Selector("amqp.annotation.x-opt-offset > '-1'"),
-        None,
-        false,
-    )
-    .await
-    .unwrap();
-    c.credit(h, 0, 2).await;
+    let h = c
+        .read_from(
+            &address(p),
+            Start::Selector("amqp.annotation.x-opt-offset > '-1'"),
+            2,
+        )
+        .await;
     let first: Vec<i64> = vec![seq(&c.event().await.1), seq(&c.event().await.1)];
     assert_eq!(first, vec![0, 1]);
     // Two more credits: exactly the next two, none skipped.
-    c.credit(h, 2, 2).await;
+    c.credit(h, 2).await;
     let next: Vec<i64> = vec![seq(&c.event().await.1), seq(&c.event().await.1)];
     assert_eq!(next, vec![2, 3]);
     // The fifth event waits for credit: nothing arrives before the hub answers a DETACH.
@@ -649,13 +419,9 @@ async fn every_filter_form_the_sdks_send() {
     let hub = TestHub::start().await;
     let (_, p) = device_with_events(&hub, "filters-1", 5).await;
     let mut c = EhClient::connect(&hub).await;
-    let mut handle = FIRST_RECEIVER;
 
     // Read everything once, for the offsets and times to filter by.
-    c.receiver(handle, &address(p), Start::None, None, false)
-        .await
-        .unwrap();
-    c.credit(handle, 0, 5).await;
+    let handle = c.read_from(&address(p), Start::None, 5).await;
     let mut all = Vec::new();
     for _ in 0..5 {
         all.push(c.event().await.1);
@@ -702,16 +468,16 @@ async fn every_filter_form_the_sdks_send() {
         ),
     ];
     for (i, (expr, ulong, want)) in cases.iter().enumerate() {
-        handle += 1;
         let start = if *ulong {
             Start::SelectorUlong(expr)
         } else {
             Start::Selector(expr)
         };
-        c.receiver(handle, &address(p), start, None, false)
+        let handle = c
+            .receiver(&address(p), start, None, false)
             .await
             .unwrap_or_else(|e| panic!("case {i} {expr}: {e:?}"));
-        c.credit(handle, 0, 1).await;
+        c.credit(handle, 1).await;
         let got = if *want >= 0 {
             let (h, m) = c.event().await;
             assert_eq!(h, handle);
@@ -728,17 +494,12 @@ async fn every_filter_form_the_sdks_send() {
     }
 
     // @latest: only what comes after the attach.
-    handle += 1;
-    c.receiver(
-        handle,
+    c.read_from(
         &address(p),
         Start::SelectorUlong("amqp.annotation.x-opt-offset > '@latest'"),
-        None,
-        false,
+        5,
     )
-    .await
-    .unwrap();
-    c.credit(handle, 0, 5).await;
+    .await;
     let device = super::device_json(&hub, "filters-1").await;
     https_event(&hub, &device, "filters-late", b"late").await;
     let (_, m) = c.event().await;
@@ -746,17 +507,12 @@ async fn every_filter_form_the_sdks_send() {
     assert_eq!(body(&m), b"late");
 
     // A filter the hub cannot read is refused, not ignored.
-    handle += 1;
     let err = c
-        .receiver(
-            handle,
+        .refusal(
             &address(p),
             Start::Selector("amqp.annotation.x-opt-color = 'blue'"),
-            None,
-            false,
         )
-        .await
-        .unwrap_err();
+        .await;
     assert_eq!(err.condition.as_str(), "com.microsoft:argument-error");
 }
 
@@ -764,49 +520,45 @@ async fn every_filter_form_the_sdks_send() {
 async fn epochs_displace_and_refuse_receivers() {
     let hub = TestHub::start().await;
     let (_, p) = device_with_events(&hub, "epoch-1", 1).await;
-    let at = |h| (h, Start::Selector("amqp.annotation.x-opt-offset > '-1'"));
+    let start = || Start::Selector("amqp.annotation.x-opt-offset > '-1'");
 
     let mut a = EhClient::connect(&hub).await;
-    let (h, s) = at(FIRST_RECEIVER);
-    a.receiver(h, &address(p), s, Some(1), false).await.unwrap();
-    a.credit(h, 0, 10).await;
+    let h = a
+        .receiver(&address(p), start(), Some(1), false)
+        .await
+        .unwrap();
+    a.credit(h, 10).await;
     assert_eq!(seq(&a.event().await.1), 0);
 
     // A higher epoch takes the partition: the first receiver is detached with link:stolen.
     let mut b = EhClient::connect(&hub).await;
-    let (h, s) = at(FIRST_RECEIVER);
-    b.receiver(h, &address(p), s, Some(2), false).await.unwrap();
+    let owner = b
+        .receiver(&address(p), start(), Some(2), false)
+        .await
+        .unwrap();
     loop {
-        match a.next().await {
-            In::Detach(d) => {
-                let e = d.error.expect("an error");
-                assert_eq!(e.condition.as_str(), "amqp:link:stolen");
-                assert!(
-                    e.description
-                        .as_deref()
-                        .is_some_and(|t| t.contains("epoch")),
-                    "{e:?}"
-                );
-                break;
-            }
-            In::Transfer { .. } | In::Other(_) | In::Attach(_) => {}
+        if let Incoming::Detached { error, .. } = a.next().await {
+            let e = error.expect("an error");
+            assert_eq!(e.condition.as_str(), "amqp:link:stolen");
+            assert!(
+                e.description
+                    .as_deref()
+                    .is_some_and(|t| t.contains("epoch")),
+                "{e:?}"
+            );
+            break;
         }
     }
 
     // A lower epoch, and a receiver without one, are refused while it owns the partition; in
     // another consumer group the partition is free.
     let mut c = EhClient::connect(&hub).await;
-    let (h, s) = at(FIRST_RECEIVER);
     let e = c
-        .receiver(h, &address(p), s, Some(1), false)
+        .receiver(&address(p), start(), Some(1), false)
         .await
         .unwrap_err();
     assert_eq!(e.condition.as_str(), "amqp:link:stolen");
-    let (h, s) = at(FIRST_RECEIVER + 1);
-    let e = c
-        .receiver(h, &address(p), s, None, false)
-        .await
-        .unwrap_err();
+    let e = c.refusal(&address(p), start()).await;
     assert_eq!(e.condition.as_str(), "amqp:link:stolen");
     let resp = send(
         &hub,
@@ -818,11 +570,9 @@ async fn epochs_displace_and_refuse_receivers() {
     )
     .await;
     assert!(resp.status().is_success(), "{}", resp.status());
-    let (h, s) = at(FIRST_RECEIVER + 2);
     c.receiver(
-        h,
         &format!("{EH}/ConsumerGroups/OTHER/Partitions/{p}"),
-        s,
+        start(),
         None,
         false,
     )
@@ -830,9 +580,8 @@ async fn epochs_displace_and_refuse_receivers() {
     .unwrap();
 
     // Once the owner leaves, receivers without an epoch may come back.
-    b.detach(FIRST_RECEIVER).await;
-    let (h, s) = at(FIRST_RECEIVER + 3);
-    c.receiver(h, &address(p), s, None, false).await.unwrap();
+    b.detach(owner).await;
+    c.receiver(&address(p), start(), None, false).await.unwrap();
 }
 
 #[tokio::test]
@@ -846,11 +595,8 @@ async fn unknown_partitions_groups_and_entities_are_not_found() {
         format!("{EH}/ConsumerGroups/nope/Partitions/0"),
         "otherhub/ConsumerGroups/$Default/Partitions/0".to_owned(),
     ];
-    for (i, a) in cases.iter().enumerate() {
-        let e = c
-            .receiver(FIRST_RECEIVER + i as u32, a, start(), None, false)
-            .await
-            .unwrap_err();
+    for a in &cases {
+        let e = c.refusal(a, start()).await;
         assert_eq!(e.condition.as_str(), "amqp:not-found", "{a}: {e:?}");
     }
     // The IoT Hub form of the address, and the consumer group in any case, are found (with a
@@ -867,7 +613,6 @@ async fn unknown_partitions_groups_and_entities_are_not_found() {
         200
     );
     c.receiver(
-        FIRST_RECEIVER + 10,
         "amqps://localhost/messages/events/ConsumerGroups/$default/Partitions/0",
         start(),
         None,
@@ -886,15 +631,11 @@ async fn tokens_without_service_connect_or_with_a_wrong_key_are_refused() {
     let (mut c, status) = EhClient::connect_as(&hub, "registryRead", None).await;
     assert_eq!(status, 200);
     let e = c
-        .receiver(
-            FIRST_RECEIVER,
+        .refusal(
             &address(0),
             Start::Selector("amqp.annotation.x-opt-offset > '-1'"),
-            None,
-            false,
         )
-        .await
-        .unwrap_err();
+        .await;
     assert_eq!(e.condition.as_str(), "amqp:unauthorized-access");
 }
 
@@ -903,16 +644,16 @@ async fn the_runtime_metric_describes_the_partition_end() {
     let hub = TestHub::start().await;
     let (_, p) = device_with_events(&hub, "metric-1", 3).await;
     let mut c = EhClient::connect(&hub).await;
-    c.receiver(
-        FIRST_RECEIVER,
-        &address(p),
-        Start::Selector("amqp.annotation.x-opt-sequence-number >= '0'"),
-        None,
-        true,
-    )
-    .await
-    .unwrap();
-    c.credit(FIRST_RECEIVER, 0, 1).await;
+    let first = c
+        .receiver(
+            &address(p),
+            Start::Selector("amqp.annotation.x-opt-sequence-number >= '0'"),
+            None,
+            true,
+        )
+        .await
+        .unwrap();
+    c.credit(first, 1).await;
     let (_, m) = c.event_where(|m| device_of(m) == Some("metric-1")).await;
     assert_eq!(seq(&m), 0);
     let metric = m.delivery_annotations.expect("delivery annotations");
@@ -933,18 +674,15 @@ async fn the_runtime_metric_describes_the_partition_end() {
         Some(Value::Timestamp(_))
     ));
     // Without the capability there is no metric.
-    c.receiver(
-        FIRST_RECEIVER + 1,
-        &address(p),
-        Start::Selector("amqp.annotation.x-opt-sequence-number >= '0'"),
-        None,
-        false,
-    )
-    .await
-    .unwrap();
-    c.credit(FIRST_RECEIVER + 1, 0, 1).await;
+    let second = c
+        .read_from(
+            &address(p),
+            Start::Selector("amqp.annotation.x-opt-sequence-number >= '0'"),
+            1,
+        )
+        .await;
     let (h, m) = c.event().await;
-    assert_eq!(h, FIRST_RECEIVER + 1);
+    assert_eq!(h, second);
     assert!(m.delivery_annotations.is_none());
 }
 
@@ -962,16 +700,12 @@ async fn events_keep_the_device_message_as_sent() {
     );
     let p = partition_of(&hub, "props-1").await;
     let mut c = EhClient::connect(&hub).await;
-    c.receiver(
-        FIRST_RECEIVER,
+    c.read_from(
         &address(p),
         Start::Selector("amqp.annotation.x-opt-offset > '-1'"),
-        None,
-        false,
+        10,
     )
-    .await
-    .unwrap();
-    c.credit(FIRST_RECEIVER, 0, 10).await;
+    .await;
     let (_, m) = c.event_where(|m| device_of(m) == Some("props-1")).await;
     assert_eq!(body(&m), payload);
     let props = m.properties.as_ref().expect("properties");
@@ -1008,46 +742,34 @@ async fn a_drain_delivers_what_the_partition_holds_before_it_ends_the_credit() {
     let hub = TestHub::start().await;
     let (_, p) = device_with_events(&hub, "drain-1", 5).await;
     let mut c = EhClient::connect(&hub).await;
-    let h = FIRST_RECEIVER;
-    c.receiver(
-        h,
-        &address(p),
-        Start::Selector("amqp.annotation.x-opt-offset > '-1'"),
-        None,
-        false,
-    )
-    .await
-    .unwrap();
+    let h = c
+        .read_from(
+            &address(p),
+            Start::Selector("amqp.annotation.x-opt-offset > '-1'"),
+            0,
+        )
+        .await;
     // Ten credits and drain: the five events, then the hub's FLOW ending the credit.
-    c.send(
-        Performative::Flow(Flow {
-            drain: true,
-            ..match flow(h, 0, 10) {
-                Performative::Flow(f) => f,
-                _ => unreachable!(),
-            }
-        }),
-        b"",
-    )
-    .await;
+    c.c.drain(h, 10).await.unwrap();
     let mut seqs = Vec::new();
     let answer = loop {
         match c.next().await {
-            In::Transfer { message, .. } => seqs.push(seq(&message)),
-            In::Other(p) => {
-                if let Performative::Flow(f) = *p
-                    && f.handle.is_some()
-                {
-                    break f;
-                }
-            }
+            i @ Incoming::Message { .. } => seqs.push(seq(&i.message().unwrap())),
+            Incoming::Flow {
+                handle,
+                delivery_count,
+                link_credit,
+                drain,
+            } if handle == h => break (delivery_count, link_credit, drain),
+            Incoming::Credit { .. } => {}
             other => panic!("{other:?}"),
         }
     };
     assert_eq!(seqs, vec![0, 1, 2, 3, 4]);
-    assert_eq!(answer.delivery_count, Some(10));
-    assert_eq!(answer.link_credit, Some(0));
-    assert!(answer.drain);
+    let (delivery_count, link_credit, drain) = answer;
+    assert_eq!(delivery_count, Some(10));
+    assert_eq!(link_credit, Some(0));
+    assert!(drain);
     // Nothing more: the credit is gone.
     assert!(c.detach(h).await.is_empty());
 }
