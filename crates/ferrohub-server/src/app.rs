@@ -356,6 +356,7 @@ impl App {
             c2d,
             jobs,
             scheduled_jobs: backends.scheduled_jobs,
+            job_settings: config.jobs.clone(),
             coordinator,
             host_names: names,
             clock,

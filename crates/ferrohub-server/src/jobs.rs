@@ -674,6 +674,8 @@ mod tests {
             file_root: None,
             allow_private_addresses: true,
             max_input_blob_bytes: crate::config::DEFAULT_MAX_INPUT_BLOB_BYTES,
+            max_concurrent_jobs: crate::config::DEFAULT_MAX_CONCURRENT_JOBS,
+            lease: std::time::Duration::from_secs(crate::config::DEFAULT_JOB_LEASE_SECONDS),
         }
     }
 
