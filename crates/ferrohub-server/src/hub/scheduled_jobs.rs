@@ -65,6 +65,9 @@ const CONCURRENCY: usize = 64;
 const RETENTION_DAYS: i64 = 30;
 /// The longest job id accepted.
 const MAX_JOB_ID_CHARS: usize = 128;
+/// How often a cluster node looks again whether a waiting method job's device connected to
+/// another node.
+const CLUSTER_RETRY: Duration = Duration::from_secs(1);
 /// The error code of a method call the hub was making when it stopped.
 pub(crate) const HUB_RESTARTED: &str = "HubRestarted";
 
@@ -837,6 +840,26 @@ async fn fail_open_devices(
     }
 }
 
+/// Whether a method call may reach `identity` now: it subscribed to methods on this node, or
+/// (in a cluster) another node announced its connection.
+fn reachable(hub: &Hub, identity: &Identity) -> bool {
+    hub.connections
+        .has_interest(identity, super::methods::wants_methods)
+        || (hub.coordinator.is_clustered()
+            && hub
+                .connections
+                .presence(identity)
+                .is_some_and(|p| p.connected))
+}
+
+/// Whether `d` failed because no node holds the device's connection.
+fn not_online(d: &DeviceJob) -> bool {
+    d.status == DeviceJobStatus::Failed
+        && d.error
+            .as_ref()
+            .is_some_and(|e| e.code == ErrorCode::DeviceNotOnline.name())
+}
+
 fn failed(d: DeviceJob, now: DateTime<Utc>, code: &str, description: &str) -> DeviceJob {
     DeviceJob {
         status: DeviceJobStatus::Failed,
@@ -1114,14 +1137,10 @@ impl Runner {
         let now = self.hub.now();
         let mut running = Vec::with_capacity(devices.len());
         let mut waiting = Vec::new();
+        let clustered = self.hub.coordinator.is_clustered();
         for d in devices {
             let offline = matches!(self.action, Action::Method(_))
-                && DeviceId::new(&d.device_id).is_ok_and(|id| {
-                    !self
-                        .hub
-                        .connections
-                        .has_interest(&(id, None), super::methods::wants_methods)
-                });
+                && DeviceId::new(&d.device_id).is_ok_and(|id| !reachable(&self.hub, &(id, None)));
             if offline {
                 waiting.push(DeviceJob {
                     status: DeviceJobStatus::Scheduled,
@@ -1163,20 +1182,38 @@ impl Runner {
             }
             // A method call takes as long as the device: each result is recorded as it comes.
             Action::Method(_) => {
-                let results: Vec<Result<(), StoreError>> = futures_util::stream::iter(running)
-                    .map(|d| async move {
-                        let done = self.reach_one(d).await;
-                        self.store
-                            .write(JobWrite {
-                                job: None,
-                                devices: vec![done],
-                            })
-                            .await
-                    })
-                    .buffer_unordered(CONCURRENCY)
-                    .collect()
-                    .await;
-                results.into_iter().collect::<Result<(), _>>()?;
+                let results: Vec<Result<Option<DeviceJob>, StoreError>> =
+                    futures_util::stream::iter(running)
+                        .map(|d| async move {
+                            let done = self.reach_one(d.clone()).await;
+                            let record = if clustered && not_online(&done) {
+                                // No node holds the device: it waits, as on one node.
+                                DeviceJob {
+                                    status: DeviceJobStatus::Scheduled,
+                                    last_updated_time: self.hub.now(),
+                                    ..d
+                                }
+                            } else {
+                                done
+                            };
+                            let wait = (record.status == DeviceJobStatus::Scheduled)
+                                .then(|| record.clone());
+                            self.store
+                                .write(JobWrite {
+                                    job: None,
+                                    devices: vec![record],
+                                })
+                                .await
+                                .map(|()| wait)
+                        })
+                        .buffer_unordered(CONCURRENCY)
+                        .collect()
+                        .await;
+                for result in results {
+                    if let Some(d) = result? {
+                        self.wait_for(d, waiters);
+                    }
+                }
             }
         }
         Ok(())
@@ -1230,20 +1267,40 @@ impl Runner {
                 return;
             };
             let identity: Identity = (device_id, None);
+            let clustered = runner.hub.coordinator.is_clustered();
             let left = (runner.window_end - runner.hub.now())
                 .to_std()
                 .unwrap_or_default();
-            let deadline = tokio::time::Instant::now() + left;
-            let online = runner
-                .hub
-                .connections
-                .wait_for_interest(&identity, super::methods::wants_methods, deadline)
-                .await;
-            let result = if online {
+            let window_end = tokio::time::Instant::now() + left;
+            let result = loop {
+                // In a cluster the device may connect to another node: its presence is looked
+                // at every CLUSTER_RETRY (a connection here wakes the waiter at once).
+                let deadline = if clustered {
+                    window_end.min(tokio::time::Instant::now() + CLUSTER_RETRY)
+                } else {
+                    window_end
+                };
+                let online = runner
+                    .hub
+                    .connections
+                    .wait_for_interest(&identity, super::methods::wants_methods, deadline)
+                    .await
+                    || reachable(&runner.hub, &identity);
+                if !online && clustered && tokio::time::Instant::now() < window_end {
+                    continue;
+                }
+                if !online {
+                    break failed(
+                        d,
+                        runner.hub.now(),
+                        ErrorCode::DeviceNotOnline.name(),
+                        "The device did not connect within the job's maxExecutionTimeInSeconds.",
+                    );
+                }
                 let running = DeviceJob {
                     status: DeviceJobStatus::Running,
                     last_updated_time: runner.hub.now(),
-                    ..d
+                    ..d.clone()
                 };
                 if let Err(e) = runner
                     .store
@@ -1255,14 +1312,26 @@ impl Runner {
                 {
                     tracing::warn!(error = %e, "a device's job record was not written");
                 }
-                runner.reach_one(running).await
-            } else {
-                failed(
-                    d,
-                    runner.hub.now(),
-                    ErrorCode::DeviceNotOnline.name(),
-                    "The device did not connect within the job's maxExecutionTimeInSeconds.",
-                )
+                let done = runner.reach_one(running).await;
+                if clustered && not_online(&done) && tokio::time::Instant::now() < window_end {
+                    let waiting = DeviceJob {
+                        status: DeviceJobStatus::Scheduled,
+                        last_updated_time: runner.hub.now(),
+                        ..d.clone()
+                    };
+                    if let Err(e) = runner
+                        .store
+                        .write(JobWrite {
+                            job: None,
+                            devices: vec![waiting],
+                        })
+                        .await
+                    {
+                        tracing::warn!(error = %e, "a device's job record was not written");
+                    }
+                    continue;
+                }
+                break done;
             };
             if *runner.cancel.borrow() {
                 return;
