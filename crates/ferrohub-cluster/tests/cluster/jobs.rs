@@ -487,3 +487,94 @@ async fn the_limit_on_unfinished_jobs_holds_across_nodes() {
     assert_eq!(status, StatusCode::OK, "{body}");
     drop((a, b));
 }
+
+/// A blob endpoint that accepts connections and never answers: an export writing to it stays
+/// `running`.
+async fn stalled_blob_endpoint() -> (String, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("address");
+    let task = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    (format!("http://{addr}/exports?sv=2021&sig=x"), task)
+}
+
+async fn import_export_job(hub: &TestHub, id: &str) -> Value {
+    let (status, job) = rest(hub, Method::GET, &format!("/jobs/{id}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{job}");
+    job
+}
+
+/// One import or export job at a time across the cluster: while a node runs one, another
+/// node refuses a second as Azure does (429004). When the running node stops without
+/// finishing it (its lease is no longer renewed), any node marks the job failed, as a restarted
+/// embedded hub does, and the hub takes a new job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_import_or_export_job_at_a_time_across_nodes() {
+    let engines = Engines::start().await;
+    let a = engines.node("ie-a", SHORT_LEASE).await;
+    let b = engines.node("ie-b", SHORT_LEASE).await;
+    create_device(&a, "ie-1").await;
+    let (container, endpoint) = stalled_blob_endpoint().await;
+    let export =
+        json!({"type": "export", "outputBlobContainerUri": container, "excludeKeysInExport": true});
+
+    let (status, first) = rest(&a, Method::POST, "/jobs/create", Some(export.clone())).await;
+    assert_eq!(status, StatusCode::OK, "{first}");
+    let first_id = first["jobId"].as_str().expect("job id").to_owned();
+    eventually(WAIT, "the export runs on node A", || async {
+        (import_export_job(&a, &first_id).await["status"] == "running").then_some(())
+    })
+    .await;
+
+    let (status, refused) = rest(&b, Method::POST, "/jobs/create", Some(export.clone())).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS, "{refused}");
+    assert_eq!(
+        refused["iothub-errorcode"],
+        "ThrottlingMaxActiveJobCountExceeded"
+    );
+    assert!(
+        refused["Message"]
+            .as_str()
+            .is_some_and(|m| m.contains(&first_id)),
+        "names the running job: {refused}"
+    );
+    // Node B shows node A's job, as it was created (its progress is node A's).
+    assert_eq!(import_export_job(&b, &first_id).await["status"], "enqueued");
+    let (status, listed) = rest(&b, Method::GET, "/jobs", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        listed
+            .as_array()
+            .is_some_and(|l| l.iter().any(|j| j["jobId"] == first_id.as_str())),
+        "{listed}"
+    );
+
+    // Node A stops with the job running (it keeps its record `running`, as a killed node
+    // would): once its lease ends, node B marks the job failed and takes a new one.
+    a.stop().await;
+    let failed = eventually(WAIT, "node A's job is marked failed", || async {
+        let job = import_export_job(&b, &first_id).await;
+        (job["status"] == "failed").then_some(job)
+    })
+    .await;
+    assert_eq!(
+        failed["failureReason"],
+        "the hub restarted while the job was running"
+    );
+    assert!(failed["endTimeUtc"].is_string(), "{failed}");
+    let (status, second) = rest(&b, Method::POST, "/jobs/create", Some(export)).await;
+    assert_eq!(status, StatusCode::OK, "{second}");
+    let second_id = second["jobId"].as_str().expect("job id").to_owned();
+    // Cancelled on the node that runs it, the job frees the slot.
+    let (status, cancelled) = rest(&b, Method::DELETE, &format!("/jobs/{second_id}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    assert_eq!(cancelled["status"], "cancelled");
+    drop(b);
+    endpoint.abort();
+}
