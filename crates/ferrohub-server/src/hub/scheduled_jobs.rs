@@ -28,6 +28,19 @@
 //! fails with `HubRestarted`, so nothing is left half-applied without a trace. A job whose
 //! window passed while the hub was stopped ends `failed` with the reason saying so.
 //!
+//! # Leases and nodes
+//!
+//! A job runs only on the node holding its lease in the store ([`ScheduledJobStore::claim`]):
+//! its task claims the job first, renews the lease every third of `[jobs] lease_seconds` and
+//! stops at once (leaving the job as it is) if the lease was lost, and releases it when the job
+//! ends or the hub stops. At start and every third of the lease, each node starts the tasks of
+//! the jobs no node holds ([`ScheduledJobStore::claimable`]): never claimed, released, or
+//! whose node stopped renewing. A node that takes a job over resumes it as a restarted hub
+//! does (above). The number of unfinished jobs is bounded across the nodes
+//! (`[jobs] max_concurrent_jobs`, 429004 beyond it), checked by the store when a job is
+//! created. In a cluster a method job calls each device through the node that holds its
+//! connection; a device no node holds waits, looked at again every second.
+//!
 //! # Time
 //!
 //! The decisions ([`phase`]) take `now`; only the task that waits turns them into sleeps.
