@@ -116,18 +116,22 @@ impl SharedJobSlot for PgImportExportSlot {
         owner: &'a str,
         now: DateTime<Utc>,
         until: DateTime<Utc>,
+        record: Value,
     ) -> BoxFuture<'a, Result<bool, String>> {
         let (job_id, owner) = (job_id.to_owned(), owner.to_owned());
         let op = self.db.run(move |client| async move {
+            // An empty record (the job could not be read) keeps the stored one.
+            let record = (!record.is_null()).then_some(Json(record));
             let n = client
                 .execute(
-                    "UPDATE import_export_jobs SET lease_ms = $4
+                    "UPDATE import_export_jobs SET lease_ms = $4, doc = COALESCE($5, doc)
                      WHERE job_id = $1 AND owner = $2 AND active AND lease_ms > $3",
                     &[
                         &job_id,
                         &owner,
                         &now.timestamp_millis(),
                         &until.timestamp_millis(),
+                        &record,
                     ],
                 )
                 .await

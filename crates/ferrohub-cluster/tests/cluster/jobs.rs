@@ -544,8 +544,11 @@ async fn one_import_or_export_job_at_a_time_across_nodes() {
             .is_some_and(|m| m.contains(&first_id)),
         "names the running job: {refused}"
     );
-    // Node B shows node A's job, as it was created (its progress is node A's).
-    assert_eq!(import_export_job(&b, &first_id).await["status"], "enqueued");
+    // Node B shows node A's job as node A last renewed it.
+    eventually(WAIT, "node B shows the job running", || async {
+        (import_export_job(&b, &first_id).await["status"] == "running").then_some(())
+    })
+    .await;
     let (status, listed) = rest(&b, Method::GET, "/jobs", None).await;
     assert_eq!(status, StatusCode::OK);
     assert!(

@@ -130,9 +130,15 @@ async fn keep_slot(hub: Arc<Hub>, id: String, shared: super::Shared) {
     loop {
         tokio::time::sleep(shared.lease / 3).await;
         let now = hub.now();
+        let record = hub
+            .jobs
+            .get(&id)
+            .ok()
+            .and_then(|job| serde_json::to_value(job).ok())
+            .unwrap_or_default();
         match shared
             .slot
-            .renew(&id, &shared.owner, now, shared.until(now))
+            .renew(&id, &shared.owner, now, shared.until(now), record)
             .await
         {
             Ok(true) => {

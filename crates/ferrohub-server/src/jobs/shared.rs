@@ -4,7 +4,8 @@
 //! A node that creates a job takes the slot for it: a record with the job, its owner (the
 //! node) and a lease end. While the job runs, the owner renews the lease; when it ends, the
 //! owner frees the slot and stores the final record. A second job, on any node, finds the slot
-//! taken and is refused as on one node (429004). A node that dies stops renewing: once its
+//! taken and is refused as on one node (429004). Each renewal also stores the job's current
+//! record, so the other nodes show its status and progress. A node that dies stops renewing: once its
 //! lease has ended, the next node to look marks the job `failed` with
 //! [`super::RESTART_REASON`], as a restarted embedded hub does, and the slot is free again.
 //! Jobs of other nodes are listed and read from the slot's records.
@@ -43,8 +44,9 @@ pub trait SharedJobSlot: Send + Sync + 'static {
         reason: &'a str,
     ) -> BoxFuture<'a, Result<SlotBegin, String>>;
 
-    /// Extends `owner`'s lease of the slot for `job_id` to `until`, if it still holds it and the
-    /// lease has not ended at `now`. `Ok(false)`: lost (the job was cancelled or failed
+    /// Extends `owner`'s lease of the slot for `job_id` to `until` and stores the job's current
+    /// `record` (its status and progress, for the other nodes), if it still holds the slot and
+    /// the lease has not ended at `now`. `Ok(false)`: lost (the job was cancelled or failed
     /// through another node).
     fn renew<'a>(
         &'a self,
@@ -52,6 +54,7 @@ pub trait SharedJobSlot: Send + Sync + 'static {
         owner: &'a str,
         now: DateTime<Utc>,
         until: DateTime<Utc>,
+        record: Value,
     ) -> BoxFuture<'a, Result<bool, String>>;
 
     /// Frees the slot of `owner`'s job `job_id` and stores its final `record`.
