@@ -558,6 +558,22 @@ async fn one_import_or_export_job_at_a_time_across_nodes() {
         "{listed}"
     );
 
+    // Cancelled through node B, the job stops on node A, which runs it.
+    let (status, cancelled) = rest(&b, Method::DELETE, &format!("/jobs/{first_id}"), None).await;
+    assert_eq!(status, StatusCode::OK, "{cancelled}");
+    assert_eq!(cancelled["status"], "cancelled");
+    eventually(WAIT, "node A stopped the cancelled job", || async {
+        (import_export_job(&a, &first_id).await["status"] == "cancelled").then_some(())
+    })
+    .await;
+    let (status, running) = rest(&a, Method::POST, "/jobs/create", Some(export.clone())).await;
+    assert_eq!(status, StatusCode::OK, "the slot is free again: {running}");
+    let first_id = running["jobId"].as_str().expect("job id").to_owned();
+    eventually(WAIT, "the new export runs on node A", || async {
+        (import_export_job(&a, &first_id).await["status"] == "running").then_some(())
+    })
+    .await;
+
     // Node A stops with the job running (it keeps its record `running`, as a killed node
     // would): once its lease ends, node B marks the job failed and takes a new one.
     a.stop().await;
