@@ -84,6 +84,6 @@ pub mod testing;
 pub use coordinator::{CoordinatorConfig, NodeCoordinator};
 pub use jetstream::{AUTO_CONSUMER_FROM, JetStreamConfig, JetStreamLog, ReadStrategy};
 pub use postgres::{
-    PgConfig, PgDatabase, PgError, PgJobStore, PgQueueStore, PgRegistryStore, PgSessionStore,
-    PgSharedSettings,
+    PgConfig, PgDatabase, PgError, PgImportExportSlot, PgJobStore, PgQueueStore, PgRegistryStore,
+    PgSessionStore, PgSharedSettings,
 };

@@ -12,8 +12,8 @@ use ferrohub_server::{Backends, ClusterSettings, Config};
 use crate::coordinator::{CoordinatorConfig, CoordinatorError, NodeCoordinator};
 use crate::jetstream::{JetStreamConfig, JetStreamLog};
 use crate::postgres::{
-    PgConfig, PgDatabase, PgGroupDocument, PgJobStore, PgQueueStore, PgRegistryStore,
-    PgSessionStore, PgSharedSettings,
+    PgConfig, PgDatabase, PgGroupDocument, PgImportExportSlot, PgJobStore, PgQueueStore,
+    PgRegistryStore, PgSessionStore, PgSharedSettings,
 };
 
 /// Why a node could not reach its engines.
@@ -77,6 +77,9 @@ pub async fn backends(config: &Config) -> Result<Backends, NodeError> {
         .await
         .map_err(|e| pg(&e))?;
     let scheduled_jobs = PgJobStore::open(db.clone()).await.map_err(|e| pg(&e))?;
+    let import_export = PgImportExportSlot::open(db.clone())
+        .await
+        .map_err(|e| pg(&e))?;
     let shared = PgSharedSettings::open(db).await.map_err(|e| pg(&e))?;
     let events = JetStreamLog::open(jetstream_config(config, cluster))
         .await
@@ -91,5 +94,6 @@ pub async fn backends(config: &Config) -> Result<Backends, NodeError> {
     backends.shared = Some(Arc::new(shared));
     backends.sessions = Some(Arc::new(sessions));
     backends.groups = Some(Arc::new(groups));
+    backends.import_export = Some(Arc::new(import_export));
     Ok(backends)
 }

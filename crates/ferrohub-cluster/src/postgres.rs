@@ -23,6 +23,7 @@
 
 mod c2d;
 mod groups;
+mod import_export;
 mod migrate;
 mod registry;
 mod scheduled_jobs;
@@ -40,6 +41,7 @@ use tokio_postgres::error::SqlState;
 
 pub use c2d::{C2D_CHANNEL, PgQueueStore};
 pub use groups::PgGroupDocument;
+pub use import_export::PgImportExportSlot;
 pub use migrate::{MIGRATION_LOCK_KEY, Migrations, migrate};
 pub use registry::{PgRegistryStore, REGISTRY_CHANNEL, RegistryNotification};
 pub use scheduled_jobs::PgJobStore;

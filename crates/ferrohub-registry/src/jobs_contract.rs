@@ -9,12 +9,15 @@
 //! The argument is evaluated once per case, giving `(store, guard)`. Cases run on
 //! [`crate::contract::block_on`].
 
+use std::future::Future;
+use std::task::Poll;
+
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use crate::scheduled_jobs::{
-    DeviceJob, DeviceJobStatus, Expect, JobFilter, JobStatus, JobType, JobWrite, ScheduledJob,
-    ScheduledJobStore, StoreError,
+    Created, DeviceJob, DeviceJobStatus, Expect, JobFilter, JobLease, JobStatus, JobType, JobWrite,
+    ScheduledJob, ScheduledJobStore, StoreError,
 };
 
 /// A fixed instant plus `secs` seconds.
@@ -55,6 +58,36 @@ pub fn device_job(job_id: &str, device: &str, status: DeviceJobStatus) -> Device
         last_updated_time: at(61),
         outcome: None,
         error: None,
+    }
+}
+
+/// Runs `a` and `b` at once (each store call may start before the other ends).
+async fn both<A: Future, B: Future>(a: A, b: B) -> (A::Output, B::Output) {
+    let mut a = std::pin::pin!(a);
+    let mut b = std::pin::pin!(b);
+    let mut ra = None;
+    let mut rb = None;
+    std::future::poll_fn(|cx| {
+        if ra.is_none()
+            && let Poll::Ready(v) = a.as_mut().poll(cx)
+        {
+            ra = Some(v);
+        }
+        if rb.is_none()
+            && let Poll::Ready(v) = b.as_mut().poll(cx)
+        {
+            rb = Some(v);
+        }
+        if ra.is_some() && rb.is_some() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await;
+    match (ra, rb) {
+        (Some(a), Some(b)) => (a, b),
+        _ => unreachable!("both futures completed"),
     }
 }
 
@@ -291,6 +324,242 @@ pub mod cases {
         assert!(s.job("open").await.expect("read").is_some());
         assert_eq!(s.statistics("open").await.expect("stats").device_count, 1);
     }
+
+    pub async fn leases_claim_renew_expire_and_steal<S: ScheduledJobStore>(s: &S) {
+        assert!(
+            !s.claim("nope", "a", at(0), at(30)).await.expect("claim"),
+            "an unknown job cannot be claimed"
+        );
+        s.write(new_job(job("j", 0))).await.expect("create");
+        assert_eq!(
+            s.lease("j").await.expect("lease"),
+            None,
+            "a new job has no owner"
+        );
+        assert_eq!(
+            s.claimable(at(0), None, 10).await.expect("claimable"),
+            ["j"]
+        );
+        assert!(s.claim("j", "a", at(0), at(30)).await.expect("claim"));
+        assert_eq!(
+            s.lease("j").await.expect("lease"),
+            Some(JobLease {
+                owner: "a".into(),
+                until: at(30)
+            })
+        );
+        assert!(
+            s.claimable(at(10), None, 10)
+                .await
+                .expect("claimable")
+                .is_empty(),
+            "a held lease is not claimable"
+        );
+        assert!(
+            !s.claim("j", "b", at(10), at(40)).await.expect("claim"),
+            "another node cannot take a lease that has not ended"
+        );
+        assert!(
+            s.claim("j", "a", at(10), at(40)).await.expect("claim"),
+            "the owner may claim again"
+        );
+        assert!(s.renew("j", "a", at(20), at(50)).await.expect("renew"));
+        assert!(
+            !s.renew("j", "b", at(20), at(60)).await.expect("renew"),
+            "only the owner renews"
+        );
+        // The owner's writes to the job do not touch the lease, and the lease does not touch
+        // the job's version.
+        let mut running = job("j", 1);
+        running.status = JobStatus::Running;
+        s.write(JobWrite {
+            job: Some((running, Expect::Version(0))),
+            devices: Vec::new(),
+        })
+        .await
+        .expect("job write");
+        assert_eq!(
+            s.lease("j").await.expect("lease").map(|l| l.until),
+            Some(at(50))
+        );
+        // The owner stops renewing: at the end of its lease the job is claimable again.
+        assert!(
+            s.claimable(at(49), None, 10)
+                .await
+                .expect("claimable")
+                .is_empty()
+        );
+        assert_eq!(
+            s.claimable(at(50), None, 10).await.expect("claimable"),
+            ["j"]
+        );
+        assert!(
+            !s.renew("j", "a", at(50), at(80)).await.expect("renew"),
+            "an ended lease is not renewed"
+        );
+        assert!(
+            s.claim("j", "b", at(50), at(80)).await.expect("steal"),
+            "another node takes a lease that ended"
+        );
+        assert!(
+            !s.renew("j", "a", at(51), at(90)).await.expect("renew"),
+            "the old owner lost it"
+        );
+        s.release("j", "a").await.expect("release by a non-owner");
+        assert_eq!(
+            s.lease("j").await.expect("lease").map(|l| l.owner),
+            Some("b".to_owned()),
+            "a non-owner's release changes nothing"
+        );
+        s.release("j", "b").await.expect("release");
+        assert_eq!(s.lease("j").await.expect("lease"), None);
+        assert!(
+            s.claim("j", "c", at(51), at(81))
+                .await
+                .expect("claim released")
+        );
+        // A finished job is never claimed.
+        let mut done = job("j", 2);
+        done.status = JobStatus::Completed;
+        done.end_time = Some(at(60));
+        s.write(JobWrite {
+            job: Some((done, Expect::Version(1))),
+            devices: Vec::new(),
+        })
+        .await
+        .expect("finish");
+        s.release("j", "c").await.expect("release");
+        assert!(!s.claim("j", "a", at(100), at(130)).await.expect("claim"));
+        assert!(
+            s.claimable(at(100), None, 10)
+                .await
+                .expect("claimable")
+                .is_empty()
+        );
+    }
+
+    pub async fn one_claim_wins<S: ScheduledJobStore>(s: &S) {
+        for id in ["j1", "j2", "j3"] {
+            s.write(new_job(job(id, 0))).await.expect("create");
+        }
+        for id in ["j1", "j2", "j3"] {
+            let (a, b) = both(
+                s.claim(id, "a", at(0), at(30)),
+                s.claim(id, "b", at(0), at(30)),
+            )
+            .await;
+            let won = [a.expect("claim a"), b.expect("claim b")];
+            assert_eq!(won.iter().filter(|w| **w).count(), 1, "{id}: {won:?}");
+            let owner = if won[0] { "a" } else { "b" };
+            assert_eq!(
+                s.lease(id).await.expect("lease").map(|l| l.owner),
+                Some(owner.to_owned())
+            );
+        }
+        assert_eq!(
+            s.claimable(at(30), Some("j1"), 10)
+                .await
+                .expect("claimable"),
+            ["j2", "j3"],
+            "claimable pages in id order"
+        );
+    }
+
+    pub async fn create_counts_unfinished_jobs<S: ScheduledJobStore>(s: &S) {
+        assert_eq!(
+            s.create(job("a", 0), Some(2)).await.expect("create"),
+            Created::Created
+        );
+        assert_eq!(
+            s.create(job("a", 0), Some(2)).await.expect("create"),
+            Created::Exists
+        );
+        assert_eq!(
+            s.create(job("b", 0), Some(2)).await.expect("create"),
+            Created::Created
+        );
+        assert_eq!(
+            s.create(job("c", 0), Some(2)).await.expect("create"),
+            Created::TooMany
+        );
+        assert_eq!(s.job("c").await.expect("read"), None, "nothing stored");
+        let mut done = job("a", 1);
+        done.status = JobStatus::Cancelled;
+        done.end_time = Some(at(70));
+        s.write(JobWrite {
+            job: Some((done, Expect::Version(0))),
+            devices: Vec::new(),
+        })
+        .await
+        .expect("cancel");
+        assert_eq!(
+            s.create(job("c", 0), Some(2)).await.expect("create"),
+            Created::Created,
+            "a finished job no longer counts"
+        );
+        assert_eq!(
+            s.create(job("d", 0), None).await.expect("create"),
+            Created::Created,
+            "no limit"
+        );
+        // Concurrent creations never pass the limit together.
+        let (e, f) = both(
+            s.create(job("e", 0), Some(4)),
+            s.create(job("f", 0), Some(4)),
+        )
+        .await;
+        let outcomes = [e.expect("create e"), f.expect("create f")];
+        assert!(
+            outcomes.contains(&Created::Created) && outcomes.contains(&Created::TooMany),
+            "{outcomes:?}"
+        );
+    }
+
+    pub async fn device_job_rows_in_device_order<S: ScheduledJobStore>(s: &S) {
+        let mut method = job("m", 0);
+        method.job_type = JobType::ScheduleDeviceMethod;
+        s.write(new_job(method)).await.expect("create");
+        s.write(new_job(job("t", 0))).await.expect("create");
+        s.write(JobWrite {
+            job: None,
+            devices: vec![
+                device_job("t", "d2", DeviceJobStatus::Completed),
+                device_job("m", "d2", DeviceJobStatus::Failed),
+                device_job("t", "d1", DeviceJobStatus::Pending),
+                device_job("m", "d3", DeviceJobStatus::Running),
+            ],
+        })
+        .await
+        .expect("records");
+        let keys = |rows: Vec<crate::scheduled_jobs::DeviceJobRow>| {
+            rows.into_iter()
+                .map(|r| {
+                    (
+                        r.record.device_id,
+                        r.record.job_id,
+                        r.job_type.device_job_name(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        let all = keys(s.device_job_rows(None, 10).await.expect("rows"));
+        assert_eq!(
+            all,
+            [
+                ("d1".to_owned(), "t".to_owned(), "scheduleTwinUpdate"),
+                ("d2".to_owned(), "m".to_owned(), "scheduleDeviceMethod"),
+                ("d2".to_owned(), "t".to_owned(), "scheduleTwinUpdate"),
+                ("d3".to_owned(), "m".to_owned(), "scheduleDeviceMethod"),
+            ]
+        );
+        let rest = keys(s.device_job_rows(Some(("d2", "m")), 2).await.expect("rows"));
+        assert_eq!(
+            rest.iter()
+                .map(|(d, j, _)| (d.as_str(), j.as_str()))
+                .collect::<Vec<_>>(),
+            [("d2", "t"), ("d3", "m")]
+        );
+    }
 }
 
 trait WithStatus {
@@ -342,6 +611,29 @@ macro_rules! job_store_contract {
             fn finished_jobs_expire() {
                 let (s, _guard) = $make;
                 block_on(cases::finished_jobs_expire(&s));
+            }
+            #[test]
+            fn leases_claim_renew_expire_and_steal() {
+                let (s, _guard) = $make;
+                block_on(cases::leases_claim_renew_expire_and_steal(&s));
+            }
+
+            #[test]
+            fn one_claim_wins() {
+                let (s, _guard) = $make;
+                block_on(cases::one_claim_wins(&s));
+            }
+
+            #[test]
+            fn create_counts_unfinished_jobs() {
+                let (s, _guard) = $make;
+                block_on(cases::create_counts_unfinished_jobs(&s));
+            }
+
+            #[test]
+            fn device_job_rows_in_device_order() {
+                let (s, _guard) = $make;
+                block_on(cases::device_job_rows_in_device_order(&s));
             }
         }
     };

@@ -14,6 +14,18 @@
 //! and what a restart does with unfinished devices are the hub's; stores keep documents and
 //! check [`Expect`]ations.
 //!
+//! # Leases
+//!
+//! Several hub nodes may share one store; each unfinished job is run by exactly one of them.
+//! A node runs a job only while it holds the job's lease ([`JobLease`]): it claims a job that
+//! has no owner or whose lease ended ([`ScheduledJobStore::claim`]), renews the lease while it
+//! runs ([`ScheduledJobStore::renew`]) and releases it when the job ends
+//! ([`ScheduledJobStore::release`]). A node that dies stops renewing; once its lease ends,
+//! another node claims the job ([`ScheduledJobStore::claimable`]) and resumes it from the stored
+//! scan position. The lease is kept beside the job document, outside its version: renewing never
+//! conflicts with the job's own writes. Every method takes `now`; the store compares instants,
+//! it never reads a clock.
+//!
 //! Every implementation must pass the contract suite, `crate::jobs_contract` (feature
 //! `contract-suite`): [`SqliteJobStore`] here, `PgJobStore` in `ferrohub-cluster`.
 
@@ -292,6 +304,39 @@ pub struct JobWrite {
     pub devices: Vec<DeviceJob>,
 }
 
+/// Who runs a job, and until when (unless renewed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobLease {
+    /// The node that holds it.
+    pub owner: String,
+    /// When it ends.
+    pub until: DateTime<Utc>,
+}
+
+/// How [`ScheduledJobStore::create`] went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Created {
+    /// The job is stored.
+    Created,
+    /// A job with this id exists; nothing was stored.
+    Exists,
+    /// The store already holds the most unfinished jobs allowed; nothing was stored.
+    TooMany,
+}
+
+/// A per-device record with its job's type, as `SELECT * FROM devices.jobs` shows it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceJobRow {
+    /// The record.
+    pub record: DeviceJob,
+    /// Its job's type.
+    pub job_type: JobType,
+}
+
+/// The statuses of a job that has not finished.
+pub const UNFINISHED: [JobStatus; 3] =
+    [JobStatus::Queued, JobStatus::Scheduled, JobStatus::Running];
+
 /// Which jobs [`ScheduledJobStore::jobs`] lists.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct JobFilter {
@@ -346,4 +391,58 @@ pub trait ScheduledJobStore: Send + Sync + 'static {
         &self,
         cutoff: DateTime<Utc>,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Stores the new `job` unless one with its id exists or, with `max_unfinished`, the store
+    /// would then hold more than that many unfinished jobs (queued, scheduled or running). The
+    /// count and the insert are one atomic step, whatever number of writers share the store.
+    fn create(
+        &self,
+        job: ScheduledJob,
+        max_unfinished: Option<u64>,
+    ) -> impl Future<Output = Result<Created, StoreError>> + Send;
+
+    /// Gives `owner` the lease of job `id` until `until` if the job has not finished and has no
+    /// owner, is `owner`'s already, or its lease ended at or before `now`. `Ok(true)`: `owner`
+    /// holds it; `Ok(false)`: another node does, or the job finished or does not exist.
+    fn claim(
+        &self,
+        id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Extends `owner`'s lease of job `id` to `until`, if `owner` holds it and it has not ended
+    /// at `now`. `Ok(false)`: the lease is lost (the node must stop running the job).
+    fn renew(
+        &self,
+        id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+
+    /// Gives up `owner`'s lease of job `id` (nothing if `owner` does not hold it).
+    fn release(&self, id: &str, owner: &str)
+    -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// The lease of job `id`, if it has an owner.
+    fn lease(&self, id: &str) -> impl Future<Output = Result<Option<JobLease>, StoreError>> + Send;
+
+    /// Up to `limit` ids, after `after` in id order, of unfinished jobs that have no owner or
+    /// whose lease ended at or before `now`: the jobs a node may claim.
+    fn claimable(
+        &self,
+        now: DateTime<Utc>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send;
+
+    /// Up to `limit` device records of every job, ordered by device id then job id, after the
+    /// `(device id, job id)` key `after`, each with its job's type.
+    fn device_job_rows(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<DeviceJobRow>, StoreError>> + Send;
 }

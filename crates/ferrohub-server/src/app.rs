@@ -126,6 +126,9 @@ pub struct Backends {
     pub sessions: Option<Arc<dyn SessionBackend>>,
     /// Where the consumer groups of a cluster live (`None`: in the data directory).
     pub groups: Option<Arc<dyn crate::consumer_groups::GroupDocument>>,
+    /// Where the nodes of a cluster agree on the one active import or export job (`None`: the
+    /// hub is the only node).
+    pub import_export: Option<Arc<dyn crate::jobs::shared::SharedJobSlot>>,
 }
 
 impl Backends {
@@ -146,6 +149,7 @@ impl Backends {
             shared: None,
             sessions: None,
             groups: None,
+            import_export: None,
         }
     }
 
@@ -293,8 +297,15 @@ impl App {
                     .map_err(|e| BuildError::Sessions(e.to_string()))?,
             )),
         };
-        let jobs = crate::jobs::Jobs::open(&data_dir, &config.jobs, clock.now())
+        let mut jobs = crate::jobs::Jobs::open(&data_dir, &config.jobs, clock.now())
             .map_err(dir_err(&data_dir))?;
+        if let Some(slot) = backends.import_export.clone() {
+            jobs.share(crate::jobs::Shared {
+                slot,
+                owner: coordinator.node().to_owned(),
+                lease: config.jobs.lease,
+            });
+        }
 
         let https_req = SocketAddr::new(config.bind, config.https_port);
         let https = crate::https::bind(config.bind, config.https_port)
@@ -356,6 +367,7 @@ impl App {
             c2d,
             jobs,
             scheduled_jobs: backends.scheduled_jobs,
+            job_settings: config.jobs.clone(),
             coordinator,
             host_names: names,
             clock,

@@ -167,6 +167,10 @@ pub struct JobsToml {
     pub allow_private_addresses: Option<bool>,
     /// `jobs.max_input_blob_bytes`.
     pub max_input_blob_bytes: Option<u64>,
+    /// `jobs.max_concurrent_jobs`.
+    pub max_concurrent_jobs: Option<u64>,
+    /// `jobs.lease_seconds`.
+    pub lease_seconds: Option<u64>,
 }
 
 /// `[mqtt]`.
@@ -300,7 +304,21 @@ pub struct JobsSettings {
     pub allow_private_addresses: bool,
     /// Most bytes an import downloads from an `http(s)` input blob.
     pub max_input_blob_bytes: u64,
+    /// Most scheduled jobs (`/jobs/v2`) unfinished at once (queued, scheduled or running)
+    /// across the hub; one more is refused with 429004. Azure allows 1 on S1, 5 on S2 and 10
+    /// on S3.
+    pub max_concurrent_jobs: u64,
+    /// How long a node's claim on a job it runs lasts without renewal: after a node dies,
+    /// another takes over its scheduled jobs (and fails its import or export job) this long
+    /// after its last renewal.
+    pub lease: std::time::Duration,
 }
+
+/// The default of `jobs.max_concurrent_jobs`: Azure's S3 limit.
+pub const DEFAULT_MAX_CONCURRENT_JOBS: u64 = 10;
+
+/// The default of `jobs.lease_seconds`.
+pub const DEFAULT_JOB_LEASE_SECONDS: u64 = 30;
 
 /// The default of `jobs.max_input_blob_bytes`: 1 GiB (about four million identities).
 pub const DEFAULT_MAX_INPUT_BLOB_BYTES: u64 = 1 << 30;
@@ -747,7 +765,17 @@ impl Config {
             file_root,
             allow_private_addresses,
             max_input_blob_bytes,
+            max_concurrent_jobs,
+            lease_seconds,
         } = jobs;
+        let max_concurrent_jobs = max_concurrent_jobs.unwrap_or(DEFAULT_MAX_CONCURRENT_JOBS);
+        if max_concurrent_jobs == 0 {
+            return Err(invalid("jobs.max_concurrent_jobs", "must be at least 1"));
+        }
+        let lease_seconds = lease_seconds.unwrap_or(DEFAULT_JOB_LEASE_SECONDS);
+        if !(1..=3600).contains(&lease_seconds) {
+            return Err(invalid("jobs.lease_seconds", "must be from 1 to 3600"));
+        }
         if let Some(root) = &file_root
             && !root.is_absolute()
         {
@@ -767,6 +795,8 @@ impl Config {
             // probe of its own network.
             allow_private_addresses: allow_private_addresses.unwrap_or(bind.is_loopback()),
             max_input_blob_bytes,
+            max_concurrent_jobs,
+            lease: std::time::Duration::from_secs(lease_seconds),
         };
 
         let cluster = match cluster {

@@ -37,6 +37,7 @@
 pub(crate) mod blob;
 pub(crate) mod files;
 pub(crate) mod run;
+pub(crate) mod shared;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -343,6 +344,23 @@ pub(crate) struct Jobs {
     entries: Mutex<Vec<Entry>>,
     /// Held while the file is written, so writes land in the order their snapshots were taken.
     write: Mutex<()>,
+    /// In a cluster: the slot the nodes share, this node's name and the lease.
+    shared: Option<Shared>,
+}
+
+/// A cluster node's view of the slot the nodes share ([`shared`]).
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub(crate) slot: Arc<dyn shared::SharedJobSlot>,
+    pub(crate) owner: String,
+    pub(crate) lease: std::time::Duration,
+}
+
+impl Shared {
+    /// The end of a lease taken or renewed at `now`.
+    pub(crate) fn until(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + TimeDelta::from_std(self.lease).unwrap_or(TimeDelta::seconds(30))
+    }
 }
 
 impl Jobs {
@@ -410,6 +428,7 @@ impl Jobs {
                     .collect(),
             ),
             write: Mutex::new(()),
+            shared: None,
         };
         if changed {
             jobs.persist()?;
@@ -449,6 +468,50 @@ impl Jobs {
     /// How jobs reach their containers.
     pub(crate) fn stores(&self) -> &Stores {
         &self.stores
+    }
+
+    /// Makes this node one of a cluster's: its jobs take the slot the nodes share.
+    pub(crate) fn share(&mut self, shared: Shared) {
+        self.shared = Some(shared);
+    }
+
+    /// The slot the nodes share, in a cluster.
+    pub(crate) fn shared(&self) -> Option<&Shared> {
+        self.shared.as_ref()
+    }
+
+    /// Forgets job `id`, created here but refused by the cluster.
+    pub(crate) fn forget(&self, id: &str) {
+        self.lock().retain(|e| e.job.job_id != id);
+        if let Err(e) = self.persist() {
+            tracing::warn!(job = %id, error = %e, "forgetting a refused job failed");
+        }
+    }
+
+    /// Stops job `id` here because the cluster ended it (cancelled or failed through another
+    /// node): it ends with `status` and `reason`.
+    pub(crate) fn ended_elsewhere(
+        &self,
+        id: &str,
+        status: JobStatus,
+        reason: Option<String>,
+        now: DateTime<Utc>,
+    ) {
+        {
+            let mut entries = self.lock();
+            let Some(entry) = entries.iter_mut().find(|e| e.job.job_id == id) else {
+                return;
+            };
+            entry.cancel.store(true, Ordering::SeqCst);
+            if entry.job.status.is_active() {
+                entry.job.status = status;
+                entry.job.failure_reason = reason;
+                entry.job.end_time_utc = Some(now.trunc_subsecs(3));
+            }
+        }
+        if let Err(e) = self.persist() {
+            tracing::warn!(job = %id, error = %e, "recording the end of the job failed");
+        }
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<Entry>> {
@@ -674,6 +737,8 @@ mod tests {
             file_root: None,
             allow_private_addresses: true,
             max_input_blob_bytes: crate::config::DEFAULT_MAX_INPUT_BLOB_BYTES,
+            max_concurrent_jobs: crate::config::DEFAULT_MAX_CONCURRENT_JOBS,
+            lease: std::time::Duration::from_secs(crate::config::DEFAULT_JOB_LEASE_SECONDS),
         }
     }
 

@@ -30,6 +30,7 @@ mod transport;
 pub use app::{App, Backends, BuildError, Listeners, SHUTDOWN_GRACE};
 pub use config::{ClusterSettings, Config, ConfigError, DEFAULT_CONFIG_TOML, LogFormat, Overrides};
 pub use hub::{Clock, Hub, HubError, SystemClock};
+pub use jobs::shared::{SharedJobSlot, SlotBegin};
 
 /// `n` random bytes as lower-case hex (tracking ids, certificate tags).
 pub(crate) fn random_hex(n: usize) -> String {

@@ -76,6 +76,16 @@ impl TestHub {
         hub
     }
 
+    /// [`TestHub::start_with_backends`] with `toml` as the configuration file (ports, bind
+    /// address and data directory are still the test's).
+    pub async fn start_with_backends_and_config(backends: Backends, toml: &str) -> TestHub {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("data");
+        let mut hub = Self::start_on(&data_dir, toml, Some(backends)).await;
+        hub.dir = Some(dir);
+        hub
+    }
+
     async fn start_configured(data_dir: &Path, toml: &str) -> TestHub {
         Self::start_on(data_dir, toml, None).await
     }

@@ -8,6 +8,14 @@
 //! key to `jobs` with `ON DELETE CASCADE`, indexed by `(job_id, status, device_id)`. Ids are
 //! `TEXT COLLATE "C"` (byte order, as SQLite). Writes are compare-and-set on `version`, run as
 //! one transaction through the cluster's pipelined steps.
+//!
+//! A job's lease is `jobs.owner` and `jobs.lease_ms` (its end in milliseconds since the epoch),
+//! written only by the lease statements: a claim is one `UPDATE … WHERE` whose condition
+//! (no owner, the same owner, or a lease that ended) PostgreSQL re-checks on the row it locks,
+//! so of two nodes claiming at once exactly one wins. A creation bounded by the number of
+//! unfinished jobs takes a transaction-scoped advisory lock first ([`CREATE_LOCK_KEY`]), so
+//! concurrent creations on any nodes count one after the other. `device_jobs` is also indexed
+//! by `(device_id, job_id)` for `devices.jobs` queries.
 
 use std::future::Future;
 
@@ -16,8 +24,8 @@ use tokio_postgres::types::Json;
 
 use ferrohub_registry::StoreError;
 use ferrohub_registry::scheduled_jobs::{
-    DeviceJob, DeviceJobStatistics, DeviceJobStatus, Expect, JobFilter, JobWrite, ScheduledJob,
-    ScheduledJobStore,
+    Created, DeviceJob, DeviceJobRow, DeviceJobStatistics, DeviceJobStatus, Expect, JobFilter,
+    JobLease, JobType, JobWrite, ScheduledJob, ScheduledJobStore,
 };
 
 use super::{
@@ -44,8 +52,19 @@ pub(crate) const MIGRATIONS: Migrations = Migrations {
              PRIMARY KEY (job_id, device_id)
          );
          CREATE INDEX device_jobs_by_status ON device_jobs (job_id, status, device_id);",
+        // 2: job leases; device records in device order.
+        "ALTER TABLE jobs ADD COLUMN owner TEXT;
+         ALTER TABLE jobs ADD COLUMN lease_ms BIGINT;
+         CREATE INDEX device_jobs_by_device ON device_jobs (device_id, job_id);",
     ],
 };
+
+/// The advisory lock a creation bounded by the unfinished job count holds (the ASCII bytes of
+/// `fhjobnew`).
+pub(crate) const CREATE_LOCK_KEY: i64 = 0x6668_6a6f_626e_6577;
+
+/// The unfinished statuses, as SQL.
+const UNFINISHED_SQL: &str = "('queued', 'scheduled', 'running')";
 
 /// A [`ScheduledJobStore`] in PostgreSQL. Cheap to clone; clones share the pool.
 #[derive(Debug, Clone)]
@@ -273,6 +292,198 @@ impl ScheduledJobStore for PgJobStore {
                 .await
                 .map_err(sql_error)?;
             Ok(())
+        })
+    }
+
+    fn create(
+        &self,
+        job: ScheduledJob,
+        max_unfinished: Option<u64>,
+    ) -> impl Future<Output = Result<Created, StoreError>> + Send {
+        let steps = encode(JobWrite {
+            job: Some((job, Expect::Absent)),
+            devices: Vec::new(),
+        });
+        let run = self.db.run(move |mut client| async move {
+            let mut steps = steps?;
+            if let Some(max) = max_unfinished {
+                steps.insert(
+                    0,
+                    Step {
+                        index: 0,
+                        sql: "SELECT pg_advisory_xact_lock($1)",
+                        params: vec![Box::new(CREATE_LOCK_KEY)],
+                        want: Want::Any,
+                    },
+                );
+                steps.push(Step {
+                    index: 1,
+                    sql: "SELECT 1 WHERE (SELECT count(*) FROM jobs
+                              WHERE status IN ('queued', 'scheduled', 'running')) <= $1",
+                    params: vec![Box::new(to_i64(max)?)],
+                    want: Want::One,
+                });
+            }
+            run_steps(&mut client, steps, false).await
+        });
+        async move {
+            match run.await {
+                Ok(()) => Ok(Created::Created),
+                Err(PgError::Conflict { index: 0 }) => Ok(Created::Exists),
+                Err(PgError::Conflict { .. }) => Ok(Created::TooMany),
+                Err(e) => Err(StoreError::from(e)),
+            }
+        }
+    }
+
+    fn claim(
+        &self,
+        id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        let (now, until) = (now.timestamp_millis(), until.timestamp_millis());
+        self.read(move |client| async move {
+            let n = client
+                .execute(
+                    &format!(
+                        "UPDATE jobs SET owner = $2, lease_ms = $4
+                         WHERE job_id = $1 AND status IN {UNFINISHED_SQL}
+                           AND (owner IS NULL OR owner = $2 OR lease_ms IS NULL
+                                OR lease_ms <= $3)"
+                    ),
+                    &[&id, &owner, &now, &until],
+                )
+                .await
+                .map_err(sql_error)?;
+            Ok(n == 1)
+        })
+    }
+
+    fn renew(
+        &self,
+        id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        let (now, until) = (now.timestamp_millis(), until.timestamp_millis());
+        self.read(move |client| async move {
+            let n = client
+                .execute(
+                    "UPDATE jobs SET lease_ms = $4
+                     WHERE job_id = $1 AND owner = $2 AND lease_ms > $3",
+                    &[&id, &owner, &now, &until],
+                )
+                .await
+                .map_err(sql_error)?;
+            Ok(n == 1)
+        })
+    }
+
+    fn release(
+        &self,
+        id: &str,
+        owner: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let (id, owner) = (id.to_owned(), owner.to_owned());
+        self.read(move |client| async move {
+            client
+                .execute(
+                    "UPDATE jobs SET owner = NULL, lease_ms = NULL
+                     WHERE job_id = $1 AND owner = $2",
+                    &[&id, &owner],
+                )
+                .await
+                .map_err(sql_error)?;
+            Ok(())
+        })
+    }
+
+    fn lease(&self, id: &str) -> impl Future<Output = Result<Option<JobLease>, StoreError>> + Send {
+        let id = id.to_owned();
+        self.read(move |client| async move {
+            let row = client
+                .query_opt("SELECT owner, lease_ms FROM jobs WHERE job_id = $1", &[&id])
+                .await
+                .map_err(sql_error)?;
+            let Some(row) = row else { return Ok(None) };
+            let owner: Option<String> = row.try_get(0).map_err(decode_error)?;
+            let ms: Option<i64> = row.try_get(1).map_err(decode_error)?;
+            match (owner, ms) {
+                (Some(owner), Some(ms)) => {
+                    let until = DateTime::from_timestamp_millis(ms)
+                        .ok_or_else(|| PgError::Corrupt(format!("lease end {ms} is not a time")))?;
+                    Ok(Some(JobLease { owner, until }))
+                }
+                _ => Ok(None),
+            }
+        })
+    }
+
+    fn claimable(
+        &self,
+        now: DateTime<Utc>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send {
+        let now = now.timestamp_millis();
+        let after = after.map(str::to_owned);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |client| async move {
+            let rows = client
+                .query(
+                    &format!(
+                        "SELECT job_id FROM jobs
+                         WHERE status IN {UNFINISHED_SQL}
+                           AND (owner IS NULL OR lease_ms IS NULL OR lease_ms <= $1)
+                           AND ($2::text IS NULL OR job_id > $2)
+                         ORDER BY job_id LIMIT $3"
+                    ),
+                    &[&now, &after, &limit],
+                )
+                .await
+                .map_err(sql_error)?;
+            rows.iter()
+                .map(|r| r.try_get::<_, String>(0))
+                .collect::<Result<_, _>>()
+                .map_err(decode_error)
+        })
+    }
+
+    fn device_job_rows(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<DeviceJobRow>, StoreError>> + Send {
+        let (after_device, after_job) = match after {
+            Some((d, j)) => (Some(d.to_owned()), Some(j.to_owned())),
+            None => (None, None),
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |client| async move {
+            let rows = client
+                .query(
+                    "SELECT d.doc, j.job_type FROM device_jobs d JOIN jobs j ON j.job_id = d.job_id
+                     WHERE $1::text IS NULL OR (d.device_id, d.job_id) > ($1, $2::text)
+                     ORDER BY d.device_id, d.job_id LIMIT $3",
+                    &[&after_device, &after_job, &limit],
+                )
+                .await
+                .map_err(sql_error)?;
+            rows.iter()
+                .map(|r| {
+                    let record = r.try_get::<_, Json<DeviceJob>>(0).map_err(decode_error)?.0;
+                    let job_type: String = r.try_get(1).map_err(decode_error)?;
+                    let job_type = JobType::parse(&job_type).ok_or_else(|| {
+                        PgError::Corrupt(format!("unknown job type {job_type:?}"))
+                    })?;
+                    Ok(DeviceJobRow { record, job_type })
+                })
+                .collect()
         })
     }
 }

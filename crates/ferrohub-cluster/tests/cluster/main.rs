@@ -6,6 +6,7 @@
 mod eventlog_contract;
 mod hub;
 mod jetstream_only;
+mod jobs;
 mod nodes;
 mod pg_contract;
 mod pg_stores;

@@ -6,8 +6,10 @@
 //! `jobs(job_id PK, version, job_type, status, end_ms, doc)` where `doc` is the
 //! [`ScheduledJob`]'s JSON and `end_ms` its end time (for retention), and
 //! `device_jobs((job_id, device_id) PK, status, doc)` with an index on `(job_id, status,
-//! device_id)` for the counts and for resuming a job's unfinished devices. Removing a job
-//! removes its device records in the same transaction.
+//! device_id)` for the counts and for resuming a job's unfinished devices, and one on
+//! `(device_id, job_id)` for `devices.jobs` queries. Removing a job removes its device records
+//! in the same transaction. A job's lease is `jobs.owner` and `jobs.lease_ms` (its end in
+//! milliseconds since the epoch), outside the document and its version.
 
 use std::path::{Path, PathBuf};
 
@@ -17,8 +19,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use ferrohub_storage::sqlite::{self, Database, Names, WriteError};
 
 use super::{
-    DeviceJob, DeviceJobStatistics, DeviceJobStatus, Expect, JobFilter, JobWrite, ScheduledJob,
-    ScheduledJobStore, StoreError,
+    Created, DeviceJob, DeviceJobRow, DeviceJobStatistics, DeviceJobStatus, Expect, JobFilter,
+    JobLease, JobType, JobWrite, ScheduledJob, ScheduledJobStore, StoreError,
 };
 
 const MIGRATIONS: &[&str] = &[
@@ -39,7 +41,14 @@ const MIGRATIONS: &[&str] = &[
          PRIMARY KEY (job_id, device_id)
      );
      CREATE INDEX device_jobs_by_status ON device_jobs (job_id, status, device_id);",
+    // 2: job leases; device records in device order.
+    "ALTER TABLE jobs ADD COLUMN owner TEXT;
+     ALTER TABLE jobs ADD COLUMN lease_ms INTEGER;
+     CREATE INDEX device_jobs_by_device ON device_jobs (device_id, job_id);",
 ];
+
+/// The unfinished statuses, as SQL.
+const UNFINISHED_SQL: &str = "('queued', 'scheduled', 'running')";
 
 const NAMES: Names = Names {
     threads: "ferrohub-jobs",
@@ -70,6 +79,26 @@ enum Op {
     },
     RemoveEndedBefore {
         cutoff_ms: i64,
+    },
+    /// Holds when at most `max` jobs are unfinished.
+    AtMostUnfinished {
+        max: i64,
+    },
+    Claim {
+        id: String,
+        owner: String,
+        now_ms: i64,
+        until_ms: i64,
+    },
+    Renew {
+        id: String,
+        owner: String,
+        now_ms: i64,
+        until_ms: i64,
+    },
+    Release {
+        id: String,
+        owner: String,
     },
 }
 
@@ -187,6 +216,47 @@ fn run_op(conn: &Connection, op: &Op) -> rusqlite::Result<bool> {
                 .execute([cutoff_ms])?;
             true
         }
+        Op::AtMostUnfinished { max } => {
+            let n: i64 = conn
+                .prepare_cached(&format!(
+                    "SELECT count(*) FROM jobs WHERE status IN {UNFINISHED_SQL}"
+                ))?
+                .query_row([], |r| r.get(0))?;
+            n <= *max
+        }
+        Op::Claim {
+            id,
+            owner,
+            now_ms,
+            until_ms,
+        } => {
+            conn.prepare_cached(&format!(
+                "UPDATE jobs SET owner = ?2, lease_ms = ?4
+                 WHERE job_id = ?1 AND status IN {UNFINISHED_SQL}
+                   AND (owner IS NULL OR owner = ?2 OR lease_ms IS NULL OR lease_ms <= ?3)"
+            ))?
+            .execute(params![id, owner, now_ms, until_ms])?
+                == 1
+        }
+        Op::Renew {
+            id,
+            owner,
+            now_ms,
+            until_ms,
+        } => {
+            conn.prepare_cached(
+                "UPDATE jobs SET lease_ms = ?4 WHERE job_id = ?1 AND owner = ?2 AND lease_ms > ?3",
+            )?
+            .execute(params![id, owner, now_ms, until_ms])?
+                == 1
+        }
+        Op::Release { id, owner } => {
+            conn.prepare_cached(
+                "UPDATE jobs SET owner = NULL, lease_ms = NULL WHERE job_id = ?1 AND owner = ?2",
+            )?
+            .execute(params![id, owner])?;
+            true
+        }
     })
 }
 
@@ -215,6 +285,25 @@ fn encode(write: JobWrite) -> Result<Vec<Op>, StoreError> {
         });
     }
     Ok(ops)
+}
+
+impl SqliteJobStore {
+    /// Runs `ops` as one write: `Ok(None)` when every guard held, `Ok(Some(index))` when the
+    /// op at `index` failed its guard (nothing stored).
+    fn guarded(
+        &self,
+        ops: Vec<Op>,
+    ) -> impl Future<Output = Result<Option<usize>, StoreError>> + Send + use<> {
+        let written = self.db.write(ops, true);
+        async move {
+            match written.await {
+                Ok(()) => Ok(None),
+                Err(WriteError::Conflict { index }) => Ok(Some(index)),
+                Err(WriteError::Unavailable(e)) => Err(StoreError::Unavailable(e)),
+                Err(WriteError::Closed) => Err(stopped()),
+            }
+        }
+    }
 }
 
 impl ScheduledJobStore for SqliteJobStore {
@@ -362,11 +451,172 @@ impl ScheduledJobStore for SqliteJobStore {
             })
         }
     }
+
+    fn create(
+        &self,
+        job: ScheduledJob,
+        max_unfinished: Option<u64>,
+    ) -> impl Future<Output = Result<Created, StoreError>> + Send {
+        let ops = encode(JobWrite {
+            job: Some((job, Expect::Absent)),
+            devices: Vec::new(),
+        })
+        .map(|mut ops| {
+            if let Some(max) = max_unfinished {
+                ops.push(Op::AtMostUnfinished {
+                    max: i64::try_from(max).unwrap_or(i64::MAX),
+                });
+            }
+            self.guarded(ops)
+        });
+        async move {
+            Ok(match ops?.await? {
+                None => Created::Created,
+                Some(0) => Created::Exists,
+                Some(_) => Created::TooMany,
+            })
+        }
+    }
+
+    fn claim(
+        &self,
+        id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let run = self.guarded(vec![Op::Claim {
+            id: id.to_owned(),
+            owner: owner.to_owned(),
+            now_ms: millis(now),
+            until_ms: millis(until),
+        }]);
+        async move { Ok(run.await?.is_none()) }
+    }
+
+    fn renew(
+        &self,
+        id: &str,
+        owner: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send {
+        let run = self.guarded(vec![Op::Renew {
+            id: id.to_owned(),
+            owner: owner.to_owned(),
+            now_ms: millis(now),
+            until_ms: millis(until),
+        }]);
+        async move { Ok(run.await?.is_none()) }
+    }
+
+    fn release(
+        &self,
+        id: &str,
+        owner: &str,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        let run = self.guarded(vec![Op::Release {
+            id: id.to_owned(),
+            owner: owner.to_owned(),
+        }]);
+        async move { run.await.map(|_| ()) }
+    }
+
+    fn lease(&self, id: &str) -> impl Future<Output = Result<Option<JobLease>, StoreError>> + Send {
+        let id = id.to_owned();
+        self.read(move |conn| {
+            let row: Option<(Option<String>, Option<i64>)> = conn
+                .prepare_cached("SELECT owner, lease_ms FROM jobs WHERE job_id = ?1")
+                .and_then(|mut s| {
+                    s.query_row([&id], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()
+                })
+                .map_err(sql_error)?;
+            Ok(match row {
+                Some((Some(owner), Some(ms))) => Some(JobLease {
+                    owner,
+                    until: from_millis(ms)?,
+                }),
+                _ => None,
+            })
+        })
+    }
+
+    fn claimable(
+        &self,
+        now: DateTime<Utc>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<String>, StoreError>> + Send {
+        let now_ms = millis(now);
+        let after = after.map(str::to_owned);
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(&format!(
+                    "SELECT job_id FROM jobs
+                     WHERE status IN {UNFINISHED_SQL}
+                       AND (owner IS NULL OR lease_ms IS NULL OR lease_ms <= ?1)
+                       AND (?2 IS NULL OR job_id > ?2)
+                     ORDER BY job_id LIMIT ?3"
+                ))
+                .map_err(sql_error)?;
+            stmt.query_map(params![now_ms, after, limit], |r| r.get::<_, String>(0))
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .map_err(sql_error)
+        })
+    }
+
+    fn device_job_rows(
+        &self,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> impl Future<Output = Result<Vec<DeviceJobRow>, StoreError>> + Send {
+        let (after_device, after_job) = match after {
+            Some((d, j)) => (Some(d.to_owned()), Some(j.to_owned())),
+            None => (None, None),
+        };
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.read(move |conn| {
+            let mut stmt = conn
+                .prepare_cached(
+                    "SELECT d.doc, j.job_type FROM device_jobs d JOIN jobs j ON j.job_id = d.job_id
+                     WHERE ?1 IS NULL OR d.device_id > ?1 OR (d.device_id = ?1 AND d.job_id > ?2)
+                     ORDER BY d.device_id, d.job_id LIMIT ?3",
+                )
+                .map_err(sql_error)?;
+            let rows = stmt
+                .query_map(params![after_device, after_job, limit], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+                })
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .map_err(sql_error)?;
+            rows.iter()
+                .map(|(doc, job_type)| {
+                    Ok(DeviceJobRow {
+                        record: decode(doc)?,
+                        job_type: JobType::parse(job_type).ok_or_else(|| {
+                            StoreError::Corrupt(format!("unknown job type {job_type:?}"))
+                        })?,
+                    })
+                })
+                .collect()
+        })
+    }
+}
+
+fn millis(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
 }
 
 fn to_i64(version: u64) -> Result<i64, StoreError> {
     i64::try_from(version)
         .map_err(|_| StoreError::Corrupt(format!("version {version} does not fit in SQLite")))
+}
+
+fn from_millis(ms: i64) -> Result<DateTime<Utc>, StoreError> {
+    DateTime::from_timestamp_millis(ms)
+        .ok_or_else(|| StoreError::Corrupt(format!("lease end {ms} is not a time")))
 }
 
 fn to_json<T: serde::Serialize>(value: &T) -> Result<String, StoreError> {

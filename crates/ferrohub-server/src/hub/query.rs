@@ -12,9 +12,15 @@
 //! `cloudToDeviceMessageCount` is a read of the device's queue, so it is read per scanned row
 //! only when the query names it; `SELECT *` pages get it for the rows they return.
 //!
-//! `devices.jobs` has no rows yet: the per-device job records belong to scheduled jobs.
+//! `devices.jobs` reads the scheduled jobs' per-device records instead
+//! ([`ScheduledJobStore::device_job_rows`], ordered by device id then job id), each rendered as
+//! Azure's `DeviceJob` ([`device_job_row`]).
 
+use std::collections::HashMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
 use ferrohub_query::{Collection, Condition, Flow, Page, Query, RowKey};
+use ferrohub_registry::scheduled_jobs::{DeviceJobRow, ScheduledJob, ScheduledJobStore};
 use ferrohub_registry::{RegistryError, RegistryStore, TwinRow, TwinScan, initial_twin};
 use ferrohub_types::DeviceId;
 use serde_json::Value;
@@ -72,7 +78,14 @@ impl Hub {
                 page_size.clamp(1, MAX_BATCH).saturating_add(1)
             };
             let mut after = pager.resume_after().cloned();
+            if query.from == Collection::Jobs {
+                self.scan_device_jobs(&mut pager, after.take(), batch)
+                    .await?;
+            }
             'scan: loop {
+                if query.from == Collection::Jobs {
+                    break;
+                }
                 let rows = self
                     .scan(&query.condition, query.from, after.take(), batch)
                     .await?;
@@ -140,6 +153,49 @@ impl Hub {
         }
     }
 
+    /// Feeds `pager` the per-device job records after `after`, `batch` at a time, until it has
+    /// its page.
+    async fn scan_device_jobs(
+        &self,
+        pager: &mut ferrohub_query::Pager<'_>,
+        mut after: Option<RowKey>,
+        mut batch: usize,
+    ) -> Result<(), HubError> {
+        let store = &self.scheduled_jobs.store;
+        let mut jobs: HashMap<String, Option<ScheduledJob>> = HashMap::new();
+        loop {
+            let key = after
+                .as_ref()
+                .map(|k| (k.device_id(), k.child_id().unwrap_or_default()));
+            let rows = store
+                .device_job_rows(key, batch)
+                .await
+                .map_err(|e| HubError::unavailable("The scheduled jobs store", &e))?;
+            let n = rows.len();
+            for row in rows {
+                let job_id = row.record.job_id.clone();
+                if !jobs.contains_key(&job_id) {
+                    let job = store
+                        .job(&job_id)
+                        .await
+                        .map_err(|e| HubError::unavailable("The scheduled jobs store", &e))?;
+                    jobs.insert(job_id.clone(), job);
+                }
+                let job = jobs.get(&job_id).and_then(Option::as_ref);
+                let key = RowKey::job(row.record.device_id.clone(), job_id);
+                let value = device_job_row(&row, job);
+                after = Some(key.clone());
+                if pager.push(key, value) == Flow::Stop {
+                    return Ok(());
+                }
+            }
+            if n < batch {
+                return Ok(());
+            }
+            batch = batch.saturating_mul(2).min(MAX_BATCH);
+        }
+    }
+
     /// One batch of the store's scan.
     async fn scan(
         &self,
@@ -188,4 +244,38 @@ impl Hub {
             obj.insert(C2D_COUNT.to_owned(), Value::from(count));
         }
     }
+}
+
+/// A per-device job record as `SELECT * FROM devices.jobs` returns it (Azure's `DeviceJob`):
+/// `startTimeUtc` and `endTimeUtc` are the job's window, `createdDateTimeUtc` when the job
+/// selected the device, `lastUpdatedDateTimeUtc` its record's last change; `outcome` and `error`
+/// only when there is one.
+pub(crate) fn device_job_row(row: &DeviceJobRow, job: Option<&ScheduledJob>) -> Value {
+    let time = |t: DateTime<Utc>| Value::String(t.to_rfc3339_opts(SecondsFormat::Millis, true));
+    let d = &row.record;
+    let mut m = serde_json::Map::new();
+    m.insert("deviceId".into(), d.device_id.clone().into());
+    m.insert("jobId".into(), d.job_id.clone().into());
+    m.insert("jobType".into(), row.job_type.device_job_name().into());
+    m.insert("status".into(), d.status.as_str().into());
+    let start = job.map(|j| j.start_time).or(d.start_time);
+    let end = job.map(super::scheduled_jobs::window_end).or(d.end_time);
+    if let Some(t) = start {
+        m.insert("startTimeUtc".into(), time(t));
+    }
+    if let Some(t) = end {
+        m.insert("endTimeUtc".into(), time(t));
+    }
+    m.insert("createdDateTimeUtc".into(), time(d.created_time));
+    m.insert("lastUpdatedDateTimeUtc".into(), time(d.last_updated_time));
+    if let Some(outcome) = &d.outcome {
+        m.insert("outcome".into(), outcome.clone());
+    }
+    if let Some(e) = &d.error {
+        m.insert(
+            "error".into(),
+            serde_json::json!({ "code": e.code, "description": e.description }),
+        );
+    }
+    Value::Object(m)
 }

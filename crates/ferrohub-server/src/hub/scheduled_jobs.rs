@@ -28,6 +28,19 @@
 //! fails with `HubRestarted`, so nothing is left half-applied without a trace. A job whose
 //! window passed while the hub was stopped ends `failed` with the reason saying so.
 //!
+//! # Leases and nodes
+//!
+//! A job runs only on the node holding its lease in the store ([`ScheduledJobStore::claim`]):
+//! its task claims the job first, renews the lease every third of `[jobs] lease_seconds` and
+//! stops at once (leaving the job as it is) if the lease was lost, and releases it when the job
+//! ends or the hub stops. At start and every third of the lease, each node starts the tasks of
+//! the jobs no node holds ([`ScheduledJobStore::claimable`]): never claimed, released, or
+//! whose node stopped renewing. A node that takes a job over resumes it as a restarted hub
+//! does (above). The number of unfinished jobs is bounded across the nodes
+//! (`[jobs] max_concurrent_jobs`, 429004 beyond it), checked by the store when a job is
+//! created. In a cluster a method job calls each device through the node that holds its
+//! connection; a device no node holds waits, looked at again every second.
+//!
 //! # Time
 //!
 //! The decisions ([`phase`]) take `now`; only the task that waits turns them into sleeps.
@@ -40,7 +53,7 @@ use chrono::{DateTime, TimeDelta, Utc};
 use ferrohub_query::Condition;
 use ferrohub_registry::StoreError;
 use ferrohub_registry::scheduled_jobs::{
-    AnyJobStore, DeviceJob, DeviceJobError, DeviceJobStatistics, DeviceJobStatus, Expect,
+    AnyJobStore, Created, DeviceJob, DeviceJobError, DeviceJobStatistics, DeviceJobStatus, Expect,
     JobFilter, JobStatus, JobType, JobWrite, ScheduledJob, ScheduledJobStore,
 };
 use ferrohub_twin::{CloudToDeviceMethod, IfMatch, TwinUpdate};
@@ -50,6 +63,7 @@ use serde_json::{Map, Value};
 use tokio::sync::watch;
 
 use super::{Hub, HubError};
+use crate::config::JobsSettings;
 use crate::connections::Identity;
 
 /// The window of a job that gives none (Node's own default).
@@ -64,22 +78,45 @@ const CONCURRENCY: usize = 64;
 const RETENTION_DAYS: i64 = 30;
 /// The longest job id accepted.
 const MAX_JOB_ID_CHARS: usize = 128;
+/// How often a cluster node looks again whether a waiting method job's device connected to
+/// another node.
+const CLUSTER_RETRY: Duration = Duration::from_secs(1);
 /// The error code of a method call the hub was making when it stopped.
 pub(crate) const HUB_RESTARTED: &str = "HubRestarted";
 
-/// The scheduled jobs' store and the live jobs' cancel signals.
+/// The scheduled jobs' store, this node's leases and the live jobs' cancel signals.
 pub(crate) struct ScheduledJobs {
     pub(crate) store: AnyJobStore,
+    /// This node's name: the owner of the leases it takes.
+    owner: String,
+    /// How long a lease lasts without renewal.
+    lease: Duration,
+    /// Most unfinished jobs across the hub.
+    max_unfinished: u64,
     /// A sender per job task that runs: `true` once the job is cancelled.
     live: Mutex<HashMap<String, watch::Sender<bool>>>,
 }
 
 impl ScheduledJobs {
-    pub(crate) fn new(store: AnyJobStore) -> Self {
+    pub(crate) fn new(store: AnyJobStore, owner: String, settings: &JobsSettings) -> Self {
         ScheduledJobs {
             store,
+            owner,
+            lease: settings.lease.max(Duration::from_secs(1)),
+            max_unfinished: settings.max_concurrent_jobs,
             live: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The end of a lease taken or renewed at `now`.
+    fn lease_end(&self, now: DateTime<Utc>) -> DateTime<Utc> {
+        now + TimeDelta::from_std(self.lease).unwrap_or(TimeDelta::seconds(30))
+    }
+
+    /// How often a running job's lease is renewed, and how often the node looks for jobs
+    /// whose owner stopped.
+    fn renew_every(&self) -> Duration {
+        self.lease / 3
     }
 
     fn signal(&self, id: &str) -> Option<watch::Receiver<bool>> {
@@ -346,29 +383,36 @@ fn job_not_found(id: &str) -> HubError {
 impl Hub {
     /// Accepts `new` (stored `queued`) and starts its task.
     ///
-    /// Errors: 409104 JobAlreadyExists.
+    /// Errors: 409104 JobAlreadyExists; 429004 ThrottlingMaxActiveJobCountExceeded when the
+    /// hub already has `[jobs] max_concurrent_jobs` unfinished jobs (counted across nodes).
     pub(crate) async fn create_scheduled_job(
         self: &Arc<Self>,
         new: NewJob,
     ) -> Result<JobView, HubError> {
         let job = new.job;
-        match self
-            .scheduled_jobs
+        let jobs = &self.scheduled_jobs;
+        match jobs
             .store
-            .write(JobWrite {
-                job: Some((job.clone(), Expect::Absent)),
-                devices: Vec::new(),
-            })
+            .create(job.clone(), Some(jobs.max_unfinished))
             .await
+            .map_err(store_error)?
         {
-            Ok(()) => {}
-            Err(StoreError::Conflict { .. }) => {
+            Created::Created => {}
+            Created::Exists => {
                 return Err(HubError::new(
                     ErrorCode::JobAlreadyExists,
                     format!("A job with id '{}' already exists.", job.job_id),
                 ));
             }
-            Err(e) => return Err(store_error(e)),
+            Created::TooMany => {
+                return Err(HubError::new(
+                    ErrorCode::ThrottlingMaxActiveJobCountExceeded,
+                    format!(
+                        "The hub already has {} active jobs, its limit; try again when one has finished.",
+                        jobs.max_unfinished
+                    ),
+                ));
+            }
         }
         spawn(self, &job.job_id);
         Ok(JobView {
@@ -495,36 +539,60 @@ async fn cancel_open_devices(
     }
 }
 
-/// Starts the tasks of every job that has not finished (at hub start), and removes jobs that
-/// finished more than [`RETENTION_DAYS`] ago.
+/// At hub start: removes jobs that finished more than [`RETENTION_DAYS`] ago, starts the jobs
+/// this node may claim (see [`claim_open_jobs`]), and keeps looking for more while the hub
+/// runs.
 pub(crate) async fn resume_all(hub: &Arc<Hub>) -> Result<(), HubError> {
     let store = &hub.scheduled_jobs.store;
     let cutoff = hub.now() - TimeDelta::days(RETENTION_DAYS);
     if let Err(e) = store.remove_ended_before(cutoff).await {
         tracing::warn!(error = %e, "old scheduled jobs not removed");
     }
-    let filter = JobFilter {
-        job_type: None,
-        statuses: vec![JobStatus::Queued, JobStatus::Scheduled, JobStatus::Running],
-    };
+    claim_open_jobs(hub).await?;
+    let hub = Arc::clone(hub);
+    tokio::spawn(async move {
+        let mut shutdown = hub.shutdown_signal();
+        let every = hub.scheduled_jobs.renew_every();
+        loop {
+            tokio::select! {
+                () = tokio::time::sleep(every) => {}
+                _ = shutdown.wait_for(|s| *s) => return,
+            }
+            if let Err(e) = claim_open_jobs(&hub).await {
+                tracing::warn!(error = %e, "looking for scheduled jobs to resume failed");
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Starts the tasks of the unfinished jobs no node holds: jobs whose lease ended (their node
+/// stopped, or this node before a restart) and jobs never claimed. Each task claims its job
+/// first, so of several nodes looking at once only one runs it.
+pub(crate) async fn claim_open_jobs(hub: &Arc<Hub>) -> Result<(), HubError> {
+    let jobs = &hub.scheduled_jobs;
+    let now = hub.now();
     let mut after: Option<String> = None;
     loop {
-        let page = store
-            .jobs(&filter, after.as_deref(), SCAN_PAGE)
+        let page = jobs
+            .store
+            .claimable(now, after.as_deref(), SCAN_PAGE)
             .await
             .map_err(store_error)?;
         let Some(last) = page.last() else {
             return Ok(());
         };
-        after = Some(last.job_id.clone());
-        for job in page {
-            tracing::info!(job = %job.job_id, status = job.status.as_str(), "resuming scheduled job");
-            spawn(hub, &job.job_id);
+        after = Some(last.clone());
+        for id in page {
+            spawn(hub, &id);
         }
     }
 }
 
-/// Starts job `id`'s task unless one runs.
+/// Starts job `id`'s task unless one runs here. The task claims the job's lease and runs it
+/// only if the claim succeeds; while it runs it renews the lease (and stops at once, without
+/// touching the job, if the lease was lost); it releases the lease when the job ends or the
+/// hub stops.
 fn spawn(hub: &Arc<Hub>, id: &str) {
     let Some(cancel) = hub.scheduled_jobs.signal(id) else {
         return;
@@ -532,6 +600,25 @@ fn spawn(hub: &Arc<Hub>, id: &str) {
     let hub = Arc::clone(hub);
     let id = id.to_owned();
     tokio::spawn(async move {
+        let jobs = &hub.scheduled_jobs;
+        let now = hub.now();
+        match jobs
+            .store
+            .claim(&id, &jobs.owner, now, jobs.lease_end(now))
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => {
+                jobs.done(&id);
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(job = %id, error = %e, "claiming a scheduled job failed");
+                jobs.done(&id);
+                return;
+            }
+        }
+        tracing::info!(job = %id, node = %jobs.owner, "running scheduled job");
         let mut shutdown = hub.shutdown_signal();
         tokio::select! {
             result = run(&hub, &id, cancel) => {
@@ -539,10 +626,49 @@ fn spawn(hub: &Arc<Hub>, id: &str) {
                     tracing::error!(job = %id, error = %e, "scheduled job stopped");
                 }
             }
+            () = keep_lease(&hub, &id) => {
+                tracing::warn!(job = %id, "the lease of the scheduled job was lost; another node runs it");
+                jobs.done(&id);
+                return;
+            }
             _ = shutdown.wait_for(|s| *s) => {}
         }
-        hub.scheduled_jobs.done(&id);
+        if let Err(e) = jobs.store.release(&id, &jobs.owner).await {
+            tracing::warn!(job = %id, error = %e, "releasing a scheduled job failed");
+        }
+        jobs.done(&id);
     });
+}
+
+/// Renews the lease of job `id` while it runs here; returns only when the lease is lost
+/// (another node took it, or it could not be renewed before it ended). A job cancelled through
+/// another node is cancelled here too.
+async fn keep_lease(hub: &Arc<Hub>, id: &str) {
+    let jobs = &hub.scheduled_jobs;
+    let mut held_until = jobs.lease_end(hub.now());
+    loop {
+        tokio::time::sleep(jobs.renew_every()).await;
+        let now = hub.now();
+        match jobs
+            .store
+            .renew(id, &jobs.owner, now, jobs.lease_end(now))
+            .await
+        {
+            Ok(true) => held_until = jobs.lease_end(now),
+            Ok(false) => return,
+            Err(e) => {
+                tracing::warn!(job = %id, error = %e, "renewing the lease of a scheduled job failed");
+                if hub.now() >= held_until {
+                    return;
+                }
+            }
+        }
+        if let Ok(Some(job)) = jobs.store.job(id).await
+            && job.status == JobStatus::Cancelled
+        {
+            jobs.cancel(id);
+        }
+    }
 }
 
 /// Why a job's run stopped early.
@@ -725,6 +851,26 @@ async fn fail_open_devices(
             .collect();
         store.write(JobWrite { job: None, devices }).await?;
     }
+}
+
+/// Whether a method call may reach `identity` now: it subscribed to methods on this node, or
+/// (in a cluster) another node announced its connection.
+fn reachable(hub: &Hub, identity: &Identity) -> bool {
+    hub.connections
+        .has_interest(identity, super::methods::wants_methods)
+        || (hub.coordinator.is_clustered()
+            && hub
+                .connections
+                .presence(identity)
+                .is_some_and(|p| p.connected))
+}
+
+/// Whether `d` failed because no node holds the device's connection.
+fn not_online(d: &DeviceJob) -> bool {
+    d.status == DeviceJobStatus::Failed
+        && d.error
+            .as_ref()
+            .is_some_and(|e| e.code == ErrorCode::DeviceNotOnline.name())
 }
 
 fn failed(d: DeviceJob, now: DateTime<Utc>, code: &str, description: &str) -> DeviceJob {
@@ -1004,14 +1150,10 @@ impl Runner {
         let now = self.hub.now();
         let mut running = Vec::with_capacity(devices.len());
         let mut waiting = Vec::new();
+        let clustered = self.hub.coordinator.is_clustered();
         for d in devices {
             let offline = matches!(self.action, Action::Method(_))
-                && DeviceId::new(&d.device_id).is_ok_and(|id| {
-                    !self
-                        .hub
-                        .connections
-                        .has_interest(&(id, None), super::methods::wants_methods)
-                });
+                && DeviceId::new(&d.device_id).is_ok_and(|id| !reachable(&self.hub, &(id, None)));
             if offline {
                 waiting.push(DeviceJob {
                     status: DeviceJobStatus::Scheduled,
@@ -1053,20 +1195,38 @@ impl Runner {
             }
             // A method call takes as long as the device: each result is recorded as it comes.
             Action::Method(_) => {
-                let results: Vec<Result<(), StoreError>> = futures_util::stream::iter(running)
-                    .map(|d| async move {
-                        let done = self.reach_one(d).await;
-                        self.store
-                            .write(JobWrite {
-                                job: None,
-                                devices: vec![done],
-                            })
-                            .await
-                    })
-                    .buffer_unordered(CONCURRENCY)
-                    .collect()
-                    .await;
-                results.into_iter().collect::<Result<(), _>>()?;
+                let results: Vec<Result<Option<DeviceJob>, StoreError>> =
+                    futures_util::stream::iter(running)
+                        .map(|d| async move {
+                            let done = self.reach_one(d.clone()).await;
+                            let record = if clustered && not_online(&done) {
+                                // No node holds the device: it waits, as on one node.
+                                DeviceJob {
+                                    status: DeviceJobStatus::Scheduled,
+                                    last_updated_time: self.hub.now(),
+                                    ..d
+                                }
+                            } else {
+                                done
+                            };
+                            let wait = (record.status == DeviceJobStatus::Scheduled)
+                                .then(|| record.clone());
+                            self.store
+                                .write(JobWrite {
+                                    job: None,
+                                    devices: vec![record],
+                                })
+                                .await
+                                .map(|()| wait)
+                        })
+                        .buffer_unordered(CONCURRENCY)
+                        .collect()
+                        .await;
+                for result in results {
+                    if let Some(d) = result? {
+                        self.wait_for(d, waiters);
+                    }
+                }
             }
         }
         Ok(())
@@ -1120,20 +1280,40 @@ impl Runner {
                 return;
             };
             let identity: Identity = (device_id, None);
+            let clustered = runner.hub.coordinator.is_clustered();
             let left = (runner.window_end - runner.hub.now())
                 .to_std()
                 .unwrap_or_default();
-            let deadline = tokio::time::Instant::now() + left;
-            let online = runner
-                .hub
-                .connections
-                .wait_for_interest(&identity, super::methods::wants_methods, deadline)
-                .await;
-            let result = if online {
+            let window_end = tokio::time::Instant::now() + left;
+            let result = loop {
+                // In a cluster the device may connect to another node: its presence is looked
+                // at every CLUSTER_RETRY (a connection here wakes the waiter at once).
+                let deadline = if clustered {
+                    window_end.min(tokio::time::Instant::now() + CLUSTER_RETRY)
+                } else {
+                    window_end
+                };
+                let online = runner
+                    .hub
+                    .connections
+                    .wait_for_interest(&identity, super::methods::wants_methods, deadline)
+                    .await
+                    || reachable(&runner.hub, &identity);
+                if !online && clustered && tokio::time::Instant::now() < window_end {
+                    continue;
+                }
+                if !online {
+                    break failed(
+                        d,
+                        runner.hub.now(),
+                        ErrorCode::DeviceNotOnline.name(),
+                        "The device did not connect within the job's maxExecutionTimeInSeconds.",
+                    );
+                }
                 let running = DeviceJob {
                     status: DeviceJobStatus::Running,
                     last_updated_time: runner.hub.now(),
-                    ..d
+                    ..d.clone()
                 };
                 if let Err(e) = runner
                     .store
@@ -1145,14 +1325,26 @@ impl Runner {
                 {
                     tracing::warn!(error = %e, "a device's job record was not written");
                 }
-                runner.reach_one(running).await
-            } else {
-                failed(
-                    d,
-                    runner.hub.now(),
-                    ErrorCode::DeviceNotOnline.name(),
-                    "The device did not connect within the job's maxExecutionTimeInSeconds.",
-                )
+                let done = runner.reach_one(running).await;
+                if clustered && not_online(&done) && tokio::time::Instant::now() < window_end {
+                    let waiting = DeviceJob {
+                        status: DeviceJobStatus::Scheduled,
+                        last_updated_time: runner.hub.now(),
+                        ..d.clone()
+                    };
+                    if let Err(e) = runner
+                        .store
+                        .write(JobWrite {
+                            job: None,
+                            devices: vec![waiting],
+                        })
+                        .await
+                    {
+                        tracing::warn!(error = %e, "a device's job record was not written");
+                    }
+                    continue;
+                }
+                break done;
             };
             if *runner.cancel.borrow() {
                 return;

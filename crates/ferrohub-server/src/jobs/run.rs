@@ -83,9 +83,18 @@ struct Counts {
 }
 
 /// Starts job `id` in a new task. A panic in the job fails it rather than leaving it running.
+///
+/// In a cluster the job holds the slot the nodes share ([`super::shared`]): its lease is renewed
+/// while the job runs, and the final record frees the slot when the job ends (a job stopped by
+/// the hub's shutdown keeps it until the lease ends, when another node marks it failed).
 pub(crate) fn spawn(hub: Arc<Hub>, id: String) {
     tokio::spawn(async move {
         let task = tokio::spawn(run(hub.clone(), id.clone()));
+        let keeper = hub
+            .jobs
+            .shared()
+            .cloned()
+            .map(|shared| tokio::spawn(keep_slot(hub.clone(), id.clone(), shared)));
         if let Err(e) = task.await
             && e.is_panic()
         {
@@ -98,7 +107,77 @@ pub(crate) fn spawn(hub: Arc<Hub>, id: String) {
                 hub.now(),
             );
         }
+        if let Some(keeper) = keeper {
+            keeper.abort();
+        }
+        if let Some(shared) = hub.jobs.shared()
+            && let Ok(job) = hub.jobs.get(&id)
+            && !job.status.is_active()
+        {
+            let record = serde_json::to_value(&job).unwrap_or_default();
+            if let Err(e) = shared.slot.end(&id, &shared.owner, record).await {
+                tracing::warn!(job = %id, error = %e, "freeing the cluster's job slot failed");
+            }
+        }
     });
+}
+
+/// Renews job `id`'s lease of the cluster's slot while it runs; when the lease is lost (the
+/// job was cancelled or failed through another node, or could not be renewed in time) the job
+/// stops here, ending as the cluster's record says.
+async fn keep_slot(hub: Arc<Hub>, id: String, shared: super::Shared) {
+    let mut held_until = shared.until(hub.now());
+    loop {
+        tokio::time::sleep(shared.lease / 3).await;
+        let now = hub.now();
+        let record = hub
+            .jobs
+            .get(&id)
+            .ok()
+            .and_then(|job| serde_json::to_value(job).ok())
+            .unwrap_or_default();
+        match shared
+            .slot
+            .renew(&id, &shared.owner, now, shared.until(now), record)
+            .await
+        {
+            Ok(true) => {
+                held_until = shared.until(now);
+                continue;
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(job = %id, error = %e, "renewing the cluster's job slot failed");
+                if hub.now() < held_until {
+                    continue;
+                }
+            }
+        }
+        let record = shared
+            .slot
+            .records(hub.now(), super::RESTART_REASON)
+            .await
+            .ok()
+            .and_then(|records| {
+                records
+                    .into_iter()
+                    .find(|r| r["jobId"].as_str() == Some(id.as_str()))
+            });
+        let (status, reason) = match record {
+            Some(r) if r["status"] == "cancelled" => (JobStatus::Cancelled, None),
+            Some(r) => (
+                JobStatus::Failed,
+                r["failureReason"].as_str().map(str::to_owned),
+            ),
+            None => (
+                JobStatus::Failed,
+                Some("the node running the job lost its claim on it".to_owned()),
+            ),
+        };
+        tracing::warn!(job = %id, ?status, "the job ended through another node");
+        hub.jobs.ended_elsewhere(&id, status, reason, hub.now());
+        return;
+    }
 }
 
 async fn run(hub: Arc<Hub>, id: String) {

@@ -368,7 +368,7 @@ async fn live_fields_modules_and_jobs() {
     assert_eq!(p.rows.len(), 1);
     assert_eq!(p.rows[0]["moduleId"], "m1");
 
-    // Per-device job records are not kept yet: an empty result of the right type.
+    // No job has run: an empty result of the right type.
     let p = page(
         &hub,
         "SELECT * FROM devices.jobs WHERE devices.jobs.jobId = 'j1'",
@@ -478,4 +478,113 @@ async fn refusals_name_what_is_wrong() {
     assert_eq!(resp.status(), StatusCode::OK);
     let rows: Value = resp.json().await.unwrap();
     assert_eq!(rows, json!([{"n": 7}]));
+}
+
+/// Creates scheduled job `id` and waits until it completed.
+async fn run_job(hub: &TestHub, id: &str, body: Value) {
+    let resp = send(
+        hub,
+        Method::PUT,
+        &format!("/jobs/v2/{id}"),
+        None,
+        &[],
+        Some(&body.to_string()),
+    )
+    .await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    ferrohub_test_support::eventually(super::WAIT, &format!("job {id} completed"), || async {
+        let job: Value = send(hub, Method::GET, &format!("/jobs/v2/{id}"), None, &[], None)
+            .await
+            .json()
+            .await
+            .ok()?;
+        (job["status"] == "completed").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn devices_jobs_lists_the_per_device_records_of_scheduled_jobs() {
+    let hub = TestHub::start().await;
+    fleet(&hub).await;
+    run_job(
+        &hub,
+        "dj-eu",
+        json!({"type":"scheduleUpdateTwin","updateTwin":{"etag":"*","tags":{"fw":"2"}},
+               "queryCondition":"tags.region = 'EU'","maxExecutionTimeInSeconds":120}),
+    )
+    .await;
+    // Not connected: each device fails as not online once the short window ends.
+    run_job(
+        &hub,
+        "dj-m",
+        json!({"type":"scheduleDeviceMethod",
+               "cloudToDeviceMethod":{"methodName":"reboot","payload":null,"responseTimeoutInSeconds":5},
+               "queryCondition":"deviceId IN ['q1','q2']","maxExecutionTimeInSeconds":2}),
+    )
+    .await;
+
+    let all = page(&hub, "SELECT * FROM devices.jobs", None, None).await;
+    assert_eq!(all.item_type, "deviceJob");
+    let keys: Vec<(String, String)> = all
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                r["deviceId"].as_str().unwrap_or_default().to_owned(),
+                r["jobId"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    let expected: Vec<(String, String)> = [
+        ("q1", "dj-eu"),
+        ("q1", "dj-m"),
+        ("q2", "dj-m"),
+        ("q3", "dj-eu"),
+        ("q5", "dj-eu"),
+        ("q7", "dj-eu"),
+    ]
+    .iter()
+    .map(|(d, j)| ((*d).to_owned(), (*j).to_owned()))
+    .collect();
+    assert_eq!(keys, expected, "ordered by device, then job");
+    let twin_row = &all.rows[0];
+    assert_eq!(twin_row["jobType"], "scheduleTwinUpdate");
+    assert_eq!(twin_row["status"], "completed");
+    for field in [
+        "startTimeUtc",
+        "endTimeUtc",
+        "createdDateTimeUtc",
+        "lastUpdatedDateTimeUtc",
+    ] {
+        assert!(twin_row[field].is_string(), "{field}: {twin_row}");
+    }
+    let method_row = &all.rows[1];
+    assert_eq!(method_row["jobType"], "scheduleDeviceMethod");
+    assert_eq!(method_row["status"], "failed");
+    assert_eq!(method_row["error"]["code"], "DeviceNotOnline");
+
+    let one = page(
+        &hub,
+        "SELECT * FROM devices.jobs WHERE devices.jobs.jobId = 'dj-m'",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(one.rows.len(), 2);
+    assert!(one.rows.iter().all(|r| r["jobId"] == "dj-m"));
+    let filtered = page(
+        &hub,
+        "SELECT * FROM devices.jobs WHERE devices.jobs.deviceId = 'q1' AND devices.jobs.jobType = 'scheduleTwinUpdate' AND devices.jobs.status = 'completed' AND devices.jobs.createdTimeUtc > '2016-09-01'",
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(filtered.rows.len(), 1, "{:?}", filtered.rows);
+    assert_eq!(filtered.rows[0]["jobId"], "dj-eu");
+
+    // Pages of two carry a continuation that resumes after the last (device, job) key.
+    let (sizes, rows) = all_pages(&hub, "SELECT * FROM devices.jobs", 2).await;
+    assert_eq!(sizes, [2, 2, 2]);
+    assert_eq!(rows, all.rows);
 }

@@ -415,3 +415,32 @@ async fn a_job_running_at_a_restart_resumes_and_says_what_happened() {
     drop(hub);
     drop(dir);
 }
+
+#[tokio::test]
+async fn unfinished_jobs_beyond_the_limit_are_refused_as_azure_does() {
+    let hub = TestHub::start_with_config("[jobs]\nmax_concurrent_jobs = 2\n").await;
+    let later = |i: u32| {
+        json!({"type":"scheduleUpdateTwin","updateTwin":{"tags":{"a":i}},
+               "queryCondition":"*","startTime":"2099-01-01T00:00:00Z"})
+    };
+    for i in 0..2 {
+        let resp = put_job(&hub, &format!("lim{i}"), &later(i)).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    let refused = put_job(&hub, "lim2", &later(2)).await;
+    let msg = expect_error(refused, 429, "ThrottlingMaxActiveJobCountExceeded").await;
+    assert!(msg.contains('2'), "{msg}");
+    // Nothing was stored under the refused id.
+    let resp = send(&hub, Method::GET, "/jobs/v2/lim2", None, &[], None).await;
+    expect_error(resp, 404, "JobNotFound").await;
+    // A duplicate id is still a conflict, not a throttle.
+    let dup = put_job(&hub, "lim0", &later(0)).await;
+    expect_error(dup, 409, "JobAlreadyExists").await;
+    // A finished job frees its place.
+    let resp = send(&hub, Method::POST, "/jobs/v2/lim0/cancel", None, &[], None).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(
+        put_job(&hub, "lim2", &later(2)).await.status(),
+        StatusCode::OK
+    );
+}
