@@ -65,6 +65,17 @@ pub async fn open_many(
     plan: &OpenPlan,
     counters: &Arc<Counters>,
 ) -> Opened {
+    open_across(std::slice::from_ref(endpoint), connects, plan, counters).await
+}
+
+/// As [`open_many`], connection `i` to `endpoints[i % endpoints.len()]` (the nodes of a
+/// cluster, round robin).
+pub async fn open_across(
+    endpoints: &[Endpoint],
+    connects: Vec<Bytes>,
+    plan: &OpenPlan,
+    counters: &Arc<Counters>,
+) -> Opened {
     let n = connects.len();
     let schedule = plan.rate.and_then(|r| Schedule::new(1, r));
     let permits = Arc::new(Semaphore::new(plan.concurrency.max(1)));
@@ -82,7 +93,9 @@ pub async fn open_many(
         let Ok(permit) = permits.clone().acquire_owned().await else {
             break;
         };
-        let endpoint = endpoint.clone();
+        let Some(endpoint) = endpoints.get(i % endpoints.len().max(1)).cloned() else {
+            break;
+        };
         let source = (plan.source_addrs > 0)
             .then(|| conn::source_address(plan.source_base, plan.source_addrs, i));
         let limit = plan.timeout;
@@ -155,6 +168,8 @@ pub struct ConnectSummary {
     pub workload: &'static str,
     /// The target as given.
     pub target: String,
+    /// Every node connected to, the target first (connections round robin over them).
+    pub targets: Vec<String>,
     /// Whether connections used TLS.
     pub tls: bool,
     /// Connections attempted.
@@ -195,13 +210,20 @@ pub struct ConnectSummary {
     pub nofile_limit: u64,
 }
 
-/// Runs the `connect` workload with one encoded CONNECT per connection.
+/// Runs the `connect` workload with one encoded CONNECT per connection, connection `i` to
+/// `targets[i % targets.len()]` (label, endpoint).
+///
+/// # Panics
+///
+/// When `targets` is empty.
 pub async fn run(
-    target_label: String,
-    endpoint: &Endpoint,
+    targets: &[(String, Endpoint)],
     connects: Vec<Bytes>,
     cfg: &ConnectConfig,
 ) -> ConnectSummary {
+    assert!(!targets.is_empty(), "at least one target");
+    let endpoints: Vec<Endpoint> = targets.iter().map(|(_, e)| e.clone()).collect();
+    let target_label = targets[0].0.clone();
     let requested = connects.len();
     let nofile_limit = procfs::raise_nofile(requested as u64 + 1024);
     if nofile_limit < requested as u64 + 64 {
@@ -225,7 +247,7 @@ pub async fn run(
     );
     let rss_before = cfg.server_pid.and_then(|p| procfs::rss_kib(p).ok());
     let cpu = procfs::CpuMeter::start(cfg.server_pid);
-    let opened = open_many(endpoint, connects, &cfg.open, &counters).await;
+    let opened = open_across(&endpoints, connects, &cfg.open, &counters).await;
     let cpu = cpu.finish();
     tokio::time::sleep(cfg.settle).await;
     let rss_after = cfg.server_pid.and_then(|p| procfs::rss_kib(p).ok());
@@ -248,7 +270,8 @@ pub async fn run(
     ConnectSummary {
         workload: "connect",
         target: target_label,
-        tls: endpoint.tls.is_some(),
+        targets: targets.iter().map(|(t, _)| t.clone()).collect(),
+        tls: endpoints[0].tls.is_some(),
         requested,
         established,
         failures: opened.failures,

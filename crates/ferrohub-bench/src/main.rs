@@ -171,6 +171,11 @@ struct ConnectArgs {
     /// Seconds one attempt may take.
     #[arg(long, default_value_t = 30.0)]
     timeout: f64,
+    /// Another node of the same hub (a cluster node's `ferrohub://DATA_DIR`, or `mqtt://`):
+    /// connections go round robin over --target and every --also-target. Devices are
+    /// provisioned through --target only (cluster nodes share the registry).
+    #[arg(long)]
+    also_target: Vec<TargetSpec>,
 }
 
 #[derive(Args)]
@@ -618,8 +623,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 settle: secs_to_duration(args.settle),
                 server_pid: args.target.server_pid,
             };
-            let summary =
-                connect::run(target.spec.to_string(), &target.endpoint, connects, &cfg).await;
+            let mut targets = vec![(target.spec.to_string(), target.endpoint.clone())];
+            for spec in &args.also_target {
+                let other = Target::resolve(spec, &tls_options(&args.target))?;
+                targets.push((other.spec.to_string(), other.endpoint));
+            }
+            let summary = connect::run(&targets, connects, &cfg).await;
             if summary.established == 0 {
                 output(json, &summary, || connect_text(&summary))?;
                 anyhow::bail!(
@@ -869,17 +878,19 @@ fn device_key(given: Option<&str>) -> anyhow::Result<SymmetricKey> {
     }
 }
 
+/// The TLS settings of `args`.
+fn tls_options(args: &TargetArgs) -> TlsOptions {
+    TlsOptions {
+        enabled: args.tls,
+        ca: args.ca.clone(),
+        server_name: args.tls_server_name.clone(),
+        resume: args.tls_resume,
+    }
+}
+
 /// Resolves the target and, for Ferrohub, makes sure `count` devices exist with our key.
 async fn prepare(args: &TargetArgs, count: usize) -> anyhow::Result<(Target, Credentials)> {
-    let target = Target::resolve(
-        &args.target,
-        &TlsOptions {
-            enabled: args.tls,
-            ca: args.ca.clone(),
-            server_name: args.tls_server_name.clone(),
-            resume: args.tls_resume,
-        },
-    )?;
+    let target = Target::resolve(&args.target, &tls_options(args))?;
     let creds = match &target.ferrohub {
         None => Credentials::Anonymous,
         Some(hub) => {
@@ -953,8 +964,13 @@ fn publish_text(s: &publish::PublishSummary) -> String {
 }
 
 fn connect_text(s: &connect::ConnectSummary) -> String {
+    let nodes = if s.targets.len() > 1 {
+        format!(" and {} more nodes", s.targets.len() - 1)
+    } else {
+        String::new()
+    };
     let mut out = format!(
-        "connect {} ({}): {}/{} established in {:.2} s = {:.0} conn/s\n",
+        "connect {}{nodes} ({}): {}/{} established in {:.2} s = {:.0} conn/s\n",
         s.target,
         if s.tls { "TLS" } else { "plain" },
         s.established,

@@ -14,7 +14,8 @@
 //!   [`StartPosition`] kind with the embedded log's meaning, `max` respected;
 //! * [`EventLog::info`] reflects every append that has resolved;
 //! * [`EventLog::watch`] changes after an append resolves, and a read then sees the records;
-//! * many concurrent appenders each keep their own order and lose nothing;
+//! * many concurrent appenders each keep their own order and lose nothing, and each append's
+//!   position is its own record's;
 //! * a partition beyond the count is refused; the device hash is the embedded log's.
 //!
 //! Run it with [`event_log_contract!`](crate::event_log_contract) (one test per case), or with
@@ -55,6 +56,7 @@ where
     cases::info_follows_appends(Arc::new(make("info").await)).await;
     cases::watch_fires_after_durable_appends(Arc::new(make("watch").await)).await;
     cases::concurrent_appenders_keep_their_order(Arc::new(make("concurrent").await)).await;
+    cases::many_connections_share_a_partition(Arc::new(make("connections").await)).await;
     cases::call_order_is_partition_order(Arc::new(make("order").await)).await;
     cases::bad_partitions_are_refused(Arc::new(make("bad").await)).await;
     cases::partition_for_is_the_embedded_hash(Arc::new(make("hash").await)).await;
@@ -334,6 +336,88 @@ pub mod cases {
         }
     }
 
+    /// Many connections appending single records to the same partitions at once (as devices
+    /// publishing telemetry do): every append's position is the one its own record was stored
+    /// at, each connection's records are numbered in its call order, and each partition's
+    /// numbers are dense.
+    pub async fn many_connections_share_a_partition<L: EventLog>(log: Arc<L>) {
+        const CONNECTIONS: usize = 64;
+        const APPENDS: usize = 12;
+        let mut handles = Vec::new();
+        for c in 0..CONNECTIONS {
+            let log = log.clone();
+            handles.push(tokio::spawn(async move {
+                // Half the connections write to partition 0 only, the others alternate
+                // between 0 and 1; each keeps up to 4 appends in flight.
+                let mut mine = Vec::new();
+                for chunk in (0..APPENDS).collect::<Vec<_>>().chunks(4) {
+                    let pending: Vec<_> = chunk
+                        .iter()
+                        .map(|&i| {
+                            let p = if c % 2 == 1 && i % 2 == 1 { 1 } else { 0 };
+                            let body = format!("c{c:02}-{i:02}");
+                            (body.clone(), log.append(p, vec![record(&body, i as i64)]))
+                        })
+                        .collect();
+                    for (body, f) in pending {
+                        let positions = f.await.expect("append");
+                        assert_eq!(positions.len(), 1);
+                        mine.push((body, positions[0]));
+                    }
+                }
+                mine
+            }));
+        }
+        let mut all = Vec::new();
+        for h in handles {
+            let mine = h.await.expect("connection task");
+            for p in 0..2 {
+                let numbers: Vec<u64> = mine
+                    .iter()
+                    .filter(|(_, pos)| pos.partition == p)
+                    .map(|(_, pos)| pos.sequence_number)
+                    .collect();
+                assert!(
+                    numbers.windows(2).all(|w| w[0] < w[1]),
+                    "a connection's records numbered out of call order: {numbers:?}"
+                );
+            }
+            all.extend(mine);
+        }
+        for p in 0..2 {
+            let got = read(&*log, p, StartPosition::Earliest, 10_000).await;
+            let mut expected: Vec<(u64, String)> = all
+                .iter()
+                .filter(|(_, pos)| pos.partition == p)
+                .map(|(body, pos)| (pos.sequence_number, body.clone()))
+                .collect();
+            expected.sort();
+            let stored: Vec<(u64, String)> = got
+                .iter()
+                .map(|r| {
+                    (
+                        r.sequence_number,
+                        String::from_utf8_lossy(&r.body).into_owned(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                stored, expected,
+                "partition {p}: each append's position holds its own record, densely"
+            );
+            assert_eq!(
+                stored.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+                (0..stored.len() as u64).collect::<Vec<_>>()
+            );
+            let info = log.info(p).expect("info");
+            assert_eq!(
+                info.last_enqueued_sequence_number,
+                Some(stored.len() as u64 - 1)
+            );
+        }
+        assert_eq!(all.len(), CONNECTIONS * APPENDS);
+    }
+
     /// Records are submitted when `append` is called: awaiting in another order changes
     /// nothing.
     pub async fn call_order_is_partition_order<L: EventLog>(log: Arc<L>) {
@@ -391,6 +475,7 @@ macro_rules! event_log_contract {
             $crate::event_log_contract!(@case $make, info_follows_appends);
             $crate::event_log_contract!(@case $make, watch_fires_after_durable_appends);
             $crate::event_log_contract!(@case $make, concurrent_appenders_keep_their_order);
+            $crate::event_log_contract!(@case $make, many_connections_share_a_partition);
             $crate::event_log_contract!(@case $make, call_order_is_partition_order);
             $crate::event_log_contract!(@case $make, bad_partitions_are_refused);
             $crate::event_log_contract!(@case $make, partition_for_is_the_embedded_hash);

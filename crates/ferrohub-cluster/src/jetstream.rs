@@ -21,15 +21,17 @@
 //! # Appends
 //!
 //! [`EventLog::append`] hands its records to the partition's publisher task at call time, so
-//! records are published in call order. The publisher sends them one after the other without
-//! waiting (pipelined); the append's future then waits for every publish acknowledgement, which
-//! JetStream sends once the record is stored on a quorum of replicas. Each record carries a
-//! unique `Nats-Msg-Id`; a publish whose acknowledgement did not come (a lost connection, a
-//! leader election) is sent again with the same id until [`JetStreamConfig::append_timeout`],
-//! and the duplicate window makes JetStream store it once and acknowledge the retry with the
-//! first copy's sequence. The append resolves `Ok` only when every record is acknowledged.
-//! After such a retry a record may follow records submitted after it (never lost, never
-//! duplicated within the window); without failures, call order is partition order.
+//! records are published in call order. The publisher groups the appends of all connections
+//! (group commit): it publishes every append waiting, one record after the other without
+//! waiting for acknowledgements, and answers each append once JetStream acknowledged each of its
+//! own records, which it does once the record is stored on a quorum of replicas (see
+//! `publisher`). Each record carries a unique `Nats-Msg-Id`; a record whose acknowledgement did
+//! not come (a lost connection, a leader election) is published again with the same id until
+//! [`JetStreamConfig::append_timeout`], and the duplicate window makes JetStream store it once
+//! and acknowledge the retry with the first copy's sequence. The append resolves `Ok` only when
+//! every record is acknowledged, and fails otherwise. After such a retry a record may follow
+//! records submitted after it (never lost, never duplicated within the window); without
+//! failures, call order is partition order.
 //!
 //! # Reads
 //!
@@ -54,6 +56,7 @@
 //! record is stored, and a reader woken then could miss it until the next one.)
 
 mod codec;
+mod publisher;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -62,7 +65,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use async_nats::jetstream::consumer::{DeliverPolicy, pull};
-use async_nats::jetstream::context::{PublishAckFuture, PublishError, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage;
 use async_nats::jetstream::stream::{self, DiscardPolicy, StorageType};
 use async_nats::{HeaderMap, Subject};
@@ -77,6 +79,7 @@ use ferrohub_log::{LogError, PartitionInfo, Position, Record, RecordIn, StartPos
 use ferrohub_server::eventlog::{BoxFuture, EventLog};
 
 use codec::{ENQUEUED_HEADER, FORMAT, FORMAT_HEADER};
+use publisher::Publisher;
 
 /// The metadata key that records a stream's partition count.
 const PARTITIONS_KEY: &str = "ferrohub-partitions";
@@ -286,11 +289,14 @@ struct Outgoing {
     enqueued_ms: i64,
 }
 
+/// What an append is answered: the records' stream sequences, in record order.
+type AppendReply = Result<Vec<u64>, LogError>;
+
 /// An append handed to a partition's publisher.
-struct Batch {
-    records: Arc<Vec<Outgoing>>,
+struct Append {
+    records: Vec<Outgoing>,
     deadline: Instant,
-    reply: oneshot::Sender<Vec<Result<PublishAckFuture, PublishError>>>,
+    reply: oneshot::Sender<AppendReply>,
 }
 
 /// The event log on NATS JetStream. See the module documentation.
@@ -300,7 +306,7 @@ pub struct JetStreamLog {
     js: async_nats::jetstream::Context,
     shared: Arc<Shared>,
     subjects: Vec<Subject>,
-    publishers: Vec<mpsc::UnboundedSender<Batch>>,
+    publishers: Vec<mpsc::UnboundedSender<Append>>,
     /// This instance's record id prefix (random) and counter: ids are unique across nodes and
     /// restarts.
     id_prefix: String,
@@ -360,7 +366,20 @@ impl JetStreamLog {
         for p in 0..config.partitions {
             let subject = Subject::from(config.subject(p));
             let (tx, rx) = mpsc::unbounded_channel();
-            tasks.push(tokio::spawn(publish_loop(js.clone(), subject.clone(), rx)));
+            let reply_prefix = format!("{}.{p}", client.new_inbox());
+            let acks = client
+                .subscribe(format!("{reply_prefix}.*"))
+                .await
+                .map_err(unavailable)?;
+            let publisher = Publisher::new(
+                client.clone(),
+                &config,
+                shared.clone(),
+                p,
+                subject.clone(),
+                reply_prefix,
+            );
+            tasks.push(tokio::spawn(publisher::run(publisher, rx, acks)));
             tasks.push(tokio::spawn(follow(
                 js.clone(),
                 config.clone(),
@@ -718,33 +737,26 @@ impl EventLog for JetStreamLog {
                 enqueued_ms: r.enqueued_ms,
             });
         }
-        let records = Arc::new(outgoing);
         let deadline = Instant::now() + self.config.append_timeout;
-        let (reply, submitted) = oneshot::channel();
-        let sent = publisher.send(Batch {
-            records: records.clone(),
+        let (reply, answer) = oneshot::channel();
+        let sent = publisher.send(Append {
+            records: outgoing,
             deadline,
             reply,
         });
-        let js = self.js.clone();
-        let subject = self.subjects[partition as usize].clone();
-        let shared = self.shared.clone();
         Box::pin(async move {
             if sent.is_err() {
                 return Err(LogError::WriterClosed);
             }
-            let submitted = submitted.await.map_err(|_| LogError::WriterClosed)?;
-            let acks = confirm(&js, &subject, &records, submitted, deadline, limit).await?;
-            let mut positions = Vec::with_capacity(acks.len());
-            for (seq, r) in acks.iter().zip(records.iter()) {
-                shared.stored(partition as usize, *seq, Some(r.enqueued_ms));
-                positions.push(Position {
+            let seqs = answer.await.map_err(|_| LogError::WriterClosed)??;
+            Ok(seqs
+                .into_iter()
+                .map(|seq| Position {
                     partition,
                     sequence_number: seq - 1,
-                    offset: *seq,
-                });
-            }
-            Ok(positions)
+                    offset: seq,
+                })
+                .collect())
         })
     }
 
@@ -825,98 +837,6 @@ fn message(r: &Outgoing) -> PublishMessage {
         .message_id(&r.id)
         .header(FORMAT_HEADER, FORMAT)
         .header(ENQUEUED_HEADER, r.enqueued_ms.to_string())
-}
-
-/// A partition's publisher: publishes each batch's records in order, without waiting for
-/// acknowledgements, and hands the acknowledgement futures back to the append.
-async fn publish_loop(
-    js: async_nats::jetstream::Context,
-    subject: Subject,
-    mut batches: mpsc::UnboundedReceiver<Batch>,
-) {
-    while let Some(batch) = batches.recv().await {
-        if Instant::now() >= batch.deadline || batch.reply.is_closed() {
-            // The append gave up (timed out or dropped) while waiting in line: publishing now
-            // would store records nobody will acknowledge to a device. No acknowledgement
-            // futures: the append fails as not acknowledged in time.
-            let _ = batch.reply.send(Vec::new());
-            continue;
-        }
-        let mut acks = Vec::with_capacity(batch.records.len());
-        for r in batch.records.iter() {
-            acks.push(js.send_publish(subject.clone(), message(r)).await);
-        }
-        let _ = batch.reply.send(acks);
-    }
-}
-
-/// Waits for every acknowledgement of an append, publishing again (same record ids) what was
-/// not acknowledged, until `deadline`. Returns the stream sequences in record order.
-async fn confirm(
-    js: &async_nats::jetstream::Context,
-    subject: &Subject,
-    records: &[Outgoing],
-    submitted: Vec<Result<PublishAckFuture, PublishError>>,
-    deadline: Instant,
-    limit: usize,
-) -> Result<Vec<u64>, LogError> {
-    let mut seqs: Vec<Option<u64>> = vec![None; records.len()];
-    let mut pending: Vec<(usize, Result<PublishAckFuture, PublishError>)> =
-        submitted.into_iter().enumerate().collect();
-    let mut pause = Duration::from_millis(20);
-    loop {
-        let results =
-            futures_util::future::join_all(pending.into_iter().map(|(i, s)| async move {
-                match s {
-                    Ok(ack) => (i, ack.await),
-                    Err(e) => (i, Err(e)),
-                }
-            }))
-            .await;
-        let mut last_error = None;
-        for (i, result) in results {
-            match result {
-                Ok(ack) => {
-                    if let Some(slot) = seqs.get_mut(i) {
-                        *slot = Some(ack.sequence);
-                    }
-                }
-                Err(e) if e.kind() == PublishErrorKind::MaxPayloadExceeded => {
-                    let size = records
-                        .get(i)
-                        .map_or(0, |r| r.payload.len() + RECORD_OVERHEAD);
-                    return Err(LogError::RecordTooLarge { size, limit });
-                }
-                Err(e) => last_error = Some(e.to_string()),
-            }
-        }
-        let missing: Vec<usize> = (0..seqs.len()).filter(|i| seqs[*i].is_none()).collect();
-        if missing.is_empty() {
-            return Ok(seqs.into_iter().flatten().collect());
-        }
-        let now = Instant::now();
-        if now >= deadline {
-            return Err(LogError::Unavailable(format!(
-                "{} of {} records not acknowledged in time{}",
-                missing.len(),
-                records.len(),
-                last_error.map(|e| format!(": {e}")).unwrap_or_default()
-            )));
-        }
-        tokio::time::sleep(pause.min(deadline - now)).await;
-        pause = (pause * 2).min(Duration::from_millis(500));
-        tracing::debug!(
-            records = missing.len(),
-            "publishing unacknowledged records again"
-        );
-        pending = Vec::with_capacity(missing.len());
-        for i in missing {
-            pending.push((
-                i,
-                js.send_publish(subject.clone(), message(&records[i])).await,
-            ));
-        }
-    }
 }
 
 /// Follows partition `p` with a headers-only ordered consumer from the end known at open,

@@ -183,6 +183,35 @@ fn health_follows_the_nats_connection() {
 }
 
 #[test]
+fn appends_that_cannot_be_acknowledged_fail() {
+    run(async {
+        let mut server = nats_server().await;
+        let mut config = config(vec![server.url()], 1);
+        config.append_timeout = Duration::from_secs(2);
+        config.request_timeout = Duration::from_millis(500);
+        let log = Arc::new(JetStreamLog::open(config).await.expect("open"));
+        log.append(0, vec![record("before", 0)])
+            .await
+            .expect("an append while the server runs");
+        server.kill().expect("kill");
+        // Appends from many connections at once, none of which can be stored: every one
+        // fails (by its deadline), none is answered as stored.
+        let pending: Vec<_> = (0..50)
+            .map(|i| {
+                let log = log.clone();
+                tokio::spawn(async move { log.append(i % 2, vec![record("lost", 1)]).await })
+            })
+            .collect();
+        for p in pending {
+            match p.await.expect("task") {
+                Err(LogError::Unavailable(_)) => {}
+                other => panic!("an append without a server must fail, got {other:?}"),
+            }
+        }
+    });
+}
+
+#[test]
 fn invalid_configurations_are_refused() {
     run(async {
         for bad in [
