@@ -24,6 +24,7 @@
 mod c2d;
 mod groups;
 mod migrate;
+mod presence;
 mod registry;
 mod scheduled_jobs;
 mod sessions;
@@ -41,6 +42,7 @@ use tokio_postgres::error::SqlState;
 pub use c2d::{C2D_CHANNEL, PgQueueStore};
 pub use groups::PgGroupDocument;
 pub use migrate::{MIGRATION_LOCK_KEY, Migrations, migrate};
+pub use presence::{NODE_TTL, PgPresenceStore};
 pub use registry::{PgRegistryStore, REGISTRY_CHANNEL, RegistryNotification};
 pub use scheduled_jobs::PgJobStore;
 pub use sessions::PgSessionStore;

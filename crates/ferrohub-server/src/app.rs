@@ -126,6 +126,12 @@ pub struct Backends {
     pub sessions: Option<Arc<dyn SessionBackend>>,
     /// Where the consumer groups of a cluster live (`None`: in the data directory).
     pub groups: Option<Arc<dyn crate::consumer_groups::GroupDocument>>,
+    /// Where the nodes of a cluster share presence (`None`: this process's only).
+    pub presence: Option<Arc<dyn crate::presence::PresenceStore>>,
+    /// How often at most an identity's activity is written to `presence`.
+    pub presence_interval: Duration,
+    /// When a cluster node fences itself off from devices (`None`: never, the embedded hub).
+    pub fence: Option<crate::fence::FenceSettings>,
 }
 
 impl Backends {
@@ -146,6 +152,9 @@ impl Backends {
             shared: None,
             sessions: None,
             groups: None,
+            presence: None,
+            presence_interval: crate::presence::DEFAULT_PRESENCE_INTERVAL,
+            fence: None,
         }
     }
 
@@ -357,6 +366,9 @@ impl App {
             jobs,
             scheduled_jobs: backends.scheduled_jobs,
             coordinator,
+            presence: backends.presence,
+            presence_interval: backends.presence_interval,
+            fence: backends.fence,
             host_names: names,
             clock,
             limits: HubLimits {
@@ -441,15 +453,23 @@ impl App {
             .mqtt_plain
             .map(|l| tokio::spawn(crate::mqtt::serve(l, None, self.hub.clone())));
         let amqp = tokio::spawn(crate::amqp::serve(self.amqp, mqtt_cfg, self.hub.clone()));
+        let presence = tokio::spawn(crate::hub::run_presence_flusher(self.hub.clone()));
+        let fence = tokio::spawn(crate::hub::run_fence(self.hub.clone()));
         shutdown.await;
         tracing::info!("shutting down");
         retention.abort();
+        fence.abort();
         self.hub.begin_shutdown();
         let _ = tx.send(true);
         let _ = mqtt.await;
         let _ = amqp.await;
         if let Some(m) = mqtt_plain {
             let _ = m.await;
+        }
+        // The connections ended: their disconnects and last activity are written.
+        presence.abort();
+        if self.hub.flush_presence().await {
+            tracing::warn!("the last presence changes could not be written");
         }
         if let Err(e) = server.await {
             tracing::error!(error = %e, "the HTTPS server task failed");
@@ -512,6 +532,9 @@ fn watch_revocations(hub: &Arc<Hub>) {
             _ => return,
         };
         let deleted = change.kind == IdentityChangeKind::Deleted;
+        if deleted && change.module_id.is_none() {
+            hub.forget_presence(&change.device_id);
+        }
         match &change.module_id {
             None => hub.connections.close_device(&change.device_id, reason, deleted),
             Some(m) => hub
