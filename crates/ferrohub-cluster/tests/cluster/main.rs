@@ -9,3 +9,4 @@ mod jetstream_only;
 mod nodes;
 mod pg_contract;
 mod pg_stores;
+mod presence;
