@@ -388,9 +388,13 @@ async fn health(hub: &TestHub) -> StatusCode {
         .map_or(StatusCode::INTERNAL_SERVER_ERROR, |r| r.status())
 }
 
-/// Every event body in the hub, read through `hub`'s read API.
-async fn all_bodies(hub: &TestHub) -> Vec<String> {
-    let (_, partitions) = call(hub, Method::GET, "/messages/events/partitions", None).await;
+/// Every event body in the hub, read through `hub`'s read API; `None` while a read is refused
+/// (503 while JetStream moves a partition's leader).
+async fn all_bodies(hub: &TestHub) -> Option<Vec<String>> {
+    let (status, partitions) = call(hub, Method::GET, "/messages/events/partitions", None).await;
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        return None;
+    }
     let mut bodies = Vec::new();
     for p in partitions["partitionIds"].as_array().expect("ids") {
         let p = p.as_str().expect("id");
@@ -401,13 +405,16 @@ async fn all_bodies(hub: &TestHub) -> Vec<String> {
             None,
         )
         .await;
+        if status == StatusCode::SERVICE_UNAVAILABLE {
+            return None;
+        }
         assert_eq!(status, StatusCode::OK, "{batch}");
         for e in batch["events"].as_array().expect("events") {
             let body = e["body"].as_str().expect("body");
             bodies.push(decode_base64(body));
         }
     }
-    bodies
+    Some(bodies)
 }
 
 fn decode_base64(s: &str) -> String {
@@ -555,7 +562,7 @@ async fn a_node_cut_off_from_nats_fences_itself_and_comes_back() {
         Duration::from_secs(30),
         "the acknowledged telemetry is readable",
         || async {
-            let bodies = all_bodies(&g).await;
+            let bodies = all_bodies(&g).await?;
             assert!(bodies.iter().any(|b| b == "before"), "{bodies:?}");
             bodies.contains(&body).then_some(())
         },
@@ -578,4 +585,122 @@ async fn a_node_cut_off_from_nats_fences_itself_and_comes_back() {
     f.stop().await;
     g.stop().await;
     drop(cluster);
+}
+
+fn at(secs: i64) -> DateTime<Utc> {
+    DateTime::<Utc>::from_timestamp(1_800_000_000 + secs, 0).expect("time")
+}
+
+fn update(
+    device: &str,
+    state: Option<(bool, &str, i64, bool)>,
+    activity: i64,
+) -> ferrohub_server::presence::PresenceUpdate {
+    ferrohub_server::presence::PresenceUpdate {
+        key: (device.to_owned(), None),
+        state: state.map(
+            |(connected, node, t, claims)| ferrohub_server::presence::StateChange {
+                connected,
+                node: node.to_owned(),
+                at: at(t),
+                claims,
+            },
+        ),
+        last_activity: at(activity),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_presence_store_keeps_the_newest_connection_and_forgets_dead_nodes() {
+    use ferrohub_cluster::{PgDatabase, PgPresenceStore};
+    use ferrohub_server::presence::PresenceStore;
+
+    let database = TestDatabase::create().await.expect("database");
+    let db = PgDatabase::new(&database.config()).expect("pool");
+    let a = PgPresenceStore::open(db.clone(), "a")
+        .await
+        .expect("open a");
+    let b = PgPresenceStore::open(db.clone(), "b")
+        .await
+        .expect("open b");
+    let read = |store: &PgPresenceStore, d: &str| {
+        let store = store.clone();
+        let d = d.to_owned();
+        async move {
+            store
+                .read(vec![(d, None)])
+                .await
+                .expect("read")
+                .pop()
+                .flatten()
+        }
+    };
+
+    // Connected on a, then on b; a's older connection ends late: b's stays.
+    a.write(vec![update("d", Some((true, "a", 10, true)), 10)])
+        .await
+        .expect("write");
+    b.write(vec![update("d", Some((true, "b", 20, true)), 20)])
+        .await
+        .expect("write");
+    a.write(vec![update("d", Some((false, "a", 30, false)), 25)])
+        .await
+        .expect("write");
+    let p = read(&a, "d").await.expect("presence");
+    assert!(p.connected, "the newer connection on b is not hidden");
+    assert_eq!(p.state_updated, Some(at(20)));
+    assert_eq!(p.last_activity, at(25), "a's activity still counts");
+
+    // A connect older than the stored state, written late (a retried batch), changes nothing.
+    a.write(vec![update("d", Some((true, "a", 15, true)), 15)])
+        .await
+        .expect("write");
+    let p = read(&b, "d").await.expect("presence");
+    assert_eq!(p.state_updated, Some(at(20)));
+    assert_eq!(p.last_activity, at(25), "activity never goes back");
+
+    // Activity alone, for an identity never connected (HTTPS), and for several at once.
+    b.write(vec![
+        update("d", None, 40),
+        update("h", None, 41),
+        update("e", Some((true, "b", 42, true)), 42),
+    ])
+    .await
+    .expect("write");
+    let all = b
+        .read(vec![
+            ("d".into(), None),
+            ("nobody".into(), None),
+            ("h".into(), None),
+        ])
+        .await
+        .expect("read");
+    assert_eq!(all[0].map(|p| p.last_activity), Some(at(40)));
+    assert_eq!(all[1], None, "never seen");
+    let h = all[2].expect("https device");
+    assert!(!h.connected);
+    assert_eq!(h.state_updated, None);
+    assert_eq!(b.connected_devices().await.expect("count"), 2);
+
+    // Node b stops beating: its connections read as disconnected.
+    let client = db.pool().get().await.expect("connection");
+    client
+        .execute(
+            "UPDATE presence_nodes SET seen_at = now() - interval '1 minute' WHERE node = 'b'",
+            &[],
+        )
+        .await
+        .expect("age b");
+    assert!(!read(&a, "d").await.expect("presence").connected);
+    assert_eq!(a.connected_devices().await.expect("count"), 0);
+    b.heartbeat().await.expect("beat");
+    assert!(read(&a, "d").await.expect("presence").connected);
+
+    // A node restarted under the same name ends what it left connected; deleting forgets.
+    let b = PgPresenceStore::open(db.clone(), "b")
+        .await
+        .expect("reopen b");
+    assert!(!read(&b, "e").await.expect("presence").connected);
+    b.forget("e".into()).await.expect("forget");
+    assert_eq!(read(&b, "e").await, None);
 }
