@@ -358,10 +358,12 @@ impl Driver {
             Kind::Events => self.telemetry(link, delivery, &identity, format, payload),
             Kind::MethodResponses => {
                 self.conn.settle(link, delivery, DeliveryState::Accepted);
+                self.hub.touch(&identity, self.hub.now());
                 self.method_response(&identity, payload);
             }
             Kind::TwinRequests => {
                 self.conn.settle(link, delivery, DeliveryState::Accepted);
+                self.hub.touch(&identity, self.hub.now());
                 self.twin_request(&identity, payload);
             }
             _ => self.conn.settle(link, delivery, DeliveryState::Released),

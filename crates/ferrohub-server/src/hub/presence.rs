@@ -161,7 +161,12 @@ impl Hub {
 
     /// [`Hub::presence_of`] for many identities at once (one read of the store).
     pub(crate) async fn presences(&self, identities: &[Identity]) -> Vec<Option<Presence>> {
-        if let Some(shared) = &self.shared_presence {
+        // Without PostgreSQL, this node's own view at once rather than after a time limit.
+        if let Some(shared) = self
+            .shared_presence
+            .as_ref()
+            .filter(|_| self.coordinator.engines().postgres)
+        {
             match shared
                 .store
                 .read(identities.iter().map(key).collect())
