@@ -10,7 +10,9 @@ use ferrohub_amqp::performative::{
     Attach, Performative, ReceiverSettleMode, Role, SaslCode, SenderSettleMode, Source, Target,
 };
 use ferrohub_auth::{SymmetricKey, mint};
-use ferrohub_cluster::testing::{NatsCluster, NatsServer, TestDatabase, unique_name};
+use ferrohub_cluster::testing::{
+    NatsCluster, NatsServer, PrivatePostgres, TestDatabase, unique_name,
+};
 use ferrohub_mqtt::QoS;
 use ferrohub_mqtt::codec::ConnectReturnCode;
 use ferrohub_server::config::ConfigToml;
@@ -34,9 +36,21 @@ async fn node(
     replicas: usize,
     name: &str,
 ) -> TestHub {
+    node_with(database, nats, prefix, replicas, name, "").await
+}
+
+/// [`node`] with more `[cluster]` settings.
+async fn node_with(
+    database: &TestDatabase,
+    nats: &[String],
+    prefix: &str,
+    replicas: usize,
+    name: &str,
+    more: &str,
+) -> TestHub {
     let nats: Vec<String> = nats.iter().map(|u| format!("{u:?}")).collect();
     let toml = format!(
-        "[cluster]\npostgres = {:?}\nnats = [{}]\nnode = {name:?}\nreplicas = {replicas}\nprefix = {prefix:?}\n{TIMING}",
+        "[cluster]\npostgres = {:?}\nnats = [{}]\nnode = {name:?}\nreplicas = {replicas}\nprefix = {prefix:?}\n{TIMING}{more}",
         database.url(),
         nats.join(", "),
     );
@@ -703,4 +717,54 @@ async fn the_presence_store_keeps_the_newest_connection_and_forgets_dead_nodes()
     assert!(!read(&b, "e").await.expect("presence").connected);
     b.forget("e".into()).await.expect("forget");
     assert_eq!(read(&b, "e").await, None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_without_postgres_past_its_grace_fences_itself_until_it_is_back() {
+    let pg = tokio::task::spawn_blocking(PrivatePostgres::start)
+        .await
+        .expect("task")
+        .expect("private PostgreSQL");
+    let database = TestDatabase::create_on(&pg.base()).await.expect("database");
+    let nats = nats_server().await;
+    let prefix = unique_name("hub");
+    let a = node_with(
+        &database,
+        &[nats.url()],
+        &prefix,
+        1,
+        "a",
+        "postgres_grace = \"1s\"\n",
+    )
+    .await;
+    let key = create_device(&a, "patient").await;
+    let mut device = connect_accepted(&a, "patient", &key, Duration::from_secs(10)).await;
+
+    tokio::task::block_in_place(|| pg.stop()).expect("stop PostgreSQL");
+    assert!(
+        device.closed_within(Duration::from_secs(15)).await,
+        "the node fences itself once PostgreSQL is away for longer than its grace"
+    );
+    let (_, code) = connect(&a, "patient", &key).await;
+    assert_eq!(code, ConnectReturnCode::ServerUnavailable, "CONNACK 3");
+    assert_eq!(health(&a).await, StatusCode::SERVICE_UNAVAILABLE);
+
+    tokio::task::block_in_place(|| pg.start_again()).expect("start PostgreSQL");
+    eventually(Duration::from_secs(30), "/healthz of a is 200", || async {
+        (health(&a).await == StatusCode::OK).then_some(())
+    })
+    .await;
+    let _back = connect_accepted(&a, "patient", &key, Duration::from_secs(20)).await;
+    eventually(
+        Duration::from_secs(20),
+        "presence written again once PostgreSQL is back",
+        || async {
+            let (status, d) = call(&a, Method::GET, "/devices/patient", None).await;
+            (status == StatusCode::OK && d["connectionState"] == "Connected").then_some(())
+        },
+    )
+    .await;
+    a.stop().await;
+    drop(nats);
+    drop(pg);
 }
