@@ -1148,6 +1148,37 @@ mod tests {
     }
 
     #[test]
+    fn the_commented_cluster_section_states_the_defaults() {
+        let section = DEFAULT_CONFIG_TOML
+            .split("# [cluster]")
+            .nth(1)
+            .expect("a commented [cluster] section");
+        let mut text = String::from("[cluster]\n");
+        for line in section.lines() {
+            let Some(rest) = line.strip_prefix("# ") else {
+                continue;
+            };
+            let is_key = rest
+                .split_once(" = ")
+                .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+            if is_key {
+                text.push_str(rest);
+                text.push('\n');
+            }
+        }
+        let raw = ConfigToml::parse(&text, "f").expect("parses");
+        let c = Config::from_toml(raw, &Overrides::default()).expect("valid");
+        let c = c.cluster.expect("cluster");
+        assert_eq!(
+            c.presence_interval,
+            crate::presence::DEFAULT_PRESENCE_INTERVAL
+        );
+        assert_eq!(c.nats_grace, crate::fence::DEFAULT_NATS_GRACE);
+        assert_eq!(c.postgres_grace, crate::fence::DEFAULT_POSTGRES_GRACE);
+        assert_eq!(c.replicas, 3);
+    }
+
+    #[test]
     fn cluster_section() {
         let c = Config::from_toml(ConfigToml::default(), &Overrides::default()).expect("valid");
         assert!(c.cluster.is_none(), "embedded by default");
