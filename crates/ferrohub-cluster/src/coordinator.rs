@@ -38,6 +38,8 @@ use ferrohub_server::cluster::{
     BoxFuture, ClusterEvent, ClusterHandler, Coordinator, MethodReply, MethodRequest,
 };
 
+use ferrohub_server::fence::EngineHealth;
+
 use crate::postgres::{C2D_CHANNEL, REGISTRY_CHANNEL, RegistryNotification};
 
 /// How to reach the engines the nodes talk through.
@@ -55,6 +57,9 @@ pub struct CoordinatorConfig {
     pub connect_timeout: Duration,
     /// How long to wait between attempts to re-open the listening connection (default 1 s).
     pub reconnect_delay: Duration,
+    /// How often to ping the NATS server; two unanswered pings end the connection (default
+    /// 2 s).
+    pub ping_interval: Duration,
 }
 
 impl CoordinatorConfig {
@@ -67,6 +72,7 @@ impl CoordinatorConfig {
             postgres: postgres.to_owned(),
             connect_timeout: Duration::from_secs(5),
             reconnect_delay: Duration::from_secs(1),
+            ping_interval: Duration::from_secs(2),
         }
     }
 }
@@ -139,6 +145,9 @@ impl NodeCoordinator {
             .name(format!("ferrohub {}", config.node))
             .retry_on_initial_connect()
             .connection_timeout(config.connect_timeout)
+            // A server that stops answering without closing the connection (a partition) is
+            // noticed within a few pings, so the node can fence itself.
+            .ping_interval(config.ping_interval)
             .connect(config.nats.clone())
             .await
             .map_err(|e| CoordinatorError::Nats(e.to_string()))?;
@@ -431,6 +440,13 @@ impl Coordinator for NodeCoordinator {
                 }
             }
         })
+    }
+
+    fn engines(&self) -> EngineHealth {
+        EngineHealth {
+            nats: self.client.connection_state() == async_nats::connection::State::Connected,
+            postgres: self.listening.load(Ordering::SeqCst),
+        }
     }
 
     fn health(&self) -> Result<(), String> {

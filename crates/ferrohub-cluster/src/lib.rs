@@ -14,6 +14,7 @@
 //! | `ferrohub_server::sessions::SessionBackend` (MQTT sessions) | PostgreSQL | [`PgSessionStore`] |
 //! | `ferrohub_server::consumer_groups::GroupDocument` (groups, checkpoints) | PostgreSQL | [`PgGroupDocument`] |
 //! | `ferrohub_server::cluster::Coordinator` | PostgreSQL `LISTEN` + NATS | [`NodeCoordinator`] |
+//! | `ferrohub_server::presence::PresenceStore` (`connectionState`, `lastActivityTime`) | PostgreSQL | [`PgPresenceStore`] |
 //!
 //! [`node::backends`] builds all of them from a configuration's `[cluster]` section.
 //!
@@ -84,6 +85,7 @@ pub mod testing;
 pub use coordinator::{CoordinatorConfig, NodeCoordinator};
 pub use jetstream::{AUTO_CONSUMER_FROM, JetStreamConfig, JetStreamLog, ReadStrategy};
 pub use postgres::{
-    PgConfig, PgDatabase, PgError, PgImportExportSlot, PgJobStore, PgQueueStore, PgRegistryStore,
+    PgConfig, PgDatabase, PgError, PgImportExportSlot, PgJobStore, PgPresenceStore, PgQueueStore,
+    PgRegistryStore,
     PgSessionStore, PgSharedSettings,
 };

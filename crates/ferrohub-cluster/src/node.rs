@@ -7,12 +7,14 @@ use std::time::Duration;
 use ferrohub_c2d::AnyQueueStore;
 use ferrohub_registry::AnyStore;
 use ferrohub_registry::scheduled_jobs::AnyJobStore;
+use ferrohub_server::fence::FenceSettings;
 use ferrohub_server::{Backends, ClusterSettings, Config};
 
 use crate::coordinator::{CoordinatorConfig, CoordinatorError, NodeCoordinator};
 use crate::jetstream::{JetStreamConfig, JetStreamLog};
 use crate::postgres::{
-    PgConfig, PgDatabase, PgGroupDocument, PgImportExportSlot, PgJobStore, PgQueueStore,
+    PgConfig, PgDatabase, PgGroupDocument, PgImportExportSlot, PgJobStore, PgPresenceStore,
+    PgQueueStore,
     PgRegistryStore, PgSessionStore, PgSharedSettings,
 };
 
@@ -80,6 +82,9 @@ pub async fn backends(config: &Config) -> Result<Backends, NodeError> {
     let import_export = PgImportExportSlot::open(db.clone())
         .await
         .map_err(|e| pg(&e))?;
+    let presence = PgPresenceStore::open(db.clone(), &cluster.node)
+        .await
+        .map_err(|e| pg(&e))?;
     let shared = PgSharedSettings::open(db).await.map_err(|e| pg(&e))?;
     let events = JetStreamLog::open(jetstream_config(config, cluster))
         .await
@@ -95,5 +100,11 @@ pub async fn backends(config: &Config) -> Result<Backends, NodeError> {
     backends.sessions = Some(Arc::new(sessions));
     backends.groups = Some(Arc::new(groups));
     backends.import_export = Some(Arc::new(import_export));
+    backends.presence = Some(Arc::new(presence));
+    backends.presence_interval = cluster.presence_interval;
+    backends.fence = Some(FenceSettings {
+        nats_grace: cluster.nats_grace,
+        postgres_grace: cluster.postgres_grace,
+    });
     Ok(backends)
 }

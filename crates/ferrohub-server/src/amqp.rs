@@ -390,6 +390,14 @@ impl Driver {
         };
         match self.tokens.put(&self.hub, authcid, token) {
             Ok(_) => SaslOutcome::ok(),
+            Err(e) if fenced(&self.hub, &e) => {
+                // The node fenced itself: a temporary failure, which clients retry.
+                tracing::info!(peer = %self.peer, error = %e, "AMQP SASL PLAIN refused: the node is fenced");
+                SaslOutcome {
+                    code: ferrohub_amqp::performative::SaslCode::SysTemp,
+                    additional_data: None,
+                }
+            }
             Err(e) => {
                 tracing::info!(peer = %self.peer, error = %e, "AMQP SASL PLAIN refused");
                 SaslOutcome::auth_failed()
@@ -584,6 +592,14 @@ impl Driver {
                     // authorize (another identity's token put for the same audience) go.
                     self.recheck_links(&put.name, &put.token);
                     put.response(200, "OK", None)
+                }
+                Err(e) if fenced(&self.hub, &e) => {
+                    // The node fenced itself: the connection goes, so the device reconnects,
+                    // through the balancer, to another node.
+                    tracing::info!(peer = %self.peer, audience = put.name, error = %e, "AMQP put-token refused: the node is fenced");
+                    self.conn
+                        .close(Some(AmqpError::new(condition::INTERNAL_ERROR, e.message)));
+                    return;
                 }
                 Err(e) => {
                     tracing::info!(peer = %self.peer, audience = put.name, error = %e, "AMQP put-token refused");
@@ -803,4 +819,9 @@ impl RoleName for Attach {
             Role::Receiver => "receiving",
         }
     }
+}
+
+/// Whether `e` refused a device because this node fenced itself.
+fn fenced(hub: &Hub, e: &HubError) -> bool {
+    e.code == ferrohub_types::ErrorCode::ServiceUnavailable && hub.admit_devices().is_err()
 }

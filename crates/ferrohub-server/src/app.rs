@@ -129,6 +129,12 @@ pub struct Backends {
     /// Where the nodes of a cluster agree on the one active import or export job (`None`: the
     /// hub is the only node).
     pub import_export: Option<Arc<dyn crate::jobs::shared::SharedJobSlot>>,
+    /// Where the nodes of a cluster share presence (`None`: this process's only).
+    pub presence: Option<Arc<dyn crate::presence::PresenceStore>>,
+    /// How often at most an identity's activity is written to `presence`.
+    pub presence_interval: Duration,
+    /// When a cluster node fences itself off from devices (`None`: never, the embedded hub).
+    pub fence: Option<crate::fence::FenceSettings>,
 }
 
 impl Backends {
@@ -150,6 +156,9 @@ impl Backends {
             sessions: None,
             groups: None,
             import_export: None,
+            presence: None,
+            presence_interval: crate::presence::DEFAULT_PRESENCE_INTERVAL,
+            fence: None,
         }
     }
 
@@ -369,6 +378,9 @@ impl App {
             scheduled_jobs: backends.scheduled_jobs,
             job_settings: config.jobs.clone(),
             coordinator,
+            presence: backends.presence,
+            presence_interval: backends.presence_interval,
+            fence: backends.fence,
             host_names: names,
             clock,
             limits: HubLimits {
@@ -453,15 +465,23 @@ impl App {
             .mqtt_plain
             .map(|l| tokio::spawn(crate::mqtt::serve(l, None, self.hub.clone())));
         let amqp = tokio::spawn(crate::amqp::serve(self.amqp, mqtt_cfg, self.hub.clone()));
+        let presence = tokio::spawn(crate::hub::run_presence_flusher(self.hub.clone()));
+        let fence = tokio::spawn(crate::hub::run_fence(self.hub.clone()));
         shutdown.await;
         tracing::info!("shutting down");
         retention.abort();
+        fence.abort();
         self.hub.begin_shutdown();
         let _ = tx.send(true);
         let _ = mqtt.await;
         let _ = amqp.await;
         if let Some(m) = mqtt_plain {
             let _ = m.await;
+        }
+        // The connections ended: their disconnects and last activity are written.
+        presence.abort();
+        if self.hub.flush_presence().await {
+            tracing::warn!("the last presence changes could not be written");
         }
         if let Err(e) = server.await {
             tracing::error!(error = %e, "the HTTPS server task failed");
@@ -524,6 +544,9 @@ fn watch_revocations(hub: &Arc<Hub>) {
             _ => return,
         };
         let deleted = change.kind == IdentityChangeKind::Deleted;
+        if deleted && change.module_id.is_none() {
+            hub.forget_presence(&change.device_id);
+        }
         match &change.module_id {
             None => hub.connections.close_device(&change.device_id, reason, deleted),
             Some(m) => hub

@@ -170,6 +170,16 @@ pub trait Coordinator: Send + Sync + 'static {
 
     /// Whether the coordinator can reach the other nodes now: `Err` says what is failing.
     fn health(&self) -> Result<(), String>;
+
+    /// Which engines the node reaches now, each on its own (the fence of a cluster node
+    /// watches them, see [`crate::fence`]).
+    fn engines(&self) -> crate::fence::EngineHealth {
+        let ok = self.health().is_ok();
+        crate::fence::EngineHealth {
+            nats: ok,
+            postgres: ok,
+        }
+    }
 }
 
 /// The embedded hub's coordinator: one node, nothing to coordinate.

@@ -121,6 +121,12 @@ pub struct ClusterToml {
     pub replicas: Option<usize>,
     /// `prefix`: prefix of the JetStream stream names and NATS subjects.
     pub prefix: Option<String>,
+    /// `presence_interval`: most often an identity's activity is written to PostgreSQL.
+    pub presence_interval: Option<String>,
+    /// `nats_grace`: how long NATS may be unreachable before the node fences itself.
+    pub nats_grace: Option<String>,
+    /// `postgres_grace`: how long PostgreSQL may be unreachable before the node fences itself.
+    pub postgres_grace: Option<String>,
 }
 
 /// The validated `[cluster]` section: the engines a cluster node shares with the others.
@@ -137,6 +143,12 @@ pub struct ClusterSettings {
     /// Prefix of the JetStream stream names and of the NATS subjects nodes talk on, so that
     /// several hubs can share one NATS cluster.
     pub prefix: String,
+    /// How often at most an identity's `lastActivityTime` is written to PostgreSQL.
+    pub presence_interval: std::time::Duration,
+    /// How long NATS may be unreachable before the node stops serving devices.
+    pub nats_grace: std::time::Duration,
+    /// How long PostgreSQL may be unreachable before the node stops serving devices.
+    pub postgres_grace: std::time::Duration,
 }
 
 /// `[https]`.
@@ -865,6 +877,9 @@ fn validate_cluster(c: ClusterToml, overrides: &Overrides) -> Result<ClusterSett
         node,
         replicas,
         prefix,
+        presence_interval,
+        nats_grace,
+        postgres_grace,
     } = c;
     let postgres = postgres.ok_or_else(|| invalid("cluster.postgres", "required in [cluster]"))?;
     if postgres.trim().is_empty() {
@@ -914,16 +929,52 @@ fn validate_cluster(c: ClusterToml, overrides: &Overrides) -> Result<ClusterSett
             format!("{prefix:?}; 1 to 32 letters, digits, '-' or '_'"),
         ));
     }
+    let duration = |key: &str,
+                    text: Option<String>,
+                    default: std::time::Duration,
+                    range: (std::time::Duration, std::time::Duration),
+                    expected: &str| match text {
+        None => Ok(default),
+        Some(t) => parse_duration(&t)
+            .filter(|d| (range.0..=range.1).contains(d))
+            .ok_or_else(|| invalid(key, format!("{t:?}; expected a duration from {expected}"))),
+    };
+    let ms = std::time::Duration::from_millis;
+    let s = std::time::Duration::from_secs;
+    let presence_interval = duration(
+        "cluster.presence_interval",
+        presence_interval,
+        crate::presence::DEFAULT_PRESENCE_INTERVAL,
+        (ms(100), s(600)),
+        "100ms to 10m",
+    )?;
+    let nats_grace = duration(
+        "cluster.nats_grace",
+        nats_grace,
+        crate::fence::DEFAULT_NATS_GRACE,
+        (ms(500), s(600)),
+        "500ms to 10m",
+    )?;
+    let postgres_grace = duration(
+        "cluster.postgres_grace",
+        postgres_grace,
+        crate::fence::DEFAULT_POSTGRES_GRACE,
+        (ms(500), s(3600)),
+        "500ms to 1h",
+    )?;
     Ok(ClusterSettings {
         postgres,
         nats,
         node,
         replicas,
         prefix,
+        presence_interval,
+        nats_grace,
+        postgres_grace,
     })
 }
 
-/// Parses `90s`, `15m`, `12h`, `7d` or a number of seconds.
+/// Parses `500ms`, `90s`, `15m`, `12h`, `7d` or a number of seconds.
 pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
     let text = text.trim();
     let (digits, unit) = match text.find(|c: char| !c.is_ascii_digit()) {
@@ -931,6 +982,9 @@ pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
         None => (text, "s"),
     };
     let n: u64 = digits.parse().ok()?;
+    if unit == "ms" {
+        return Some(std::time::Duration::from_millis(n));
+    }
     let secs = match unit {
         "s" => n,
         "m" => n.checked_mul(60)?,
@@ -1124,6 +1178,37 @@ mod tests {
     }
 
     #[test]
+    fn the_commented_cluster_section_states_the_defaults() {
+        let section = DEFAULT_CONFIG_TOML
+            .split("# [cluster]")
+            .nth(1)
+            .expect("a commented [cluster] section");
+        let mut text = String::from("[cluster]\n");
+        for line in section.lines() {
+            let Some(rest) = line.strip_prefix("# ") else {
+                continue;
+            };
+            let is_key = rest
+                .split_once(" = ")
+                .is_some_and(|(k, _)| k.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+            if is_key {
+                text.push_str(rest);
+                text.push('\n');
+            }
+        }
+        let raw = ConfigToml::parse(&text, "f").expect("parses");
+        let c = Config::from_toml(raw, &Overrides::default()).expect("valid");
+        let c = c.cluster.expect("cluster");
+        assert_eq!(
+            c.presence_interval,
+            crate::presence::DEFAULT_PRESENCE_INTERVAL
+        );
+        assert_eq!(c.nats_grace, crate::fence::DEFAULT_NATS_GRACE);
+        assert_eq!(c.postgres_grace, crate::fence::DEFAULT_POSTGRES_GRACE);
+        assert_eq!(c.replicas, 3);
+    }
+
+    #[test]
     fn cluster_section() {
         let c = Config::from_toml(ConfigToml::default(), &Overrides::default()).expect("valid");
         assert!(c.cluster.is_none(), "embedded by default");
@@ -1139,8 +1224,26 @@ mod tests {
                 node: "hub-1".into(),
                 replicas: 1,
                 prefix: "ferrohub".into(),
+                presence_interval: std::time::Duration::from_secs(10),
+                nats_grace: std::time::Duration::from_secs(5),
+                postgres_grace: std::time::Duration::from_secs(30),
             })
         );
+        let raw = ConfigToml::parse(
+            &format!(
+                "{text}\npresence_interval = \"500ms\"\nnats_grace = \"2s\"\npostgres_grace = \"1m\""
+            ),
+            "f",
+        )
+        .expect("parses");
+        let c = Config::from_toml(raw, &Overrides::default()).expect("valid");
+        let settings = c.cluster.expect("cluster");
+        assert_eq!(
+            settings.presence_interval,
+            std::time::Duration::from_millis(500)
+        );
+        assert_eq!(settings.nats_grace, std::time::Duration::from_secs(2));
+        assert_eq!(settings.postgres_grace, std::time::Duration::from_secs(60));
         let raw = ConfigToml::parse(text, "f").expect("parses");
         let o = Overrides {
             node: Some("hub-2".into()),
@@ -1174,6 +1277,18 @@ mod tests {
             (
                 "[cluster]\npostgres = \"p\"\nnats = [\"nats://a\"]\nnode = \"a.b\"",
                 "cluster.node",
+            ),
+            (
+                "[cluster]\npostgres = \"p\"\nnats = [\"nats://a\"]\npresence_interval = \"10ms\"",
+                "cluster.presence_interval",
+            ),
+            (
+                "[cluster]\npostgres = \"p\"\nnats = [\"nats://a\"]\nnats_grace = \"soon\"",
+                "cluster.nats_grace",
+            ),
+            (
+                "[cluster]\npostgres = \"p\"\nnats = [\"nats://a\"]\npostgres_grace = \"2h\"",
+                "cluster.postgres_grace",
             ),
         ];
         for (text, key) in cases {

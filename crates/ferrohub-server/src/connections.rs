@@ -59,8 +59,9 @@ pub(crate) type Identity = (DeviceId, Option<ModuleId>);
 pub(crate) struct Presence {
     /// Whether a connection is live.
     pub connected: bool,
-    /// When it connected or disconnected last.
-    pub state_updated: DateTime<Utc>,
+    /// When it connected or disconnected last (`None`: it never connected, it only sent or
+    /// received over HTTPS).
+    pub state_updated: Option<DateTime<Utc>>,
     /// When it last connected, sent or received.
     pub last_activity: DateTime<Utc>,
 }
@@ -78,6 +79,19 @@ struct Entry {
     live: Option<Live>,
     /// The node that holds the identity's connection, when another node of a cluster does.
     remote: Option<String>,
+}
+
+impl Entry {
+    fn new() -> Self {
+        Entry {
+            presence: None,
+            model_id: None,
+            c2d: Arc::new(Notify::new()),
+            changed: Arc::new(Notify::new()),
+            live: None,
+            remote: None,
+        }
+    }
 }
 
 /// The live connection of an identity.
@@ -125,14 +139,7 @@ impl Connections {
                 commands,
             };
         };
-        let entry = entries.entry(identity).or_insert_with(|| Entry {
-            presence: None,
-            model_id: None,
-            c2d: Arc::new(Notify::new()),
-            changed: Arc::new(Notify::new()),
-            live: None,
-            remote: None,
-        });
+        let entry = entries.entry(identity).or_insert_with(Entry::new);
         if let Some(old) = entry.live.take() {
             let _ = old
                 .close
@@ -146,7 +153,7 @@ impl Connections {
         });
         entry.presence = Some(Presence {
             connected: true,
-            state_updated: now,
+            state_updated: Some(now),
             last_activity: now,
         });
         entry.remote = None;
@@ -237,14 +244,7 @@ impl Connections {
                 let Ok(mut entries) = self.entries.lock() else {
                     return false;
                 };
-                let entry = entries.entry(identity.clone()).or_insert_with(|| Entry {
-                    presence: None,
-                    model_id: None,
-                    c2d: Arc::new(Notify::new()),
-                    changed: Arc::new(Notify::new()),
-                    live: None,
-                    remote: None,
-                });
+                let entry = entries.entry(identity.clone()).or_insert_with(Entry::new);
                 if entry.live.as_ref().is_some_and(|l| wants(l.interests)) {
                     return true;
                 }
@@ -294,7 +294,7 @@ impl Connections {
             entry.live = None;
             if let Some(p) = entry.presence.as_mut() {
                 p.connected = false;
-                p.state_updated = now;
+                p.state_updated = Some(now);
             }
             entry.changed.notify_waiters();
             return true;
@@ -315,16 +315,9 @@ impl Connections {
         let Ok(mut entries) = self.entries.lock() else {
             return;
         };
-        let entry = entries.entry(identity).or_insert_with(|| Entry {
-            presence: None,
-            model_id: None,
-            c2d: Arc::new(Notify::new()),
-            changed: Arc::new(Notify::new()),
-            live: None,
-            remote: None,
-        });
+        let entry = entries.entry(identity).or_insert_with(Entry::new);
         if entry.live.is_some() {
-            let local_at = entry.presence.map_or(at, |p| p.state_updated);
+            let local_at = entry.presence.and_then(|p| p.state_updated).unwrap_or(at);
             // The newer connection wins; on the same millisecond, the node named last.
             let newer_here = local_at > at || (local_at == at && own_node > node);
             if newer_here {
@@ -340,7 +333,7 @@ impl Connections {
         let last_activity = entry.presence.map_or(at, |p| p.last_activity.max(at));
         entry.presence = Some(Presence {
             connected: true,
-            state_updated: at,
+            state_updated: Some(at),
             last_activity,
         });
         entry.changed.notify_waiters();
@@ -361,7 +354,7 @@ impl Connections {
             entry.remote = None;
             if let Some(p) = entry.presence.as_mut() {
                 p.connected = false;
-                p.state_updated = at;
+                p.state_updated = Some(at);
                 p.last_activity = p.last_activity.max(at);
             }
         }
@@ -374,14 +367,46 @@ impl Connections {
             .is_ok_and(|e| e.get(identity).is_some_and(|entry| entry.live.is_some()))
     }
 
-    /// Records activity (a message sent or received) of `identity`.
+    /// Records activity (a message sent or received) of `identity`: a device that only uses
+    /// HTTPS has a `lastActivityTime` too, though it never connects.
     pub(crate) fn touch(&self, identity: &Identity, now: DateTime<Utc>) {
-        if let Ok(mut entries) = self.entries.lock()
-            && let Some(entry) = entries.get_mut(identity)
-            && let Some(p) = entry.presence.as_mut()
-        {
-            p.last_activity = now;
+        if let Ok(mut entries) = self.entries.lock() {
+            if let Some(entry) = entries.get_mut(identity) {
+                match entry.presence.as_mut() {
+                    Some(p) => p.last_activity = p.last_activity.max(now),
+                    None => {
+                        entry.presence = Some(Presence {
+                            connected: false,
+                            state_updated: None,
+                            last_activity: now,
+                        });
+                    }
+                }
+                return;
+            }
+            let mut entry = Entry::new();
+            entry.presence = Some(Presence {
+                connected: false,
+                state_updated: None,
+                last_activity: now,
+            });
+            entries.insert(identity.clone(), entry);
         }
+    }
+
+    /// Closes every live connection on this node, with `reason` (the node fenced itself).
+    pub(crate) fn close_all(&self, reason: &str) -> usize {
+        let mut closed = 0;
+        if let Ok(mut entries) = self.entries.lock() {
+            for entry in entries.values_mut() {
+                if let Some(live) = entry.live.take() {
+                    let _ = live.close.send(reason.to_owned());
+                    entry.changed.notify_waiters();
+                    closed += 1;
+                }
+            }
+        }
+        closed
     }
 
     /// Closes the live connection of `identity`, if any.
@@ -461,7 +486,7 @@ mod tests {
         let p = c.presence(&ident("d")).expect("presence");
         assert!(!p.connected);
         assert_eq!(p.last_activity, t1);
-        assert_eq!(p.state_updated, t1);
+        assert_eq!(p.state_updated, Some(t1));
         assert_eq!(c.connected_devices(), 0);
     }
 
@@ -480,7 +505,7 @@ mod tests {
         assert!(!c.is_live_here(&ident("d")));
         let p = c.presence(&ident("d")).expect("presence");
         assert!(p.connected);
-        assert_eq!(p.state_updated, t1);
+        assert_eq!(p.state_updated, Some(t1));
         // The old connection ending here does not hide the remote one.
         assert!(!c.unregister(&ident("d"), here.id, t1));
         assert!(c.presence(&ident("d")).expect("presence").connected);
@@ -491,7 +516,33 @@ mod tests {
         c.disconnected_elsewhere(&ident("d"), "b", t2);
         let p = c.presence(&ident("d")).expect("presence");
         assert!(!p.connected);
-        assert_eq!(p.state_updated, t2);
+        assert_eq!(p.state_updated, Some(t2));
+    }
+
+    #[test]
+    fn https_activity_without_a_connection_is_recorded() {
+        let c = Connections::default();
+        let t0 = Utc::now();
+        c.touch(&ident("h"), t0);
+        let p = c.presence(&ident("h")).expect("presence");
+        assert!(!p.connected);
+        assert_eq!(p.state_updated, None, "it never connected");
+        assert_eq!(p.last_activity, t0);
+        // An older time does not move it back.
+        c.touch(&ident("h"), t0 - chrono::Duration::seconds(1));
+        assert_eq!(c.presence(&ident("h")).expect("presence").last_activity, t0);
+    }
+
+    #[test]
+    fn closing_all_closes_every_live_connection() {
+        let c = Connections::default();
+        let now = Utc::now();
+        let mut a = c.register(ident("a"), now);
+        let mut b = c.register(ident("b"), now);
+        assert_eq!(c.close_all("fenced"), 2);
+        assert_eq!(a.closed.try_recv().ok().as_deref(), Some("fenced"));
+        assert_eq!(b.closed.try_recv().ok().as_deref(), Some("fenced"));
+        assert!(!c.is_live_here(&ident("a")));
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod c2d;
 mod error;
 mod methods;
 mod nodes;
+mod presence;
 mod query;
 mod readers;
 pub(crate) mod scheduled_jobs;
@@ -21,6 +22,7 @@ pub(crate) use c2d::C2dDelivery;
 pub use error::HubError;
 pub(crate) use methods::{DeviceAnswer, PendingMethods};
 pub(crate) use nodes::attach_to_cluster;
+pub(crate) use presence::{FENCED_CLOSE, run_fence, run_presence_flusher};
 pub(crate) use readers::{Displaced, ReaderRefusal, ReaderTicket, Readers};
 pub(crate) use scheduled_jobs::ScheduledJobs;
 pub(crate) use twins::{TwinReply, TwinRequest, notify_desired_changes, serve_twin_request};
@@ -83,6 +85,10 @@ pub struct Hub {
     pub(crate) scheduled_jobs: ScheduledJobs,
     /// How this node reaches the other nodes of a cluster (nothing for the embedded hub).
     pub(crate) coordinator: Arc<dyn Coordinator>,
+    /// The presence the nodes of a cluster share, and what waits to be written to it.
+    pub(crate) shared_presence: Option<presence::SharedPresence>,
+    /// Whether this cluster node has fenced itself off from devices (see [`crate::fence`]).
+    pub(crate) fence: presence::FenceState,
     shutdown: watch::Sender<bool>,
     host_names: Vec<String>,
     clock: Arc<dyn Clock>,
@@ -116,6 +122,9 @@ pub(crate) struct HubParts {
     /// The lease and concurrency limit of jobs (`[jobs]`).
     pub(crate) job_settings: crate::config::JobsSettings,
     pub(crate) coordinator: Arc<dyn Coordinator>,
+    pub(crate) presence: Option<Arc<dyn crate::presence::PresenceStore>>,
+    pub(crate) presence_interval: std::time::Duration,
+    pub(crate) fence: Option<crate::fence::FenceSettings>,
     pub(crate) host_names: Vec<String>,
     pub(crate) clock: Arc<dyn Clock>,
     pub(crate) limits: HubLimits,
@@ -134,6 +143,9 @@ impl Hub {
             scheduled_jobs,
             job_settings,
             coordinator,
+            presence,
+            presence_interval,
+            fence,
             host_names,
             clock,
             limits,
@@ -154,6 +166,9 @@ impl Hub {
                 &job_settings,
             ),
             coordinator,
+            shared_presence: presence
+                .map(|store| presence::SharedPresence::new(store, presence_interval)),
+            fence: presence::FenceState::new(fence),
             shutdown: watch::channel(false).0,
             limits,
             mqtt_connections: std::sync::atomic::AtomicUsize::new(0),
@@ -196,7 +211,11 @@ impl Hub {
     /// Whether the hub can do its work now: `Err` says what is failing.
     pub fn health(&self) -> Result<(), String> {
         self.events.health()?;
-        self.coordinator.health()
+        self.coordinator.health()?;
+        match self.fence.reason() {
+            Some(why) => Err(format!("the node refuses devices: {why}")),
+            None => Ok(()),
+        }
     }
 
     /// This node's name in a cluster (`local` for the embedded hub).
@@ -211,6 +230,7 @@ impl Hub {
         identity: crate::connections::Identity,
     ) -> crate::connections::Registration {
         let now = self.now();
+        self.presence_connected(&identity, now);
         if self.coordinator.is_clustered() {
             self.coordinator.publish(ClusterEvent::Connected {
                 node: self.coordinator.node().to_owned(),
@@ -225,7 +245,11 @@ impl Hub {
     /// Ends connection `id` of `identity` (a newer one may have replaced it already).
     pub(crate) fn unregister_connection(&self, identity: &crate::connections::Identity, id: u64) {
         let now = self.now();
-        if self.connections.unregister(identity, id, now) && self.coordinator.is_clustered() {
+        if !self.connections.unregister(identity, id, now) {
+            return;
+        }
+        self.presence_disconnected(identity, now);
+        if self.coordinator.is_clustered() {
             self.coordinator.publish(ClusterEvent::Disconnected {
                 node: self.coordinator.node().to_owned(),
                 device: identity.0.to_string(),
@@ -269,13 +293,15 @@ impl Hub {
 
     /// Authenticates a device (or module) presenting `token`: a SAS token signed with the
     /// identity's own key, or with a policy holding DeviceConnect scoped to it. The identity
-    /// must exist and (for devices) be enabled.
+    /// must exist and (for devices) be enabled. A cluster node that fenced itself refuses
+    /// every device with 503 ServiceUnavailable (MQTT: CONNACK 3), which the SDKs retry.
     pub fn authenticate_device(
         &self,
         token: &str,
         device: &DeviceId,
         module: Option<&ModuleId>,
     ) -> Result<Origin, HubError> {
+        self.admit_devices()?;
         let hosts: Vec<&str> = self.host_names.iter().map(String::as_str).collect();
         let identity = self.registry.identity(device, module);
         let method = ferrohub_auth::authorize_device(

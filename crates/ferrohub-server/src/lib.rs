@@ -12,6 +12,7 @@ pub mod config;
 mod connections;
 pub mod consumer_groups;
 pub mod eventlog;
+pub mod fence;
 mod fsutil;
 #[doc(hidden)]
 pub mod fuzzing;
@@ -21,6 +22,7 @@ mod jobs;
 mod limits;
 mod mqtt;
 mod policies;
+pub mod presence;
 pub mod rest;
 pub mod sessions;
 pub mod telemetry;

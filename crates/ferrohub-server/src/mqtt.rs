@@ -386,7 +386,7 @@ impl Driver {
                     && let Some(lock) = a.c2d_packets.remove(&pkid)
                 {
                     a.c2d.acknowledged(&lock);
-                    self.hub.connections.touch(&a.identity, self.hub.now());
+                    self.hub.touch(&a.identity, self.hub.now());
                 }
             }
             SessionEvent::Request { topic, payload } => self.request(topic.as_str(), payload),
@@ -533,7 +533,7 @@ impl Driver {
                 .is_ok()
         });
         if sent {
-            self.hub.connections.touch(&a.identity, self.hub.now());
+            self.hub.touch(&a.identity, self.hub.now());
         }
         if let Some(rid) = rid {
             if sent {
@@ -550,7 +550,7 @@ impl Driver {
         let Some(a) = self.auth.as_mut() else {
             return;
         };
-        self.hub.connections.touch(&a.identity, self.hub.now());
+        self.hub.touch(&a.identity, self.hub.now());
         let request = match ferrohub_twin::parse_device_topic(topic) {
             Ok(DeviceTopic::MethodResponse(r)) => {
                 if a.methods_out.remove(r.rid) {

@@ -155,8 +155,7 @@ impl crate::hub::Hub {
         let count = records.len() as u64;
         let partition = self.events.partition_for(origin.device_id.as_str());
         let append = self.events.append(partition, records);
-        self.connections
-            .touch(&(origin.device_id.clone(), origin.module_id.clone()), now);
+        self.touch(&(origin.device_id.clone(), origin.module_id.clone()), now);
         Ok(Box::pin(async move {
             let positions = append
                 .await

@@ -118,11 +118,12 @@ impl NatsServer {
     }
 
     /// Writes the configuration of server `name` under `dir` (its store in `dir/name`), with
-    /// `cluster` = (this server's route port, every route port, cluster name) for a cluster.
+    /// `cluster` = (this server's route port, every route port, whether to advertise the other
+    /// servers to clients) for a cluster.
     fn prepare(
         dir: &Path,
         name: &str,
-        cluster: Option<(u16, &[u16])>,
+        cluster: Option<(u16, &[u16], bool)>,
     ) -> Result<Self, FixtureError> {
         let bin = nats_server_binary()?;
         let port = free_port()?;
@@ -134,14 +135,15 @@ impl NatsServer {
              max_payload: 8MB\njetstream {{\n  store_dir: \"{}\"\n  max_memory_store: 256MB\n  max_file_store: 4GB\n}}\n",
             store.display()
         );
-        if let Some((route_port, routes)) = cluster {
+        if let Some((route_port, routes, advertise)) = cluster {
             let routes: Vec<String> = routes
                 .iter()
                 .map(|p| format!("nats://127.0.0.1:{p}"))
                 .collect();
             conf.push_str(&format!(
-                "cluster {{\n  name: ferrohub-test\n  listen: 127.0.0.1:{route_port}\n  routes: [{}]\n}}\n",
-                routes.join(", ")
+                "cluster {{\n  name: ferrohub-test\n  listen: 127.0.0.1:{route_port}\n  routes: [{}]\n  no_advertise: {}\n}}\n",
+                routes.join(", "),
+                !advertise
             ));
         }
         let config = dir.join(format!("{name}.conf"));
@@ -256,13 +258,30 @@ pub struct NatsCluster {
 impl NatsCluster {
     /// Starts `n` servers routed to each other and waits until JetStream has a meta leader.
     pub fn start(n: usize) -> Result<Self, FixtureError> {
+        Self::start_with(n, true)
+    }
+
+    /// [`NatsCluster::start`], with servers that do not tell clients of the other servers
+    /// (`no_advertise`): a client given one server's URL stays on that server, and losing it
+    /// cuts the client off from the cluster, as a network partition would.
+    pub fn start_unadvertised(n: usize) -> Result<Self, FixtureError> {
+        Self::start_with(n, false)
+    }
+
+    fn start_with(n: usize, advertise: bool) -> Result<Self, FixtureError> {
         let dir = tempfile::Builder::new()
             .prefix("ferrohub-nats-cluster-")
             .tempdir()
             .map_err(FixtureError::new)?;
         let routes = (0..n).map(|_| free_port()).collect::<Result<Vec<_>, _>>()?;
         let mut servers = (0..n)
-            .map(|i| NatsServer::prepare(dir.path(), &format!("n{i}"), Some((routes[i], &routes))))
+            .map(|i| {
+                NatsServer::prepare(
+                    dir.path(),
+                    &format!("n{i}"),
+                    Some((routes[i], &routes, advertise)),
+                )
+            })
             .collect::<Result<Vec<_>, _>>()?;
         for s in &mut servers {
             s.start_again()?;

@@ -10,3 +10,4 @@ mod jobs;
 mod nodes;
 mod pg_contract;
 mod pg_stores;
+mod presence;

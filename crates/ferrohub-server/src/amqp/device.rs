@@ -195,6 +195,14 @@ fn device_address(address: &str) -> Option<(String, Option<String>, Address)> {
 impl Driver {
     /// Attaches a device link.
     pub(super) fn attach_device(&mut self, link: LinkId, address: &str, client_sends: bool) {
+        if let Err(e) = self.hub.admit_devices() {
+            // The node fenced itself: the whole connection goes, so the device reconnects,
+            // through the balancer, to another node.
+            tracing::info!(peer = %self.peer, error = %e, "AMQP device refused: the node is fenced");
+            self.conn
+                .close(Some(AmqpError::new(condition::INTERNAL_ERROR, e.message)));
+            return;
+        }
         let Some((device, module, parsed)) = device_address(address) else {
             return self.refuse(link, condition::NOT_FOUND, "not a device address");
         };
@@ -350,10 +358,12 @@ impl Driver {
             Kind::Events => self.telemetry(link, delivery, &identity, format, payload),
             Kind::MethodResponses => {
                 self.conn.settle(link, delivery, DeliveryState::Accepted);
+                self.hub.touch(&identity, self.hub.now());
                 self.method_response(&identity, payload);
             }
             Kind::TwinRequests => {
                 self.conn.settle(link, delivery, DeliveryState::Accepted);
+                self.hub.touch(&identity, self.hub.now());
                 self.twin_request(&identity, payload);
             }
             _ => self.conn.settle(link, delivery, DeliveryState::Released),
@@ -739,7 +749,7 @@ impl Driver {
             Some(DeliveryState::Accepted) => {
                 device.c2d.acknowledged(&lock);
                 device.c2d.flush(&self.hub);
-                self.hub.connections.touch(&identity, self.hub.now());
+                self.hub.touch(&identity, self.hub.now());
             }
             Some(DeliveryState::Released | DeliveryState::Modified { .. })
                 if device.c2d.settled(&lock) =>
@@ -795,6 +805,10 @@ impl Driver {
     /// A signal of an identity's registration.
     pub(super) fn registration_event(&mut self, identity: Identity, event: RegistrationEvent) {
         match event {
+            RegistrationEvent::Closed(reason) if reason == crate::hub::FENCED_CLOSE => {
+                self.conn
+                    .close(Some(AmqpError::new(condition::INTERNAL_ERROR, reason)));
+            }
             RegistrationEvent::Closed(reason) => {
                 let stolen = reason.contains("newer connection");
                 let links: Vec<LinkId> = self.links_of(&identity).map(|(id, _)| id).collect();

@@ -26,6 +26,7 @@ use ferrohub_types::DeviceId;
 use serde_json::Value;
 
 use super::{Hub, HubError};
+use crate::connections::Presence;
 
 /// The most rows read from the store at a time.
 const MAX_BATCH: usize = 1000;
@@ -90,9 +91,10 @@ impl Hub {
                     .scan(&query.condition, query.from, after.take(), batch)
                     .await?;
                 let n = rows.len();
-                for row in rows {
+                let presences = self.row_presences(&rows).await;
+                for (row, presence) in rows.into_iter().zip(presences) {
                     let key = row.key();
-                    let value = self.query_row(row, c2d).await;
+                    let value = self.query_row(row, c2d, presence).await;
                     after = Some(key.clone());
                     if pager.push(key, value) == Flow::Stop {
                         break 'scan;
@@ -135,11 +137,16 @@ impl Hub {
                 .scan(condition, Collection::Devices, after.take(), batch)
                 .await?;
             let n = rows.len();
-            for row in rows {
+            let presences = if matches!(condition, Condition::All) {
+                vec![None; rows.len()]
+            } else {
+                self.row_presences(&rows).await
+            };
+            for (row, presence) in rows.into_iter().zip(presences) {
                 after = Some(row.key());
                 let id = row.owner.device_id().clone();
                 if matches!(condition, Condition::All)
-                    || query.matches(&self.query_row(row, c2d).await)
+                    || query.matches(&self.query_row(row, c2d, presence).await)
                 {
                     out.push(id);
                     if out.len() >= limit {
@@ -216,10 +223,21 @@ impl Hub {
             .map_err(|e| HubError::from(RegistryError::from(e)))
     }
 
+    /// The presence of every row of a batch, in one read.
+    async fn row_presences(&self, rows: &[TwinRow]) -> Vec<Option<Presence>> {
+        let identities: Vec<_> = rows
+            .iter()
+            .map(|r| (r.owner.device_id().clone(), r.owner.module_id().cloned()))
+            .collect();
+        self.presences(&identities).await
+    }
+
     /// A scanned row as queries see it: the REST twin with its live fields.
-    async fn query_row(&self, row: TwinRow, c2d_count: bool) -> Value {
+    async fn query_row(&self, row: TwinRow, c2d_count: bool, presence: Option<Presence>) -> Value {
         let twin = row.twin.map_or_else(initial_twin, |t| t.twin);
-        let identity = self.twin_identity_with(&row.owner, c2d_count).await;
+        let identity = self
+            .twin_identity_from(&row.owner, c2d_count, presence)
+            .await;
         serde_json::to_value(twin.rest_view(&identity)).unwrap_or(Value::Null)
     }
 

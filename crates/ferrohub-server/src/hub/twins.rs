@@ -123,7 +123,19 @@ impl Hub {
         c2d_count: bool,
     ) -> TwinIdentity {
         let identity: Identity = (owner.device_id().clone(), owner.module_id().cloned());
-        let presence = self.connections.presence(&identity);
+        let presence = self.presence_of(&identity).await;
+        self.twin_identity_from(owner, c2d_count, presence).await
+    }
+
+    /// [`Hub::twin_identity_with`], with the identity's presence read already (a query reads
+    /// the presence of a whole batch of rows at once).
+    pub(crate) async fn twin_identity_from(
+        &self,
+        owner: &TwinOwner,
+        c2d_count: bool,
+        presence: Option<crate::connections::Presence>,
+    ) -> TwinIdentity {
+        let identity: Identity = (owner.device_id().clone(), owner.module_id().cloned());
         let model_id = self.connections.model_id(&identity).unwrap_or_default();
         let connected = presence.is_some_and(|p| p.connected);
         let connection_state = if connected {

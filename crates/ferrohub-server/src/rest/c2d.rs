@@ -322,8 +322,7 @@ pub(crate) async fn device_receive(
 ) -> Result<Response, ApiError> {
     let origin = hub.authenticate_device(device_token(&headers)?, &id, None)?;
     let now = hub.now();
-    hub.connections
-        .touch(&(origin.device_id.clone(), None), now);
+    hub.touch(&(origin.device_id.clone(), None), now);
     match hub.c2d.receive(&id, now).await? {
         Some(m) => Ok(device_message(&m)),
         None => Ok(StatusCode::NO_CONTENT.into_response()),
@@ -347,6 +346,8 @@ pub(crate) async fn device_settle(
         hub.c2d.reject(&id, lock, hub.now()).await?;
     } else {
         hub.c2d.complete(&id, lock, hub.now()).await?;
+        // The device received the message.
+        hub.touch(&(id.clone(), None), hub.now());
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -7,7 +7,7 @@ use ferrohub_types::{DeviceId, ModuleId};
 
 use super::error::ApiError;
 
-/// Overlays the live presence the hub keeps in memory on an identity's stored fields.
+/// Overlays the identity's presence (this node's, or the cluster's) on its stored fields.
 pub(crate) fn with_presence(
     presence: Option<crate::connections::Presence>,
     state: &mut Option<api::ConnectionState>,
@@ -20,7 +20,9 @@ pub(crate) fn with_presence(
         } else {
             api::ConnectionState::Disconnected
         });
-        *state_updated = api::Timestamp(Some(p.state_updated));
+        if let Some(t) = p.state_updated {
+            *state_updated = api::Timestamp(Some(t));
+        }
         *last_activity = api::Timestamp(Some(p.last_activity));
     }
 }

@@ -31,10 +31,20 @@ pub(crate) fn if_match(headers: &HeaderMap) -> Result<Option<IfMatch>, ApiError>
 
 /// A device as the API shows it: stored fields plus live presence and queue depth.
 async fn device_view(hub: &crate::hub::Hub, d: &ferrohub_registry::Device) -> api::Device {
+    let presence = hub.presence_of(&(d.device_id.clone(), None)).await;
+    device_view_with(hub, d, presence).await
+}
+
+/// [`device_view`] with the presence read already.
+async fn device_view_with(
+    hub: &crate::hub::Hub,
+    d: &ferrohub_registry::Device,
+    presence: Option<crate::connections::Presence>,
+) -> api::Device {
     let mut out = device_to_api(d);
     out.cloud_to_device_message_count = super::c2d::depth(hub, &d.device_id).await;
     super::convert::with_presence(
-        hub.connections.presence(&(d.device_id.clone(), None)),
+        presence,
         &mut out.connection_state,
         &mut out.connection_state_updated_time,
         &mut out.last_activity_time,
@@ -134,9 +144,14 @@ pub(crate) async fn list_devices(
         }
     };
     let devices = hub.registry.devices(top).await?;
+    let identities: Vec<_> = devices
+        .iter()
+        .map(|d| (d.device_id.clone(), None))
+        .collect();
+    let presences = hub.presences(&identities).await;
     let mut body: Vec<api::Device> = Vec::with_capacity(devices.len());
-    for d in &devices {
-        body.push(device_view(&hub, d).await);
+    for (d, presence) in devices.iter().zip(presences) {
+        body.push(device_view_with(&hub, d, presence).await);
     }
     Ok(json(StatusCode::OK, &body, None))
 }

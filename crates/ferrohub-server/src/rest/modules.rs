@@ -14,11 +14,13 @@ use super::{HubState, json};
 
 /// A module as the API shows it: stored fields plus live presence (`connectionState`, as the
 /// module's twin and the device API show it).
-fn module_view(hub: &crate::hub::Hub, m: &ferrohub_registry::Module) -> api::Module {
+fn module_view(
+    m: &ferrohub_registry::Module,
+    presence: Option<crate::connections::Presence>,
+) -> api::Module {
     let mut out = module_to_api(m);
     super::convert::with_presence(
-        hub.connections
-            .presence(&(m.device_id.clone(), Some(m.module_id.clone()))),
+        presence,
         &mut out.connection_state,
         &mut out.connection_state_updated_time,
         &mut out.last_activity_time,
@@ -40,7 +42,11 @@ pub(crate) async fn get_module(
     let m = hub.registry.module(&id, &mid).await?;
     Ok(json(
         StatusCode::OK,
-        &module_view(&hub, &m),
+        &module_view(
+            &m,
+            hub.presence_of(&(m.device_id.clone(), Some(m.module_id.clone())))
+                .await,
+        ),
         Some(m.etag.as_str()),
     ))
 }
@@ -104,6 +110,15 @@ pub(crate) async fn list_modules(
 ) -> Result<Response, ApiError> {
     hub.authorize_service(&headers, uri.path(), &[Permission::RegistryRead])?;
     let modules = hub.registry.modules(&id).await?;
-    let body: Vec<api::Module> = modules.iter().map(|m| module_view(&hub, m)).collect();
+    let identities: Vec<_> = modules
+        .iter()
+        .map(|m| (m.device_id.clone(), Some(m.module_id.clone())))
+        .collect();
+    let presences = hub.presences(&identities).await;
+    let body: Vec<api::Module> = modules
+        .iter()
+        .zip(presences)
+        .map(|(m, p)| module_view(m, p))
+        .collect();
     Ok(json(StatusCode::OK, &body, None))
 }

@@ -36,7 +36,7 @@ pub(crate) async fn service_statistics(
         &[Permission::ServiceConnect, Permission::RegistryRead],
     )?;
     let body = api::ServiceStatistics {
-        connected_device_count: hub.connections.connected_devices(),
+        connected_device_count: hub.connected_devices().await,
     };
     Ok(json(StatusCode::OK, &body, None))
 }

@@ -602,3 +602,34 @@ async fn https_devices_over_their_rate_get_429() {
         "throttled messages are not stored"
     );
 }
+
+#[tokio::test]
+async fn https_telemetry_sets_last_activity_but_not_the_connection_state() {
+    let hub = TestHub::start().await;
+    let d = create_device(&hub, "poster").await;
+    let token = device_token(&d, 600);
+    let resp = post_event(&hub, "poster", &token, &[], b"hello").await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    for path in ["/devices/poster", "/twins/poster"] {
+        let got: Value = send(&hub, Method::GET, path, None, &[], None)
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(got["connectionState"], "Disconnected", "{path}: {got}");
+        let activity = got["lastActivityTime"].as_str().unwrap_or_default();
+        assert!(
+            !activity.starts_with("0001-01-01"),
+            "{path}: HTTPS telemetry is activity: {got}"
+        );
+    }
+    let device: Value = send(&hub, Method::GET, "/devices/poster", None, &[], None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        device["connectionStateUpdatedTime"], "0001-01-01T00:00:00",
+        "it never connected"
+    );
+}
