@@ -6,9 +6,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use ferrohub_amqp::performative::{
-    Attach, Performative, ReceiverSettleMode, Role, SaslCode, SenderSettleMode, Source, Target,
-};
+use ferrohub_amqp::performative::{Performative, Role, SaslCode, Source, Target};
 use ferrohub_auth::{SymmetricKey, mint};
 use ferrohub_cluster::testing::{
     NatsCluster, NatsServer, PrivatePostgres, TestDatabase, unique_name,
@@ -17,7 +15,7 @@ use ferrohub_mqtt::QoS;
 use ferrohub_mqtt::codec::ConnectReturnCode;
 use ferrohub_server::config::ConfigToml;
 use ferrohub_server::{Config, Overrides};
-use ferrohub_test_support::amqp::AmqpClient;
+use ferrohub_test_support::amqp::{AmqpClientError, closed_within, new_attach, send_frame};
 use ferrohub_test_support::mqtt::{MqttClient, Transport};
 use ferrohub_test_support::{TestHub, eventually, now_secs};
 use reqwest::{Method, StatusCode};
@@ -505,37 +503,25 @@ async fn a_node_cut_off_from_nats_fences_itself_and_comes_back() {
     assert_eq!(health(&f).await, StatusCode::SERVICE_UNAVAILABLE);
     // AMQP: SASL PLAIN with the device's token is a temporary failure; a device link on an
     // anonymous connection closes the connection with amqp:internal-error.
-    let mut amqp = AmqpClient::connect(f.amqp_addr(), &f.ca_pem()).await;
     let plain = format!("\0mover@sas.localhost\0{}", device_token("mover", &key));
-    assert_eq!(
-        amqp.sasl("PLAIN", Some(plain.as_bytes())).await.1,
-        SaslCode::SysTemp
-    );
-    let mut amqp = AmqpClient::connect(f.amqp_addr(), &f.ca_pem()).await;
-    assert_eq!(amqp.sasl("ANONYMOUS", None).await.1, SaslCode::Ok);
-    amqp.open().await;
-    amqp.send(
-        Performative::Attach(Box::new(Attach {
-            name: "events".into(),
-            handle: 0,
-            role: Role::Sender,
-            snd_settle_mode: SenderSettleMode::Unsettled,
-            rcv_settle_mode: ReceiverSettleMode::First,
-            source: Some(Source::address("events")),
-            target: Some(Target::address("/devices/mover/messages/events")),
-            unsettled: None,
-            incomplete_unsettled: false,
-            initial_delivery_count: Some(0),
-            max_message_size: None,
-            offered_capabilities: None,
-            desired_capabilities: None,
-            properties: None,
-        })),
+    match f.amqp_sasl("PLAIN", Some(plain.as_bytes())).await {
+        Err(AmqpClientError::Sasl { code, .. }) => assert_eq!(code, SaslCode::SysTemp),
+        Err(e) => panic!("SASL PLAIN failed otherwise: {e}"),
+        Ok(_) => panic!("SASL PLAIN accepted on a fenced node"),
+    }
+    let mut amqp = f.amqp_sasl("ANONYMOUS", None).await.expect("anonymous");
+    send_frame(
+        &mut amqp,
+        Performative::Attach(Box::new(new_attach(
+            "events",
+            Role::Sender,
+            Source::address("events"),
+            Target::address("/devices/mover/messages/events"),
+        ))),
         b"",
     )
     .await;
-    let error = amqp
-        .closed_within(Duration::from_secs(10))
+    let error = closed_within(&mut amqp, Duration::from_secs(10))
         .await
         .expect("the connection is closed")
         .expect("with an error");
