@@ -233,6 +233,7 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
         }
         // Act on what the engine says until it has nothing more, then write.
         while let Some(event) = d.conn.poll_event() {
+            d.refresh_before(&event).await;
             d.handle_event(event);
         }
         d.conn.poll_transmit(&mut outbuf);
@@ -313,6 +314,26 @@ impl Driver {
     }
 
     /// Carries out one event of the engine.
+    /// In a cluster, re-reads the identity a put-token on `$cbs` is for when this node's cache
+    /// refuses the token (see [`auth::refresh_identity_of`]); nothing for other events.
+    async fn refresh_before(&self, event: &Event) {
+        if !self.hub.coordinator.is_clustered() {
+            return;
+        }
+        let Event::Delivery { link, payload, .. } = event else {
+            return;
+        };
+        if !matches!(self.links.get(link), Some(Link::Requests(Node::Cbs))) {
+            return;
+        }
+        let Ok(message) = Message::decode(payload.clone()) else {
+            return;
+        };
+        if let Ok(put) = cbs::PutToken::parse(&message) {
+            auth::refresh_identity_of(&self.hub, &put.token).await;
+        }
+    }
+
     fn handle_event(&mut self, event: Event) {
         match event {
             Event::SaslInit {
