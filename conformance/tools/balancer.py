@@ -23,7 +23,8 @@ BUFFER = 64 * 1024
 
 
 async def pipe(reader, writer):
-    """Copies reader to writer until EOF, then half-closes writer."""
+    """Copies reader to writer until EOF, then half-closes writer. Returns False when either
+    side failed (the connection is then torn down), True after a clean EOF."""
     try:
         while True:
             data = await reader.read(BUFFER)
@@ -33,8 +34,9 @@ async def pipe(reader, writer):
             await writer.drain()
         if writer.can_write_eof():
             writer.write_eof()
+        return True
     except (ConnectionError, OSError):
-        pass
+        return False
 
 
 class Listener:
@@ -43,6 +45,9 @@ class Listener:
         self.backends = backends
         self.next = 0
         self.server = None
+        # The tasks serving connections: asyncio keeps only weak references to tasks, and a
+        # connection's task waiting on its two pipes must not be collected.
+        self.tasks = set()
 
     def pick(self):
         """The backends in the order to try for a new connection (round robin)."""
@@ -51,6 +56,14 @@ class Listener:
         return [self.backends[(start + i) % len(self.backends)] for i in range(len(self.backends))]
 
     async def handle(self, client_reader, client_writer):
+        task = asyncio.current_task()
+        self.tasks.add(task)
+        try:
+            await self.serve(client_reader, client_writer)
+        finally:
+            self.tasks.discard(task)
+
+    async def serve(self, client_reader, client_writer):
         peer = client_writer.get_extra_info("peername")
         upstream = None
         for host, port in self.pick():
@@ -65,10 +78,20 @@ class Listener:
             client_writer.close()
             return
         up_reader, up_writer = upstream
+        writers = (up_writer, client_writer)
         try:
-            await asyncio.gather(pipe(client_reader, up_writer), pipe(up_reader, client_writer))
+            pipes = {
+                asyncio.ensure_future(pipe(client_reader, up_writer)),
+                asyncio.ensure_future(pipe(up_reader, client_writer)),
+            }
+            while pipes:
+                done, pipes = await asyncio.wait(pipes, return_when=asyncio.FIRST_COMPLETED)
+                if not all(t.result() for t in done):
+                    # One side failed: close both, which ends the other direction too.
+                    for w in writers:
+                        w.close()
         finally:
-            for w in (up_writer, client_writer):
+            for w in writers:
                 try:
                     w.close()
                     await w.wait_closed()
