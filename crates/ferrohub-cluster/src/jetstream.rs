@@ -634,10 +634,27 @@ impl JetStreamLog {
             ReadStrategy::DirectGet => false,
             ReadStrategy::OrderedConsumer => true,
         };
-        if consumer {
-            self.read_ordered(partition, from, max).await
-        } else {
-            self.read_direct(partition, from, max).await
+        // A server that has not applied what the leader acknowledged may answer nothing. A
+        // reader that gets nothing waits for the next change, which for records this node
+        // already knows of came before the read: ask again (up to the request timeout) while
+        // this node knows of records at or after the start.
+        let deadline = Instant::now() + self.config.request_timeout;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let out = if consumer {
+                self.read_ordered(partition, from, max).await?
+            } else {
+                self.read_direct(partition, from, max).await?
+            };
+            let known_later = match from {
+                Start::Seq(s) => s <= self.shared.tail(partition as usize).last,
+                Start::Time(_) => false,
+            };
+            if !out.is_empty() || !known_later || Instant::now() + pause > deadline {
+                return Ok(out);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
         }
     }
 
