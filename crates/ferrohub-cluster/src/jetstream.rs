@@ -825,6 +825,25 @@ impl EventLog for JetStreamLog {
         self.shared.notify.subscribe()
     }
 
+    /// The stream's own state (from its leader): records other nodes appended that this
+    /// node's headers consumer has not delivered yet count from now on.
+    fn catch_up(&self, partition: u32) -> BoxFuture<'_, Result<(), LogError>> {
+        Box::pin(async move {
+            if partition >= self.config.partitions {
+                return Err(self.no_such(partition));
+            }
+            let stream = self
+                .js
+                .get_stream(self.stream_name(partition))
+                .await
+                .map_err(unavailable)?;
+            let state = &stream.cached_info().state;
+            self.shared
+                .stored(partition as usize, state.last_sequence, None);
+            Ok(())
+        })
+    }
+
     /// Appends can succeed only while the client is connected to a NATS server (it reconnects
     /// by itself, to any of the configured servers).
     fn health(&self) -> Result<(), String> {
