@@ -303,4 +303,12 @@ function propertiesOf(message) {
   return out;
 }
 
-module.exports = { Hub, Inbox, WAIT_MS, sleep, withTimeout, waitUntil, propertiesOf };
+/**
+ * Test options that skip a test which cannot apply to a cluster (`conformance/run --cluster`
+ * sets FERROHUB_CLUSTER=1), saying why; each is listed in conformance/README.md.
+ */
+function notInCluster(reason) {
+  return { skip: process.env.FERROHUB_CLUSTER === '1' ? `not on a cluster: ${reason}` : false };
+}
+
+module.exports = { Hub, Inbox, WAIT_MS, sleep, withTimeout, waitUntil, propertiesOf, notInCluster };

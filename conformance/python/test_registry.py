@@ -32,6 +32,15 @@ from azure.iot.hub.models import (
 )
 
 
+# Set by `conformance/run --cluster`: the hub is three nodes behind a TCP balancer.
+IN_CLUSTER = os.environ.get("FERROHUB_CLUSTER") == "1"
+
+
+def not_in_cluster(reason):
+    """Skips a test that cannot apply to a cluster (each is listed in conformance/README.md)."""
+    return pytest.mark.skipif(IN_CLUSTER, reason="not on a cluster: " + reason)
+
+
 def _require_env(name):
     value = os.environ.get(name)
     if not value:

@@ -653,10 +653,27 @@ impl JetStreamLog {
             ReadStrategy::DirectGet => false,
             ReadStrategy::OrderedConsumer => true,
         };
-        if consumer {
-            self.read_ordered(partition, from, max).await
-        } else {
-            self.read_direct(partition, from, max).await
+        // A server that has not applied what the leader acknowledged may answer nothing. A
+        // reader that gets nothing waits for the next change, which for records this node
+        // already knows of came before the read: ask again (up to the request timeout) while
+        // this node knows of records at or after the start.
+        let deadline = Instant::now() + self.config.request_timeout;
+        let mut pause = Duration::from_millis(5);
+        loop {
+            let out = if consumer {
+                self.read_ordered(partition, from, max).await?
+            } else {
+                self.read_direct(partition, from, max).await?
+            };
+            let known_later = match from {
+                Start::Seq(s) => s <= self.shared.tail(partition as usize).last,
+                Start::Time(_) => false,
+            };
+            if !out.is_empty() || !known_later || Instant::now() + pause > deadline {
+                return Ok(out);
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
         }
     }
 
@@ -818,6 +835,25 @@ impl EventLog for JetStreamLog {
 
     fn watch(&self) -> watch::Receiver<u64> {
         self.shared.notify.subscribe()
+    }
+
+    /// The stream's own state (from its leader): records other nodes appended that this
+    /// node's headers consumer has not delivered yet count from now on.
+    fn catch_up(&self, partition: u32) -> BoxFuture<'_, Result<(), LogError>> {
+        Box::pin(async move {
+            if partition >= self.config.partitions {
+                return Err(self.no_such(partition));
+            }
+            let stream = self
+                .js
+                .get_stream(self.stream_name(partition))
+                .await
+                .map_err(unavailable)?;
+            let state = &stream.cached_info().state;
+            self.shared
+                .stored(partition as usize, state.last_sequence, None);
+            Ok(())
+        })
     }
 
     /// Appends can succeed only while the client is connected to a NATS server (it reconnects

@@ -233,6 +233,7 @@ pub(crate) async fn drive<T: Transport>(hub: Arc<Hub>, mut transport: T, peer: S
         }
         // Act on what the engine says until it has nothing more, then write.
         while let Some(event) = d.conn.poll_event() {
+            d.refresh_before(&event).await;
             d.handle_event(event);
         }
         d.conn.poll_transmit(&mut outbuf);
@@ -313,6 +314,40 @@ impl Driver {
     }
 
     /// Carries out one event of the engine.
+    /// In a cluster, before an event is handled: re-reads the identity a put-token on `$cbs` is
+    /// for when this node's cache refuses the token (see [`auth::refresh_identity_of`]), and
+    /// brings an Event Hubs receiver's partition up to date before it attaches.
+    async fn refresh_before(&self, event: &Event) {
+        if !self.hub.coordinator.is_clustered() {
+            return;
+        }
+        if let Event::Attach { attach, .. } = event {
+            // An Event Hubs receiver may start at "the end now": this node's view of its
+            // partition must include what other nodes appended (see `EventLog::catch_up`).
+            if attach.role == Role::Receiver
+                && let Some(address) = attach.source.as_ref().and_then(|s| s.address.as_deref())
+                && let Address::EventHubsReceiver { partition, .. } = Address::parse(address)
+                && let Ok(partition) = partition.parse::<u32>()
+                && let Err(e) = self.hub.events.catch_up(partition).await
+            {
+                tracing::debug!(peer = %self.peer, partition, error = %e, "catching up with the partition failed");
+            }
+            return;
+        }
+        let Event::Delivery { link, payload, .. } = event else {
+            return;
+        };
+        if !matches!(self.links.get(link), Some(Link::Requests(Node::Cbs))) {
+            return;
+        }
+        let Ok(message) = Message::decode(payload.clone()) else {
+            return;
+        };
+        if let Ok(put) = cbs::PutToken::parse(&message) {
+            auth::refresh_identity_of(&self.hub, &put.token).await;
+        }
+    }
+
     fn handle_event(&mut self, event: Event) {
         match event {
             Event::SaslInit {

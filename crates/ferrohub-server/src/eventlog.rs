@@ -48,6 +48,14 @@ pub trait EventLog: Send + Sync + 'static {
     fn info(&self, partition: u32) -> Result<PartitionInfo, LogError>;
     /// A receiver that changes whenever new records become durable (for long polls and streams).
     fn watch(&self) -> watch::Receiver<u64>;
+    /// Brings [`EventLog::info`] of `partition` up to every record durable so far, for a log
+    /// that learns of other writers' records a moment after they are stored (a cluster's
+    /// nodes): before a position such as "the end now" is taken from it. Nothing to do for a
+    /// log only this process writes.
+    fn catch_up(&self, partition: u32) -> BoxFuture<'_, Result<(), LogError>> {
+        let _ = partition;
+        Box::pin(async { Ok(()) })
+    }
     /// Whether the log can take appends now; `Err` says why not (for `/healthz`).
     fn health(&self) -> Result<(), String> {
         Ok(())

@@ -348,6 +348,49 @@ impl Hub {
         })
     }
 
+    /// The identity's credentials from the node's cache; in a cluster, an identity missing
+    /// from it is read from the shared store first: it may have been created through another
+    /// node a moment ago, before this node heard of it.
+    pub async fn identity_current(
+        &self,
+        device: &DeviceId,
+        module: Option<&ModuleId>,
+    ) -> Option<IdentityAuth> {
+        if let Some(identity) = self.registry.identity(device, module) {
+            return Some(identity);
+        }
+        if !self.coordinator.is_clustered() {
+            return None;
+        }
+        if let Err(e) = self.registry.refresh(device).await {
+            tracing::warn!(device = %device, error = %e, "re-reading an identity failed");
+            return None;
+        }
+        self.registry.identity(device, module)
+    }
+
+    /// [`Hub::authenticate_device`] for a device connecting or calling the device API. In a
+    /// cluster, a refusal is checked once more after re-reading the identity from the shared
+    /// store: it may have been created or given new keys through another node a moment ago,
+    /// before this node heard of it.
+    pub async fn authenticate_device_current(
+        &self,
+        token: &str,
+        device: &DeviceId,
+        module: Option<&ModuleId>,
+    ) -> Result<Origin, HubError> {
+        match self.authenticate_device(token, device, module) {
+            Err(e) if self.coordinator.is_clustered() && !e.is_server_error() => {
+                if let Err(refresh) = self.registry.refresh(device).await {
+                    tracing::warn!(device = %device, error = %refresh, "re-reading an identity to authenticate it failed");
+                    return Err(e);
+                }
+                self.authenticate_device(token, device, module)
+            }
+            result => result,
+        }
+    }
+
     /// Checks the `Authorization` header of a service request for `path`: a SAS token of a
     /// shared access policy holding one of `permissions`.
     pub fn authorize_service(

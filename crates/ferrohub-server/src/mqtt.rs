@@ -435,7 +435,7 @@ impl Driver {
             );
             return;
         }
-        let origin = match check_credentials(hub, &req) {
+        let origin = match check_credentials(hub, &req).await {
             Ok(origin) => origin,
             Err((code, e)) => {
                 refuse(&mut self.session, code, &e);
@@ -761,7 +761,7 @@ struct ConnectRequest {
 /// Refusals are CONNACK 5 (what Azure sends for a bad or expired token, an unknown or disabled
 /// identity, a user name for another hub), 2 for an identifier the registry cannot hold, or 3
 /// when the hub itself is unable; each with its cause for the log.
-fn check_credentials(
+async fn check_credentials(
     hub: &Hub,
     req: &ConnectRequest,
 ) -> Result<Origin, (ConnectReturnCode, HubError)> {
@@ -813,7 +813,8 @@ fn check_credentials(
     let token = std::str::from_utf8(password)
         .map_err(|_| not_authorized("the password is not a SAS token".into()))?;
     let mut origin = hub
-        .authenticate_device(token, &device, module.as_ref())
+        .authenticate_device_current(token, &device, module.as_ref())
+        .await
         .map_err(|e| {
             let code = if e.is_server_error() {
                 ConnectReturnCode::ServerUnavailable

@@ -507,3 +507,74 @@ async fn nodes_ride_out_a_postgres_restart() {
     a.stop().await;
     drop(pg);
 }
+
+/// A node that has not heard of an identity yet (it was created or given new keys through
+/// another node a moment ago) reads it from the database before refusing it: a device connects
+/// through any node as soon as its creation or new keys are acknowledged, and a C2D message for
+/// it is taken by any node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_reads_an_identity_it_has_not_heard_of_before_refusing_it() {
+    let engines = Engines::start().await;
+    let a = engines.node("a").await;
+    let b = engines.node("b").await;
+
+    for i in 0..3 {
+        let id = format!("fresh-{i}");
+        let key = create_device(&a, &id).await;
+        let (device, code) = connect(&b, &id, &key).await;
+        assert_eq!(
+            code,
+            ConnectReturnCode::Accepted,
+            "{id} through node b right after its creation through node a"
+        );
+        drop(device);
+
+        let id = format!("fresh-c2d-{i}");
+        create_device(&a, &id).await;
+        let resp = b
+            .http()
+            .post(format!(
+                "{}/devices/{id}/messages/deviceBound?api-version=2021-04-12",
+                b.base_url()
+            ))
+            .header("Authorization", b.policy_token("iothubowner", 3600))
+            .body("hello")
+            .send()
+            .await
+            .expect("request");
+        assert!(
+            resp.status().is_success(),
+            "C2D for {id} through node b right after its creation through node a: {}",
+            resp.status()
+        );
+    }
+
+    // New keys written through node a are taken by node b at once.
+    create_device(&a, "rekeyed").await;
+    let (status, device) = rest(
+        &a,
+        Method::PUT,
+        "/devices/rekeyed",
+        Some(json!({
+            "deviceId": "rekeyed",
+            "authentication": {"type": "sas", "symmetricKey": {"primaryKey": "", "secondaryKey": ""}}
+        })),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{device}");
+    let key = SymmetricKey::from_base64(
+        device["authentication"]["symmetricKey"]["primaryKey"]
+            .as_str()
+            .expect("key"),
+    )
+    .expect("base64 key");
+    let (_device, code) = connect(&b, "rekeyed", &key).await;
+    assert_eq!(
+        code,
+        ConnectReturnCode::Accepted,
+        "the new key through node b"
+    );
+
+    b.stop().await;
+    a.stop().await;
+}

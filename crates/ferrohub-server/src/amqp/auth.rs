@@ -153,6 +153,24 @@ impl Tokens {
     }
 }
 
+/// In a cluster, before a put-token is decided: an identity's token this node's cache refuses
+/// is checked again after the identity is re-read from the shared store, so that the put-token
+/// finds it (it may have been created or re-keyed through another node a moment ago).
+pub(super) async fn refresh_identity_of(hub: &Hub, token: &str) {
+    let Ok(parsed) = SasToken::parse(token) else {
+        return;
+    };
+    let hosts: Vec<&str> = hub.host_names().iter().map(String::as_str).collect();
+    let Ok(scope) = parsed.scope(&hosts) else {
+        return;
+    };
+    let _ = match &scope {
+        Scope::Device(d) => hub.authenticate_device_current(token, d, None).await,
+        Scope::Module(d, m) => hub.authenticate_device_current(token, d, Some(m)).await,
+        _ => return,
+    };
+}
+
 /// Whether `token` gives `need`.
 pub(super) fn check(hub: &Hub, token: &str, need: &Need<'_>) -> Result<Option<Origin>, HubError> {
     match need {

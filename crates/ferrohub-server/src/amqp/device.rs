@@ -77,6 +77,9 @@ pub(super) enum Kind {
     C2d {
         deliveries: HashMap<DeliveryId, String>,
         taking: bool,
+        /// A wake-up came while a read of the queue was under way: read again after it (the
+        /// message that caused it may have been queued after that read looked).
+        again: bool,
     },
     /// Method requests to the device.
     MethodRequests,
@@ -224,6 +227,7 @@ impl Driver {
             (Address::DeviceC2d { .. }, false, false) => Kind::C2d {
                 deliveries: HashMap::new(),
                 taking: false,
+                again: false,
             },
             (Address::Methods { .. }, false, _) => Kind::MethodRequests,
             (Address::Methods { .. }, true, _) => Kind::MethodResponses,
@@ -644,17 +648,22 @@ impl Driver {
         let Some(Link::Device(l)) = self.links.get_mut(&link) else {
             return;
         };
-        let Kind::C2d { taking, .. } = &mut l.kind else {
+        let Kind::C2d { taking, again, .. } = &mut l.kind else {
             return;
         };
         let Some(state) = self.devices.get(&l.identity) else {
             return;
         };
         let want = credit.min(state.c2d.room());
-        if *taking || want == 0 {
+        if *taking {
+            *again = true;
+            return;
+        }
+        if want == 0 {
             return;
         }
         *taking = true;
+        *again = false;
         let device = l.identity.0.clone();
         let hub = self.hub.clone();
         let done = self.done_tx.clone();
@@ -672,10 +681,12 @@ impl Driver {
 
     /// C2D messages locked for `link`: each sent unsettled, its outcome settling it.
     pub(super) fn c2d_taken(&mut self, link: LinkId, messages: Vec<ferrohub_c2d::QueuedMessage>) {
+        let mut read_again = false;
         let identity = match self.links.get_mut(&link) {
             Some(Link::Device(l)) => {
-                if let Kind::C2d { taking, .. } = &mut l.kind {
+                if let Kind::C2d { taking, again, .. } = &mut l.kind {
                     *taking = false;
+                    read_again = std::mem::take(again);
                 }
                 Some(l.identity.clone())
             }
@@ -717,6 +728,9 @@ impl Driver {
                     let _ = hub.c2d.release(&device, &lock, hub.now()).await;
                 }
             });
+        }
+        if read_again {
+            self.pump_device_link(link);
         }
     }
 

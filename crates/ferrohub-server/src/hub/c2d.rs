@@ -27,8 +27,8 @@ impl Hub {
         message: OutgoingMessage,
     ) -> Result<QueuedMessage, HubError> {
         let identity = self
-            .registry
-            .identity(device, None)
+            .identity_current(device, None)
+            .await
             .ok_or_else(|| HubError::device_not_found(device))?;
         // On its own task: a send may carry other sends to the same device with it (see
         // `C2dQueues::send`), so it must finish even if its caller goes away.

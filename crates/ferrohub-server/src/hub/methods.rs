@@ -102,6 +102,16 @@ impl Hub {
         identity: &Identity,
         call: &CloudToDeviceMethod,
     ) -> Result<DeviceAnswer, HubError> {
+        // Connected to no node as far as this one heard, and the call may not wait for a
+        // connection: 404103 at once, as one hub answers, not after the call's timeouts.
+        if call.connect_timeout().is_zero()
+            && !self
+                .connections
+                .presence(identity)
+                .is_some_and(|p| p.connected)
+        {
+            return Err(not_online(call));
+        }
         let request = MethodRequest {
             device: identity.0.to_string(),
             module: identity.1.as_ref().map(ToString::to_string),

@@ -105,7 +105,7 @@ pub(crate) async fn send(
 ) -> Result<Response, ApiError> {
     hub.authorize_service(&headers, uri.path(), &[Permission::ServiceConnect])?;
     let body = super::extract::bytes(req).await?;
-    let identity = hub.registry.identity(&id, None).ok_or_else(|| {
+    let identity = hub.identity_current(&id, None).await.ok_or_else(|| {
         ApiError::new(
             ErrorCode::DeviceNotFound,
             format!("The device with ID '{id}' could not be found."),
@@ -145,7 +145,7 @@ pub(crate) async fn purge(
     DevicePath(id): DevicePath,
 ) -> Result<Response, ApiError> {
     hub.authorize_service(&headers, uri.path(), &[Permission::ServiceConnect])?;
-    if hub.registry.identity(&id, None).is_none() {
+    if hub.identity_current(&id, None).await.is_none() {
         return Err(ApiError::new(
             ErrorCode::DeviceNotFound,
             format!("The device with ID '{id}' could not be found."),
@@ -320,7 +320,9 @@ pub(crate) async fn device_receive(
     headers: HeaderMap,
     DevicePath(id): DevicePath,
 ) -> Result<Response, ApiError> {
-    let origin = hub.authenticate_device(device_token(&headers)?, &id, None)?;
+    let origin = hub
+        .authenticate_device_current(device_token(&headers)?, &id, None)
+        .await?;
     let now = hub.now();
     hub.touch(&(origin.device_id.clone(), None), now);
     match hub.c2d.receive(&id, now).await? {
@@ -340,7 +342,8 @@ pub(crate) async fn device_settle(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, ApiError> {
     let id = ferrohub_types::DeviceId::new(id).map_err(|e| ApiError::invalid(e.to_string()))?;
-    hub.authenticate_device(device_token(&headers)?, &id, None)?;
+    hub.authenticate_device_current(device_token(&headers)?, &id, None)
+        .await?;
     let lock = lock.trim_matches('"');
     if q.contains_key("reject") {
         hub.c2d.reject(&id, lock, hub.now()).await?;
@@ -363,7 +366,8 @@ pub(crate) async fn device_abandon(
     Path((id, lock)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
     let id = ferrohub_types::DeviceId::new(id).map_err(|e| ApiError::invalid(e.to_string()))?;
-    hub.authenticate_device(device_token(&headers)?, &id, None)?;
+    hub.authenticate_device_current(device_token(&headers)?, &id, None)
+        .await?;
     hub.c2d
         .abandon(&id, lock.trim_matches('"'), hub.now())
         .await?;

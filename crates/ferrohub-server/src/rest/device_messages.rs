@@ -121,7 +121,7 @@ pub(crate) async fn send_event(
                 "Unauthorized: the request carries no SharedAccessSignature.",
             )
         })?;
-    let origin = hub.authenticate_device(token, &id, None)?;
+    let origin = hub.authenticate_device_current(token, &id, None).await?;
     let body = super::extract::bytes(req).await?;
     if body.len() > MAX_MESSAGE_BYTES {
         return Err(ApiError::new(

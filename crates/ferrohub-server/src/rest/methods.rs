@@ -58,16 +58,16 @@ async fn invoke(
         .map_err(|e| ApiError::new(e.error_code(), e.to_string()))?;
     match &identity.1 {
         None => {
-            hub.registry
-                .identity(&identity.0, None)
+            hub.identity_current(&identity.0, None)
+                .await
                 .ok_or_else(|| HubError::device_not_found(&identity.0))?;
         }
         Some(m) => {
-            hub.registry
-                .identity(&identity.0, None)
+            hub.identity_current(&identity.0, None)
+                .await
                 .ok_or_else(|| HubError::device_not_found(&identity.0))?;
-            hub.registry
-                .identity(&identity.0, Some(m))
+            hub.identity_current(&identity.0, Some(m))
+                .await
                 .ok_or_else(|| HubError::module_not_found(&identity.0, m))?;
         }
     }
