@@ -352,8 +352,23 @@ impl JetStreamLog {
             .backpressure_on_inflight(true)
             .build(client.clone());
         let mut tails = Vec::with_capacity(config.partitions as usize);
+        // A NATS cluster that is still forming cannot place replicated streams yet ("stream not
+        // found", no leader): keep trying for a while, as a node started beside its NATS servers
+        // (by one service manager, at boot) would otherwise stop at once.
+        let started = Instant::now();
         for p in 0..config.partitions {
-            tails.push(Mutex::new(ensure_stream(&js, &config, p).await?));
+            let tail = loop {
+                match ensure_stream(&js, &config, p).await {
+                    Err(LogError::Unavailable(reason))
+                        if started.elapsed() < STREAM_SETUP_PATIENCE =>
+                    {
+                        tracing::info!(partition = p, %reason, "JetStream not ready; trying again");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                    }
+                    other => break other?,
+                }
+            };
+            tails.push(Mutex::new(tail));
         }
         let shared = Arc::new(Shared {
             tails,
@@ -1067,6 +1082,10 @@ fn decode_record(
 fn header<'a>(headers: Option<&'a HeaderMap>, name: &str) -> Option<&'a str> {
     headers?.get(name).map(|v| v.as_str())
 }
+
+/// How long [`JetStreamLog::open`] keeps trying to set up its streams while JetStream answers
+/// that it is unavailable (a NATS cluster still electing its leaders).
+const STREAM_SETUP_PATIENCE: Duration = Duration::from_secs(60);
 
 fn unavailable(e: impl std::fmt::Display) -> LogError {
     LogError::Unavailable(e.to_string())

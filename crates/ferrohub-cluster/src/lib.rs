@@ -86,6 +86,5 @@ pub use coordinator::{CoordinatorConfig, NodeCoordinator};
 pub use jetstream::{AUTO_CONSUMER_FROM, JetStreamConfig, JetStreamLog, ReadStrategy};
 pub use postgres::{
     PgConfig, PgDatabase, PgError, PgImportExportSlot, PgJobStore, PgPresenceStore, PgQueueStore,
-    PgRegistryStore,
-    PgSessionStore, PgSharedSettings,
+    PgRegistryStore, PgSessionStore, PgSharedSettings,
 };

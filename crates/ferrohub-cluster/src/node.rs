@@ -14,8 +14,7 @@ use crate::coordinator::{CoordinatorConfig, CoordinatorError, NodeCoordinator};
 use crate::jetstream::{JetStreamConfig, JetStreamLog};
 use crate::postgres::{
     PgConfig, PgDatabase, PgGroupDocument, PgImportExportSlot, PgJobStore, PgPresenceStore,
-    PgQueueStore,
-    PgRegistryStore, PgSessionStore, PgSharedSettings,
+    PgQueueStore, PgRegistryStore, PgSessionStore, PgSharedSettings,
 };
 
 /// Why a node could not reach its engines.
