@@ -97,6 +97,33 @@ pub enum ClusterEvent {
         /// The notification body (JSON text).
         body: String,
     },
+    /// An Event Hubs receiver with owner level (epoch) `epoch` attached on `node` to
+    /// `partition` of consumer group `group` (lowercase): every other node detaches its
+    /// receivers of that partition with a lower or equal level or none, and refuses lower
+    /// ones while it holds the partition.
+    #[serde(rename_all = "camelCase")]
+    ReceiverOwner {
+        /// The node that holds the receiver.
+        node: String,
+        /// The consumer group (lowercase).
+        group: String,
+        /// The partition.
+        partition: u32,
+        /// The receiver's owner level.
+        epoch: i64,
+    },
+    /// The owner-level receiver announced by a [`ClusterEvent::ReceiverOwner`] is gone.
+    #[serde(rename_all = "camelCase")]
+    ReceiverOwnerGone {
+        /// The node that held the receiver.
+        node: String,
+        /// The consumer group (lowercase).
+        group: String,
+        /// The partition.
+        partition: u32,
+        /// The receiver's owner level.
+        epoch: i64,
+    },
 }
 
 /// A direct method call for an identity connected to another node.
