@@ -281,4 +281,43 @@ mod tests {
         r.leave(&owner2);
         assert!(r.join("cg", 3, None).is_ok());
     }
+
+    #[test]
+    fn an_owner_on_another_node_displaces_and_refuses_until_it_goes() {
+        let r = Readers::default();
+        let (_, mut mine) = r.join("cg", 0, Some(1)).expect("epoch 1 here");
+        let (_, mut plain) = r.join("cg", 1, None).expect("plain, another partition");
+
+        // A lower level elsewhere is ignored: this node's receiver wins.
+        r.owner_elsewhere("b", "CG", 0, 0);
+        assert!(mine.try_recv().is_err());
+
+        // A higher or equal level elsewhere takes the partition.
+        r.owner_elsewhere("b", "CG", 0, 2);
+        let why = mine.try_recv().expect("displaced");
+        assert!(why.0.contains("higher epoch of '2'"), "{why:?}");
+        r.owner_elsewhere("b", "cg", 1, 0);
+        assert!(plain.try_recv().is_ok(), "a plain receiver goes too");
+        assert!(matches!(
+            r.join("cg", 0, Some(1)),
+            Err(ReaderRefusal::Stolen(_))
+        ));
+        assert!(matches!(
+            r.join("cg", 0, None),
+            Err(ReaderRefusal::Stolen(_))
+        ));
+
+        // The end of another receiver, or of another node's, changes nothing.
+        r.owner_gone_elsewhere("b", "cg", 0, 1);
+        r.owner_gone_elsewhere("c", "cg", 0, 2);
+        assert!(r.join("cg", 0, Some(1)).is_err());
+
+        // Once it goes, the partition is free; a higher level here takes it back at once.
+        r.owner_gone_elsewhere("b", "cg", 0, 2);
+        let (t, _) = r.join("cg", 0, None).expect("free again");
+        r.leave(&t);
+        r.owner_elsewhere("b", "cg", 0, 2);
+        let _ = r.join("cg", 0, Some(3)).expect("a higher level here");
+        assert!(r.join("cg", 0, Some(2)).is_err(), "3 is the owner now");
+    }
 }
