@@ -7,7 +7,8 @@
 //! * [`Coordinator`]: how nodes tell each other what happens on one of them and concerns a
 //!   connection on another — an identity connected (the older connection elsewhere closes), an
 //!   identity changed in the registry (caches refresh, revoked connections close), a
-//!   cloud-to-device message was queued, a desired-property patch was written — and how a
+//!   cloud-to-device message was queued, a desired-property patch was written, an Event Hubs
+//!   owner-level receiver attached or went away — and how a
 //!   direct method call reaches the node that holds the device's connection.
 //!
 //! The embedded hub uses [`LocalCoordinator`], which does nothing: with one process, the
