@@ -15,7 +15,8 @@
 //! * **NATS core subjects** (`{prefix}.cluster.events`, `{prefix}.cluster.methods`): what
 //!   happens on one node's connections — an identity connected (older connections elsewhere
 //!   close: one connection per identity across the cluster) or disconnected (presence), a
-//!   desired-property patch for a device connected elsewhere — is published once, in order, to
+//!   desired-property patch for a device connected elsewhere, an Event Hubs owner-level
+//!   receiver attached or gone (receivers it outranks elsewhere go) — is published once, in order, to
 //!   every node. A direct method call for a device not connected here is a NATS request that
 //!   only the node holding the device's connection answers.
 //!

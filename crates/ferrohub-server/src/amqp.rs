@@ -822,7 +822,7 @@ impl Driver {
                     service::settle_feedback(&self.hub, lock, Some(DeliveryState::Released));
                 }
             }
-            Link::EventHubs(r) => self.hub.readers.leave(&r.ticket),
+            Link::EventHubs(r) => self.hub.leave_reader(&r.ticket),
             Link::Device(d) => self.device_link_gone(link, d),
             _ => {}
         }

@@ -7,7 +7,8 @@
 //! * [`Coordinator`]: how nodes tell each other what happens on one of them and concerns a
 //!   connection on another — an identity connected (the older connection elsewhere closes), an
 //!   identity changed in the registry (caches refresh, revoked connections close), a
-//!   cloud-to-device message was queued, a desired-property patch was written — and how a
+//!   cloud-to-device message was queued, a desired-property patch was written, an Event Hubs
+//!   owner-level receiver attached or went away — and how a
 //!   direct method call reaches the node that holds the device's connection.
 //!
 //! The embedded hub uses [`LocalCoordinator`], which does nothing: with one process, the
@@ -96,6 +97,33 @@ pub enum ClusterEvent {
         version: u64,
         /// The notification body (JSON text).
         body: String,
+    },
+    /// An Event Hubs receiver with owner level (epoch) `epoch` attached on `node` to
+    /// `partition` of consumer group `group` (lowercase): every other node detaches its
+    /// receivers of that partition with a lower or equal level or none, and refuses lower
+    /// ones while it holds the partition.
+    #[serde(rename_all = "camelCase")]
+    ReceiverOwner {
+        /// The node that holds the receiver.
+        node: String,
+        /// The consumer group (lowercase).
+        group: String,
+        /// The partition.
+        partition: u32,
+        /// The receiver's owner level.
+        epoch: i64,
+    },
+    /// The owner-level receiver announced by a [`ClusterEvent::ReceiverOwner`] is gone.
+    #[serde(rename_all = "camelCase")]
+    ReceiverOwnerGone {
+        /// The node that held the receiver.
+        node: String,
+        /// The consumer group (lowercase).
+        group: String,
+        /// The partition.
+        partition: u32,
+        /// The receiver's owner level.
+        epoch: i64,
     },
 }
 

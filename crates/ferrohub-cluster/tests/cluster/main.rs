@@ -3,6 +3,7 @@
 //! PostgreSQL stores promise (migrations, notifications, the registry link, outages), and the
 //! event log contract against JetStream (nats-server processes started per test).
 
+mod epoch;
 mod eventlog_contract;
 mod hub;
 mod jetstream_only;

@@ -19,14 +19,14 @@ use tokio::time::Instant;
 use crate::eventlog_contract::nats_server;
 
 /// The engines several nodes share.
-struct Engines {
+pub(crate) struct Engines {
     database: TestDatabase,
     nats: NatsServer,
     prefix: String,
 }
 
 impl Engines {
-    async fn start() -> Engines {
+    pub(crate) async fn start() -> Engines {
         Engines::on(TestDatabase::create().await.expect("database")).await
     }
 
@@ -49,7 +49,7 @@ impl Engines {
         Config::from_toml(raw, &Overrides::default()).expect("valid")
     }
 
-    async fn node(&self, name: &str) -> TestHub {
+    pub(crate) async fn node(&self, name: &str) -> TestHub {
         let backends = ferrohub_cluster::node::backends(&self.config(name))
             .await
             .expect("the node reaches its engines");

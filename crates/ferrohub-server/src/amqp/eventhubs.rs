@@ -168,8 +168,7 @@ impl Driver {
         let next = start(position, &info);
         let (ticket, displaced) = self
             .hub
-            .readers
-            .join(&group, partition, ehevent::epoch(attach))
+            .join_reader(&group, partition, ehevent::epoch(attach))
             .map_err(|r| match r {
                 ReaderRefusal::Stolen(why) => Refusal::Amqp(condition::STOLEN, why),
                 ReaderRefusal::TooMany(why) => {

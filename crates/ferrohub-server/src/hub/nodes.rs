@@ -106,6 +106,27 @@ impl ClusterHandler for Handler {
                         super::twins::deliver_desired(&hub, &id, version, Bytes::from(body));
                     }
                 }
+                ClusterEvent::ReceiverOwner {
+                    node,
+                    group,
+                    partition,
+                    epoch,
+                } => {
+                    if node != hub.node() {
+                        hub.readers.owner_elsewhere(&node, &group, partition, epoch);
+                    }
+                }
+                ClusterEvent::ReceiverOwnerGone {
+                    node,
+                    group,
+                    partition,
+                    epoch,
+                } => {
+                    if node != hub.node() {
+                        hub.readers
+                            .owner_gone_elsewhere(&node, &group, partition, epoch);
+                    }
+                }
             }
         })
     }
