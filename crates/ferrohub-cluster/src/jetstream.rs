@@ -663,7 +663,7 @@ impl JetStreamLog {
         from: Start,
         max: usize,
     ) -> Result<Vec<Record>, LogError> {
-        let consumer = match self.config.reads {
+        let mut consumer = match self.config.reads {
             ReadStrategy::Auto => max >= AUTO_CONSUMER_FROM,
             ReadStrategy::DirectGet => false,
             ReadStrategy::OrderedConsumer => true,
@@ -671,7 +671,8 @@ impl JetStreamLog {
         // A server that has not applied what the leader acknowledged may answer nothing. A
         // reader that gets nothing waits for the next change, which for records this node
         // already knows of came before the read: ask again (up to the request timeout) while
-        // this node knows of records at or after the start.
+        // this node knows of records at or after the start, and ask the stream's leader (an
+        // ordered consumer) rather than any replica's direct get, as a replica may lag.
         let deadline = Instant::now() + self.config.request_timeout;
         let mut pause = Duration::from_millis(5);
         loop {
@@ -687,6 +688,7 @@ impl JetStreamLog {
             if !out.is_empty() || !known_later || Instant::now() + pause > deadline {
                 return Ok(out);
             }
+            consumer = true;
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(200));
         }

@@ -8,6 +8,7 @@
 
 mod budgets;
 mod c2d;
+mod desired_order;
 mod error;
 mod methods;
 mod nodes;
@@ -89,6 +90,8 @@ pub struct Hub {
     pub(crate) shared_presence: Option<presence::SharedPresence>,
     /// Whether this cluster node has fenced itself off from devices (see [`crate::fence`]).
     pub(crate) fence: presence::FenceState,
+    /// Desired-property patches of identities connected here, put in version order.
+    pub(crate) desired_order: std::sync::Mutex<desired_order::DesiredOrder>,
     shutdown: watch::Sender<bool>,
     host_names: Vec<String>,
     clock: Arc<dyn Clock>,
@@ -169,6 +172,7 @@ impl Hub {
             shared_presence: presence
                 .map(|store| presence::SharedPresence::new(store, presence_interval)),
             fence: presence::FenceState::new(fence),
+            desired_order: std::sync::Mutex::default(),
             shutdown: watch::channel(false).0,
             limits,
             mqtt_connections: std::sync::atomic::AtomicUsize::new(0),

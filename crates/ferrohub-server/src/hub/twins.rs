@@ -237,8 +237,54 @@ pub(crate) fn notify_desired_changes(hub: &Arc<Hub>) {
 }
 
 /// Sends a desired-properties patch to `identity`'s connection on this node if it subscribed
-/// to them.
-pub(crate) fn deliver_desired(hub: &Hub, identity: &Identity, version: u64, body: Bytes) {
+/// to them. On a cluster node the patches pass in version order (see
+/// [`super::desired_order`]): patches written through different nodes may arrive out of order.
+pub(crate) fn deliver_desired(hub: &Arc<Hub>, identity: &Identity, version: u64, body: Bytes) {
+    if !hub.coordinator.is_clustered() {
+        send_desired(hub, identity, version, body);
+        return;
+    }
+    let lock = || {
+        hub.desired_order
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    };
+    if !hub.connections.has_interest(identity, wants_desired) {
+        lock().forget(identity);
+        send_desired(hub, identity, version, body);
+        return;
+    }
+    let offered = lock().offer(identity, version, body, std::time::Instant::now());
+    for (version, body) in offered.send {
+        send_desired(hub, identity, version, body);
+    }
+    if offered.held {
+        let weak = Arc::downgrade(hub);
+        let expire = async move {
+            tokio::time::sleep(super::desired_order::HOLD).await;
+            if let Some(hub) = weak.upgrade() {
+                let expired = hub
+                    .desired_order
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .expire(std::time::Instant::now());
+                for (identity, patches) in expired {
+                    for (version, body) in patches {
+                        send_desired(&hub, &identity, version, body);
+                    }
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn(expire);
+            }
+            Err(_) => tracing::warn!("no runtime to send a held desired patch from"),
+        }
+    }
+}
+
+fn send_desired(hub: &Hub, identity: &Identity, version: u64, body: Bytes) {
     let command = DeviceCommand::DesiredPatch { version, body };
     match hub
         .connections
