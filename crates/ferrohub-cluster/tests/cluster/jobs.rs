@@ -22,6 +22,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::eventlog_contract::nats_server;
+use crate::nodes::create_device;
 
 /// Long enough for a lease to end and another node to notice.
 const WAIT: Duration = Duration::from_secs(30);
@@ -100,23 +101,6 @@ async fn rest(
         m.insert("iothub-errorcode".into(), code.into());
     }
     (status, body)
-}
-
-async fn create_device(hub: &TestHub, id: &str) -> SymmetricKey {
-    let (status, device) = rest(
-        hub,
-        Method::PUT,
-        &format!("/devices/{id}"),
-        Some(json!({ "deviceId": id })),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{device}");
-    SymmetricKey::from_base64(
-        device["authentication"]["symmetricKey"]["primaryKey"]
-            .as_str()
-            .expect("key"),
-    )
-    .expect("base64 key")
 }
 
 /// `id` connected to `hub` and subscribed to direct methods (retried until `hub` knows the
@@ -576,7 +560,8 @@ async fn one_import_or_export_job_at_a_time_across_nodes() {
 
     // Node A stops with the job running (it keeps its record `running`, as a killed node
     // would): once its lease ends, node B marks the job failed and takes a new one.
-    a.stop().await;
+    // Its data directory stays until the end of the test, as a killed node's disk would.
+    let _a_data = a.stop().await;
     let failed = eventually(WAIT, "node A's job is marked failed", || async {
         let job = import_export_job(&b, &first_id).await;
         (job["status"] == "failed").then_some(job)

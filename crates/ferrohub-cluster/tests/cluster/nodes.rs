@@ -67,7 +67,7 @@ async fn rest(
     call(hub, method, path, body, true).await
 }
 
-async fn call(
+pub(crate) async fn call(
     hub: &TestHub,
     method: Method,
     path: &str,
@@ -97,7 +97,7 @@ async fn call(
 }
 
 /// Creates `id` through `hub`; returns its primary key.
-async fn create_device(hub: &TestHub, id: &str) -> SymmetricKey {
+pub(crate) async fn create_device(hub: &TestHub, id: &str) -> SymmetricKey {
     let (status, device) = call(
         hub,
         Method::PUT,

@@ -22,6 +22,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 use crate::eventlog_contract::nats_server;
+use crate::nodes::create_device;
 
 /// Settings of every node here: presence written within 200 ms, fenced after 1 s without NATS.
 const TIMING: &str = "presence_interval = \"200ms\"\nnats_grace = \"1s\"\n";
@@ -66,40 +67,7 @@ async fn call(
     path: &str,
     body: Option<Value>,
 ) -> (StatusCode, Value) {
-    let sep = if path.contains('?') { '&' } else { '?' };
-    let mut req = hub
-        .http()
-        .request(
-            method,
-            format!("{}{path}{sep}api-version=2021-04-12", hub.base_url()),
-        )
-        .header("Authorization", hub.policy_token("iothubowner", 3600));
-    if let Some(b) = body {
-        req = req
-            .header("Content-Type", "application/json; charset=utf-8")
-            .body(b.to_string());
-    }
-    let resp = req.send().await.expect("request");
-    let status = resp.status();
-    let text = resp.text().await.expect("body");
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-async fn create_device(hub: &TestHub, id: &str) -> SymmetricKey {
-    let (status, device) = call(
-        hub,
-        Method::PUT,
-        &format!("/devices/{id}"),
-        Some(json!({ "deviceId": id })),
-    )
-    .await;
-    assert_eq!(status, StatusCode::OK, "{device}");
-    SymmetricKey::from_base64(
-        device["authentication"]["symmetricKey"]["primaryKey"]
-            .as_str()
-            .expect("key"),
-    )
-    .expect("base64 key")
+    crate::nodes::call(hub, method, path, body, false).await
 }
 
 fn device_token(id: &str, key: &SymmetricKey) -> String {

@@ -206,9 +206,12 @@ async fn run(hub: Arc<Hub>, id: String) {
     // On shutdown the work is dropped wherever it waits (a slow blob store, say), so the job
     // does not keep the stopped hub's stores open. Chunks already handed to the registry finish
     // in their own tasks.
+    // Shutdown first: a job that fails because the stopping hub's files went away must not
+    // record that as its outcome.
     let outcome = tokio::select! {
-        outcome = work => outcome,
+        biased;
         _ = stopping.wait_for(|stop| *stop) => Err(Stop::Shutdown),
+        outcome = work => outcome,
     };
     let final_counts = Some((counts.records, counts.errors));
     tracing::info!(
