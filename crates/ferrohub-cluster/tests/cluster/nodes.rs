@@ -478,30 +478,29 @@ async fn nodes_ride_out_a_postgres_restart() {
     wait_health(&a, StatusCode::OK, Duration::from_secs(20)).await;
     wait_health(&b, StatusCode::OK, Duration::from_secs(20)).await;
     // Writes work again, and the other node hears of them.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let key = loop {
-        let (status, device) = call(
-            &a,
-            Method::PUT,
-            "/devices/after",
-            Some(json!({"deviceId": "after"})),
-            false,
-        )
-        .await;
-        if status == StatusCode::OK {
-            break SymmetricKey::from_base64(
-                device["authentication"]["symmetricKey"]["primaryKey"]
-                    .as_str()
-                    .expect("key"),
+    let key = eventually(
+        Duration::from_secs(20),
+        "creating a device works again",
+        || async {
+            let (status, device) = call(
+                &a,
+                Method::PUT,
+                "/devices/after",
+                Some(json!({"deviceId": "after"})),
+                false,
             )
-            .expect("key");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "creating a device still fails: {status} {device}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+            .await;
+            (status == StatusCode::OK).then(|| {
+                SymmetricKey::from_base64(
+                    device["authentication"]["symmetricKey"]["primaryKey"]
+                        .as_str()
+                        .expect("key"),
+                )
+                .expect("key")
+            })
+        },
+    )
+    .await;
     let _after = connect_when_known(&b, "after", &key, Duration::from_secs(5)).await;
     b.stop().await;
     a.stop().await;
